@@ -1,0 +1,113 @@
+"""Pieces shared by the Elman, LSTM and GRU kernels.
+
+Letters: T = steps, B = batch, I = input, H = hidden, G = gate rows (Elman 1H, LSTM 4H, GRU 3H).
+
+State storage for training, one layout for both directions: ``hs`` is (T+2, B, H). The state
+after step t is ``hs[t+1]``. The initial state sits in ``hs[0]`` for the forward direction
+(step t reads ``hs[t]``) and in ``hs[T+1]`` for the reverse direction (step t reads ``hs[t+2]``),
+so the previous states of all steps are the contiguous block ``hs[prev_offset(..):][:T]``.
+
+Packed-sequence semantics: step t is active for sequence b when t < lengths[b]. An inactive
+step carries the state unchanged and writes a zero output; in both directions that makes the
+reverse direction start at each sequence's own last step and h_n the state at its last step.
+"""
+
+import numpy as np
+
+from rnncore.kernels._jit import kernel
+
+# Time steps of the input projection computed at once by the inference kernels (bounded memory).
+INFER_CHUNK = 64
+
+
+@kernel
+def time_index(s, T, reverse):
+    """The time index of the s-th step processed."""
+    return T - 1 - s if reverse else s
+
+
+@kernel
+def init_slot(T, reverse):
+    """Where the initial state sits in the (T+2, B, H) storage."""
+    return T + 1 if reverse else 0
+
+
+@kernel
+def prev_offset(reverse):
+    """Step t reads its previous state from storage slot t + prev_offset."""
+    return 2 if reverse else 0
+
+
+@kernel
+def project_inputs(x, w_ih, b_ih):
+    """Input projection of all steps as one GEMM: returns (T, B, G) = x W_ih^T + b_ih.
+    x (T, B, I), w_ih (G, I), b_ih (G,)."""
+    T, B, I = x.shape
+    G = w_ih.shape[0]
+    a = np.dot(x.reshape(T * B, I), w_ih.T)
+    for r in range(T * B):
+        for j in range(G):
+            a[r, j] += b_ih[j]
+    return a.reshape(T, B, G)
+
+
+@kernel
+def write_output(out, h, lengths, t, col):
+    """out[t, b, col:col+H] = h[b] for active rows, 0 for padding. out (T, B, O), h (B, H)."""
+    B, H = h.shape
+    for b in range(B):
+        if t < lengths[b]:
+            for j in range(H):
+                out[t, b, col + j] = h[b, j]
+        else:
+            for j in range(H):
+                out[t, b, col + j] = 0.0
+
+
+@kernel
+def carry_inactive(new, old, lengths, t):
+    """new[b] = old[b] for the rows whose step t is padding. new, old (B, H)."""
+    B, H = new.shape
+    for b in range(B):
+        if t >= lengths[b]:
+            for j in range(H):
+                new[b, j] = old[b, j]
+
+
+@kernel
+def add_output_grad(g, grad_out, lengths, t, col):
+    """g[b] += grad_out[t, b, col:col+H] for active rows; g (B, H), grad_out (T, B, O)."""
+    B, H = g.shape
+    for b in range(B):
+        if t < lengths[b]:
+            for j in range(H):
+                g[b, j] += grad_out[t, b, col + j]
+
+
+@kernel
+def zero_inactive_rows(d, lengths, t):
+    """d[b] = 0 for the rows whose step t is padding; d (B, G)."""
+    B, G = d.shape
+    for b in range(B):
+        if t >= lengths[b]:
+            for j in range(G):
+                d[b, j] = 0.0
+
+
+@kernel
+def accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, h_prev, w_ih):
+    """The after-loop GEMMs of every backward pass (accumulating, ``+=``).
+    dx (T, B, I); dw_ih (G, I); db_ih (G,); dw_hh (G, H); db_hh (G,)
+    d_in (T, B, G): gradient of the input projection's pre-activations
+    d_rec (T, B, G): gradient of the recurrent product's pre-activations (equal to d_in except for GRU)
+    x (T, B, I); h_prev (T, B, H): state entering each step; w_ih (G, I)."""
+    T, B, I = x.shape
+    G = d_in.shape[2]
+    H = h_prev.shape[2]
+    d_in2 = d_in.reshape(T * B, G)
+    d_rec2 = d_rec.reshape(T * B, G)
+    dw_ih += np.dot(d_in2.T, x.reshape(T * B, I))
+    dw_hh += np.dot(d_rec2.T, h_prev.reshape(T * B, H))
+    db_ih += d_in2.sum(axis=0)
+    db_hh += d_rec2.sum(axis=0)
+    dx += np.dot(d_in2, w_ih).reshape(T, B, I)

@@ -1,0 +1,21 @@
+"""The one place where Numba compilation options are decided.
+
+- ``error_model="numpy"``: no division checks in the gate math, so the loops vectorise.
+- fastmath without ``nnan``/``ninf``: NaN and Inf must stay visible to the finiteness checks.
+- ``nogil=True``: inference can run from several Python threads at once.
+- ``cache``: on by default; ``RNNCORE_NUMBA_CACHE=0`` turns it off (for example under multiprocessing
+  on a shared file system). Numba places the cache beside the modules, or in ``NUMBA_CACHE_DIR``.
+"""
+
+import os
+
+from numba import njit
+
+CACHE = os.environ.get("RNNCORE_NUMBA_CACHE", "1") != "0"
+FASTMATH = frozenset({"contract", "nsz", "arcp", "reassoc"})
+JIT_OPTIONS = {"cache": CACHE, "nogil": True, "error_model": "numpy", "fastmath": set(FASTMATH)}
+
+
+def kernel(fn):
+    """Compile ``fn`` in nopython mode with the project's options (lazily, once per dtype)."""
+    return njit(**JIT_OPTIONS)(fn)

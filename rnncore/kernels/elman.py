@@ -1,0 +1,113 @@
+"""Elman RNN kernels: h' = act(W_ih x + b_ih + W_hh h + b_hh), act in tanh, relu, sigmoid, identity.
+
+Letters: T = steps, B = batch, I = input, H = hidden. Storage layout and packed-sequence
+semantics: see ``_common``. Every function lists outputs first, then inputs, then weights.
+"""
+
+import numpy as np
+
+from rnncore.kernels._common import (
+    INFER_CHUNK,
+    accumulate_weight_grads,
+    add_output_grad,
+    carry_inactive,
+    init_slot,
+    prev_offset,
+    project_inputs,
+    time_index,
+    write_output,
+    zero_inactive_rows,
+)
+from rnncore.kernels._jit import kernel
+from rnncore.kernels.activations import activate_row, activation_grad_row
+
+
+@kernel
+def cell(h_new, a, h_prev, rec, lengths, t, w_hh, b_hh, act):
+    """One step for the whole batch.
+    h_new (B, H): output state; a (B, H): input projection of this step (used as scratch)
+    h_prev (B, H); rec (B, H): scratch for h_prev W_hh^T; w_hh (H, H); b_hh (H,)."""
+    B, H = h_prev.shape
+    np.dot(h_prev, w_hh.T, rec)
+    for b in range(B):
+        for j in range(H):
+            a[b, j] += rec[b, j] + b_hh[j]
+        activate_row(h_new[b], a[b], act)
+    carry_inactive(h_new, h_prev, lengths, t)
+
+
+@kernel
+def forward_train(out, hs, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse, col):
+    """Forward that keeps what backward needs.
+    out (T, B, O): writes out[:, :, col:col+H]; hs (T+2, B, H): states (layout in ``_common``)
+    x (T, B, I); lengths (B,) in 1..T; h0 (B, H); w_ih (H, I); w_hh (H, H); b_ih, b_hh (H,)."""
+    T = x.shape[0]
+    a = project_inputs(x, w_ih, b_ih)
+    rec = np.empty_like(h0)
+    first, off = init_slot(T, reverse), prev_offset(reverse)
+    hs[first] = h0
+    for s in range(T):
+        t = time_index(s, T, reverse)
+        cell(hs[t + 1], a[t], hs[t + off], rec, lengths, t, w_hh, b_hh, act)
+        write_output(out, hs[t + 1], lengths, t, col)
+
+
+@kernel
+def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse, col):
+    """Forward that keeps nothing; the input projection is done INFER_CHUNK steps at a time.
+    out (T, B, O): writes out[:, :, col:col+H]; h_n (B, H): final state; other arguments as in
+    ``forward_train``."""
+    T = x.shape[0]
+    h = h0.copy()
+    rec = np.empty_like(h0)
+    for c in range(0, T, INFER_CHUNK):
+        n = min(INFER_CHUNK, T - c)
+        start = T - c - n if reverse else c
+        a = project_inputs(x[start : start + n], w_ih, b_ih)
+        for s in range(n):
+            t = start + time_index(s, n, reverse)
+            cell(h_n, a[t - start], h, rec, lengths, t, w_hh, b_hh, act)
+            write_output(out, h_n, lengths, t, col)
+            h[:] = h_n
+    h_n[:] = h
+
+
+@kernel
+def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, act):
+    """One generation step, nothing kept. h_new (B, H); x (B, I); h (B, H)."""
+    B, I = x.shape
+    a = np.dot(x, w_ih.T)
+    for b in range(B):
+        for j in range(a.shape[1]):
+            a[b, j] += b_ih[j]
+    rec = np.empty_like(h)
+    lengths = np.ones(B, dtype=np.int64)
+    cell(h_new, a, h, rec, lengths, 0, w_hh, b_hh, act)
+
+
+@kernel
+def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths, hs, w_ih, w_hh, act,
+             reverse, col):
+    """BPTT through one direction of one layer; every output is accumulated into (``+=``).
+    dx (T, B, I); dh0 (B, H); dw_ih (H, I); dw_hh (H, H); db_ih, db_hh (H,)
+    grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn (B, H)
+    x (T, B, I); lengths (B,); hs (T+2, B, H) from ``forward_train``; w_ih (H, I); w_hh (H, H)."""
+    T, B, _ = x.shape
+    H = w_hh.shape[0]
+    da = np.empty((T, B, H), dtype=x.dtype)  # gradient of the pre-activation of each step
+    dh = grad_hn.copy()  # gradient flowing into the state after the current step
+    dh_prev = np.empty_like(dh)
+    for s in range(T):
+        t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
+        add_output_grad(dh, grad_out, lengths, t, col)
+        # forward was: h_t = act(a_t)
+        for b in range(B):
+            activation_grad_row(da[t, b], dh[b], hs[t + 1, b], act)
+        zero_inactive_rows(da[t], lengths, t)
+        # forward was: a_t = ... + h_{t-1} W_hh^T
+        np.dot(da[t], w_hh, dh_prev)
+        carry_inactive(dh_prev, dh, lengths, t)
+        dh, dh_prev = dh_prev, dh
+    dh0 += dh
+    off = prev_offset(reverse)
+    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, da, da, x, hs[off : off + T], w_ih)

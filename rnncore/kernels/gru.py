@@ -1,0 +1,198 @@
+"""GRU kernels, torch.nn gate order r, z, n, in both placements of the reset gate:
+
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    reset_after=True  (torch.nn, cuDNN, Keras default): n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+    reset_after=False (the original GRU):               n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
+    h' = (1 - z) * n + z * h
+
+Letters: T = steps, B = batch, I = input, H = hidden, G = 3H. Storage layout and packed-sequence
+semantics: see ``_common``. Every function lists outputs first, then inputs, then weights.
+``aux`` (B, H) per step holds W_hn h + b_hn (reset_after) or r * h (reset_before): what
+backward needs besides the gates.
+"""
+
+import numpy as np
+
+from rnncore.kernels._common import (
+    INFER_CHUNK,
+    accumulate_weight_grads,
+    add_output_grad,
+    carry_inactive,
+    init_slot,
+    prev_offset,
+    project_inputs,
+    time_index,
+    write_output,
+)
+from rnncore.kernels._jit import kernel
+from rnncore.kernels.activations import sigmoid
+
+
+@kernel
+def _split(scratch, B, H):
+    """Views of a (B, 3H) scratch as a contiguous (B, 2H) block and a contiguous (B, H) block."""
+    flat = scratch.reshape(B * 3 * H)
+    return flat[: B * 2 * H].reshape(B, 2 * H), flat[B * 2 * H :].reshape(B, H)
+
+
+@kernel
+def cell(h_new, a, aux, h_prev, rec, lengths, t, w_hh, b_hh, reset_after):
+    """One step for the whole batch.
+    h_new (B, H): output state
+    a (B, 3H): input projection of this step on entry, activated gates r, z, n on exit
+    aux (B, H): W_hn h + b_hn (reset_after) or r * h (reset_before), kept for backward
+    h_prev (B, H); rec (B, 3H): scratch; w_hh (3H, H); b_hh (3H,)."""
+    B, H = h_prev.shape
+    if reset_after:
+        np.dot(h_prev, w_hh.T, rec)
+        for b in range(B):
+            ab, rb = a[b], rec[b]
+            for j in range(2 * H):  # r, z
+                ab[j] = sigmoid(ab[j] + rb[j] + b_hh[j])
+            for j in range(H):
+                hn = rb[2 * H + j] + b_hh[2 * H + j]
+                aux[b, j] = hn
+                n = np.tanh(ab[2 * H + j] + ab[j] * hn)
+                ab[2 * H + j] = n
+                h_new[b, j] = (1.0 - ab[H + j]) * n + ab[H + j] * h_prev[b, j]
+    else:
+        rec_rz, rec_n = _split(rec, B, H)
+        np.dot(h_prev, w_hh[: 2 * H].T, rec_rz)
+        for b in range(B):
+            ab = a[b]
+            for j in range(2 * H):  # r, z
+                ab[j] = sigmoid(ab[j] + rec_rz[b, j] + b_hh[j])
+            for j in range(H):
+                aux[b, j] = ab[j] * h_prev[b, j]
+        np.dot(aux, w_hh[2 * H :].T, rec_n)
+        for b in range(B):
+            ab = a[b]
+            for j in range(H):
+                n = np.tanh(ab[2 * H + j] + rec_n[b, j] + b_hh[2 * H + j])
+                ab[2 * H + j] = n
+                h_new[b, j] = (1.0 - ab[H + j]) * n + ab[H + j] * h_prev[b, j]
+    carry_inactive(h_new, h_prev, lengths, t)
+
+
+@kernel
+def forward_train(out, hs, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after, reverse, col):
+    """Forward that keeps what backward needs.
+    out (T, B, O): writes out[:, :, col:col+H]; hs (T+2, B, H): states (layout in ``_common``)
+    gates (T, B, 3H): activated r, z, n; aux (T, B, H): see the module docstring
+    x (T, B, I); lengths (B,) in 1..T; h0 (B, H); w_ih (3H, I); w_hh (3H, H); b_ih, b_hh (3H,)."""
+    T = x.shape[0]
+    gates[:] = project_inputs(x, w_ih, b_ih)
+    rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
+    first, off = init_slot(T, reverse), prev_offset(reverse)
+    hs[first] = h0
+    for s in range(T):
+        t = time_index(s, T, reverse)
+        cell(hs[t + 1], gates[t], aux[t], hs[t + off], rec, lengths, t, w_hh, b_hh, reset_after)
+        write_output(out, hs[t + 1], lengths, t, col)
+
+
+@kernel
+def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after, reverse, col):
+    """Forward that keeps nothing; the input projection is done INFER_CHUNK steps at a time.
+    out (T, B, O): writes out[:, :, col:col+H]; h_n (B, H): final state; other arguments as in
+    ``forward_train``."""
+    T = x.shape[0]
+    h = h0.copy()
+    aux = np.empty_like(h0)
+    rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
+    for start_c in range(0, T, INFER_CHUNK):
+        n = min(INFER_CHUNK, T - start_c)
+        start = T - start_c - n if reverse else start_c
+        a = project_inputs(x[start : start + n], w_ih, b_ih)
+        for s in range(n):
+            t = start + time_index(s, n, reverse)
+            cell(h_n, a[t - start], aux, h, rec, lengths, t, w_hh, b_hh, reset_after)
+            write_output(out, h_n, lengths, t, col)
+            h[:] = h_n
+    h_n[:] = h
+
+
+@kernel
+def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
+    """One generation step, nothing kept. h_new (B, H); x (B, I); h (B, H)."""
+    B = x.shape[0]
+    a = np.dot(x, w_ih.T)
+    for b in range(B):
+        for j in range(a.shape[1]):
+            a[b, j] += b_ih[j]
+    rec = np.empty_like(a)
+    aux = np.empty_like(h)
+    lengths = np.ones(B, dtype=np.int64)
+    cell(h_new, a, aux, h, rec, lengths, 0, w_hh, b_hh, reset_after)
+
+
+@kernel
+def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths, hs, gates, aux, w_ih, w_hh,
+             reset_after, reverse, col):
+    """BPTT through one direction of one layer; every output is accumulated into (``+=``).
+    dx (T, B, I); dh0 (B, H); dw_ih (3H, I); dw_hh (3H, H); db_ih, db_hh (3H,)
+    grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn (B, H)
+    x (T, B, I); lengths (B,); hs (T+2, B, H), gates (T, B, 3H), aux (T, B, H) from ``forward_train``."""
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    d_in = np.zeros((T, B, 3 * H), dtype=x.dtype)  # gradient of the input projection (+ b_ih)
+    d_rec = np.zeros((T, B, 3 * H), dtype=x.dtype)  # gradient of h W_hh^T + b_hh (n rows: reset_after only)
+    dn_pre = np.zeros((T, B, H), dtype=x.dtype)  # gradient of n's pre-activation (reset_before's W_hn GEMM)
+    dh = grad_hn.copy()  # gradient flowing into h after the current step
+    dh_prev = np.empty_like(dh)
+    direct = np.zeros_like(dh)  # the part of dh_prev that does not pass through W_hh
+    d_rh = np.empty_like(dh)
+    w_hn = w_hh[2 * H :]
+    off = prev_offset(reverse)
+    for s in range(T):
+        t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
+        add_output_grad(dh, grad_out, lengths, t, col)
+        g_t, h_prev, di, dr, dn_t, aux_t = gates[t], hs[t + off], d_in[t], d_rec[t], dn_pre[t], aux[t]
+        for b in range(B):
+            if t >= lengths[b]:
+                continue
+            for j in range(H):
+                z, n = g_t[b, H + j], g_t[b, 2 * H + j]
+                # forward was: h = (1 - z) * n + z * h_prev
+                dn_t[b, j] = dh[b, j] * (1.0 - z) * (1.0 - n * n)
+                di[b, H + j] = dh[b, j] * (h_prev[b, j] - n) * z * (1.0 - z)
+                direct[b, j] = dh[b, j] * z
+        if reset_after:
+            for b in range(B):
+                if t >= lengths[b]:
+                    continue
+                for j in range(H):
+                    r, dan = g_t[b, j], dn_t[b, j]
+                    # forward was: n = tanh(x_n + r * hn), hn = W_hn h + b_hn
+                    di[b, j] = dan * aux_t[b, j] * r * (1.0 - r)
+                    di[b, 2 * H + j] = dan
+                    dr[b, j] = di[b, j]
+                    dr[b, H + j] = di[b, H + j]
+                    dr[b, 2 * H + j] = dan * r
+        else:
+            # forward was: n = tanh(x_n + (r * h) W_hn^T + b_hn)
+            np.dot(dn_t, w_hn, d_rh)
+            for b in range(B):
+                if t >= lengths[b]:
+                    continue
+                for j in range(H):
+                    r = g_t[b, j]
+                    di[b, j] = d_rh[b, j] * h_prev[b, j] * r * (1.0 - r)
+                    di[b, 2 * H + j] = dn_t[b, j]
+                    dr[b, j] = di[b, j]
+                    dr[b, H + j] = di[b, H + j]
+                    direct[b, j] += d_rh[b, j] * r
+        # forward was: rec = h_prev W_hh^T + b_hh
+        np.dot(dr, w_hh, dh_prev)
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    dh_prev[b, j] += direct[b, j]
+        carry_inactive(dh_prev, dh, lengths, t)
+        dh, dh_prev = dh_prev, dh
+    dh0 += dh
+    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, hs[off : off + T], w_ih)
+    if not reset_after:
+        dn2 = dn_pre.reshape(T * B, H)
+        dw_hh[2 * H :] += np.dot(dn2.T, aux.reshape(T * B, H))
+        db_hh[2 * H :] += dn2.sum(axis=0)

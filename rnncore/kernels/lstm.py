@@ -1,0 +1,143 @@
+"""LSTM kernels, torch.nn gate order i, f, g, o:
+
+    i, f, o = sigmoid(.), g = tanh(.)   of   W_ih x + b_ih + W_hh h + b_hh   (rows i | f | g | o)
+    c' = f * c + i * g;   h' = o * tanh(c')
+
+Letters: T = steps, B = batch, I = input, H = hidden, G = 4H. Storage layout and packed-sequence
+semantics: see ``_common``. Every function lists outputs first, then inputs, then weights.
+"""
+
+import numpy as np
+
+from rnncore.kernels._common import (
+    INFER_CHUNK,
+    accumulate_weight_grads,
+    add_output_grad,
+    carry_inactive,
+    init_slot,
+    prev_offset,
+    project_inputs,
+    time_index,
+    write_output,
+)
+from rnncore.kernels._jit import kernel
+from rnncore.kernels.activations import sigmoid
+
+
+@kernel
+def cell(h_new, c_new, a, h_prev, c_prev, rec, lengths, t, w_hh, b_hh):
+    """One step for the whole batch.
+    h_new, c_new (B, H): output states
+    a (B, 4H): input projection of this step on entry, activated gates i, f, g, o on exit
+    h_prev, c_prev (B, H); rec (B, 4H): scratch for h_prev W_hh^T; w_hh (4H, H); b_hh (4H,)."""
+    B, H = h_prev.shape
+    np.dot(h_prev, w_hh.T, rec)
+    for b in range(B):
+        ab, rb = a[b], rec[b]
+        for j in range(2 * H):  # i, f
+            ab[j] = sigmoid(ab[j] + rb[j] + b_hh[j])
+        for j in range(2 * H, 3 * H):  # g
+            ab[j] = np.tanh(ab[j] + rb[j] + b_hh[j])
+        for j in range(3 * H, 4 * H):  # o
+            ab[j] = sigmoid(ab[j] + rb[j] + b_hh[j])
+        for j in range(H):
+            c = ab[H + j] * c_prev[b, j] + ab[j] * ab[2 * H + j]
+            c_new[b, j] = c
+            h_new[b, j] = ab[3 * H + j] * np.tanh(c)
+    carry_inactive(h_new, h_prev, lengths, t)
+    carry_inactive(c_new, c_prev, lengths, t)
+
+
+@kernel
+def forward_train(out, hs, cs, gates, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, col):
+    """Forward that keeps what backward needs.
+    out (T, B, O): writes out[:, :, col:col+H]; hs, cs (T+2, B, H): states (layout in ``_common``)
+    gates (T, B, 4H): activated i, f, g, o; x (T, B, I); lengths (B,) in 1..T; h0, c0 (B, H)
+    w_ih (4H, I); w_hh (4H, H); b_ih, b_hh (4H,)."""
+    T = x.shape[0]
+    gates[:] = project_inputs(x, w_ih, b_ih)
+    rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
+    first, off = init_slot(T, reverse), prev_offset(reverse)
+    hs[first] = h0
+    cs[first] = c0
+    for s in range(T):
+        t = time_index(s, T, reverse)
+        cell(hs[t + 1], cs[t + 1], gates[t], hs[t + off], cs[t + off], rec, lengths, t, w_hh, b_hh)
+        write_output(out, hs[t + 1], lengths, t, col)
+
+
+@kernel
+def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, col):
+    """Forward that keeps nothing; the input projection is done INFER_CHUNK steps at a time.
+    out (T, B, O): writes out[:, :, col:col+H]; h_n, c_n (B, H): final states; other arguments
+    as in ``forward_train``."""
+    T = x.shape[0]
+    h, c = h0.copy(), c0.copy()
+    rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
+    for start_c in range(0, T, INFER_CHUNK):
+        n = min(INFER_CHUNK, T - start_c)
+        start = T - start_c - n if reverse else start_c
+        a = project_inputs(x[start : start + n], w_ih, b_ih)
+        for s in range(n):
+            t = start + time_index(s, n, reverse)
+            cell(h_n, c_n, a[t - start], h, c, rec, lengths, t, w_hh, b_hh)
+            write_output(out, h_n, lengths, t, col)
+            h[:] = h_n
+            c[:] = c_n
+    h_n[:] = h
+    c_n[:] = c
+
+
+@kernel
+def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """One generation step, nothing kept. h_new, c_new (B, H); x (B, I); h, c (B, H)."""
+    B = x.shape[0]
+    a = np.dot(x, w_ih.T)
+    for b in range(B):
+        for j in range(a.shape[1]):
+            a[b, j] += b_ih[j]
+    rec = np.empty_like(a)
+    lengths = np.ones(B, dtype=np.int64)
+    cell(h_new, c_new, a, h, c, rec, lengths, 0, w_hh, b_hh)
+
+
+@kernel
+def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_cn, x, lengths, hs, cs,
+             gates, w_ih, w_hh, reverse, col):
+    """BPTT through one direction of one layer; every output is accumulated into (``+=``).
+    dx (T, B, I); dh0, dc0 (B, H); dw_ih (4H, I); dw_hh (4H, H); db_ih, db_hh (4H,)
+    grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn, grad_cn (B, H)
+    x (T, B, I); lengths (B,); hs, cs (T+2, B, H), gates (T, B, 4H) from ``forward_train``."""
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    dgates = np.zeros((T, B, 4 * H), dtype=x.dtype)  # gradients of the gate pre-activations
+    dh = grad_hn.copy()  # gradient flowing into h after the current step
+    dc = grad_cn.copy()  # gradient flowing into c after the current step
+    dh_prev = np.empty_like(dh)
+    off = prev_offset(reverse)
+    for s in range(T):
+        t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
+        add_output_grad(dh, grad_out, lengths, t, col)
+        c_t, c_prev, g_t, d_t = cs[t + 1], cs[t + off], gates[t], dgates[t]
+        for b in range(B):
+            if t >= lengths[b]:
+                continue  # padding: dh and dc pass through unchanged, gate gradients stay 0
+            for j in range(H):
+                i, f, g, o = g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j], g_t[b, 3 * H + j]
+                tc = np.tanh(c_t[b, j])
+                # forward was: h = o * tanh(c)
+                do = dh[b, j] * tc
+                dcj = dc[b, j] + dh[b, j] * o * (1.0 - tc * tc)
+                # forward was: c = f * c_prev + i * g
+                d_t[b, j] = dcj * g * i * (1.0 - i)
+                d_t[b, H + j] = dcj * c_prev[b, j] * f * (1.0 - f)
+                d_t[b, 2 * H + j] = dcj * i * (1.0 - g * g)
+                d_t[b, 3 * H + j] = do * o * (1.0 - o)
+                dc[b, j] = dcj * f
+        # forward was: gates = ... + h_prev W_hh^T
+        np.dot(d_t, w_hh, dh_prev)
+        carry_inactive(dh_prev, dh, lengths, t)
+        dh, dh_prev = dh_prev, dh
+    dh0 += dh
+    dc0 += dc
+    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, dgates, dgates, x, hs[off : off + T], w_ih)

@@ -1,0 +1,42 @@
+"""Input validation shared by the layers: clear errors before any jitted code runs."""
+
+import numpy as np
+
+
+def float_array(name, value, dtype):
+    """``value`` as an ndarray of ``dtype``; any other dtype is a TypeError (no silent casts)."""
+    if not isinstance(value, np.ndarray):
+        if hasattr(value, "detach"):
+            raise TypeError(f"{name} must be a numpy array, got a {type(value).__name__} (use .numpy())")
+        value = np.asarray(value)
+        if value.dtype.kind in "iuf" and value.dtype != dtype:
+            value = value.astype(dtype)
+    if value.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got {value.dtype}")
+    return value
+
+
+def check_finite(name, value):
+    if not np.all(np.isfinite(value)):
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+        raise ValueError(f"{name} contains NaN or Inf (first at index {bad})")
+
+
+def shape_error(name, expected, got):
+    return ValueError(f"{name} must have shape {expected}, got {tuple(got)}")
+
+
+def lengths_array(lengths, batch, steps):
+    """Validated per-sequence lengths as int64 (B,), each in 1..T."""
+    arr = np.asarray(lengths)
+    if arr.dtype.kind == "f":
+        if not np.all(arr == np.round(arr)):
+            raise TypeError(f"lengths must be integers, got {arr.dtype} values {arr.tolist()}")
+    elif arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+    if arr.shape != (batch,):
+        raise ValueError(f"lengths must have shape (B,) = ({batch},), got {arr.shape}")
+    arr = arr.astype(np.int64)
+    if batch and (arr.min() < 1 or arr.max() > steps):
+        raise ValueError(f"lengths must lie in 1..T = 1..{steps}, got min {arr.min()} and max {arr.max()}")
+    return np.ascontiguousarray(arr)

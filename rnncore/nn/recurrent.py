@@ -1,0 +1,365 @@
+"""Recurrent layers with torch.nn names, shapes and gate orders: RNN, LSTM, GRU.
+
+A layer runs its directions and layers through the per-cell kernels (``rnncore.kernels``); this
+module only validates, lays out memory, applies dropout between layers and routes gradients.
+Shapes: x (T, B, I), or (B, T, I) with batch_first, or unbatched (T, I); out (T, B, D*H);
+states (D*num_layers, B, H), ordered layer 0 forward, layer 0 reverse, layer 1 forward, ...
+"""
+
+import numpy as np
+
+from rnncore.kernels import elman, gru, lstm
+from rnncore.kernels.activations import NONLINEARITIES
+from rnncore.nn._checks import check_finite, float_array, lengths_array, shape_error
+from rnncore.nn.module import Module, is_grad_enabled
+
+
+class RecurrentBase(Module):
+    """Stacking, directions, dropout, validation and state layout shared by RNN, LSTM and GRU.
+
+    A subclass sets ``gate_rows`` (G = gate_rows * H), ``state_names`` and the three per-direction
+    hooks ``_run_train``, ``_run_infer`` and ``_run_backward``, and packs its states for users.
+    """
+
+    gate_rows = 1
+    state_names = ("h",)
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, dtype=np.float32, seed=None, check_finite=False):
+        super().__init__(dtype)
+        for name, value, low in (("input_size", input_size, 1), ("hidden_size", hidden_size, 1),
+                                 ("num_layers", num_layers, 1)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
+        self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
+        self.dropout = float(dropout)
+        self.num_directions = 2 if bidirectional else 1
+        self.check_finite = bool(check_finite)
+        self._rng = np.random.default_rng(seed)
+        self._cache = None
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        G = self.gate_rows * self.hidden_size
+        self._zero_bias = np.zeros(G, dtype=self.dtype)
+        for layer in range(self.num_layers):
+            layer_in = self.input_size if layer == 0 else self.num_directions * self.hidden_size
+            for suffix in self._suffixes():
+                shapes = {"weight_ih": (G, layer_in), "weight_hh": (G, self.hidden_size)}
+                if self.bias:
+                    shapes.update(bias_ih=(G,), bias_hh=(G,))
+                for kind, shape in shapes.items():
+                    self._add_param(f"{kind}_l{layer}{suffix}", self._rng.uniform(-bound, bound, shape))
+
+    def _suffixes(self):
+        return ("", "_reverse")[: self.num_directions]
+
+    def extra_repr(self):
+        extras = [f"{self.input_size}, {self.hidden_size}"]
+        for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
+                              ("bidirectional", False)):
+            if getattr(self, name) != default:
+                extras.append(f"{name}={getattr(self, name)}")
+        return ", ".join(extras + [f"dtype={self.dtype.name}"])
+
+    def _weights(self, layer, direction):
+        """(w_ih, w_hh, b_ih, b_hh) of one layer and direction; zeros for the biases when bias=False."""
+        key = f"_l{layer}{self._suffixes()[direction]}"
+        p = self._params
+        if self.bias:
+            return p["weight_ih" + key], p["weight_hh" + key], p["bias_ih" + key], p["bias_hh" + key]
+        return p["weight_ih" + key], p["weight_hh" + key], self._zero_bias, self._zero_bias
+
+    def _weight_grads(self, layer, direction):
+        key = f"_l{layer}{self._suffixes()[direction]}"
+        g = self._grads
+        if self.bias:
+            return g["weight_ih" + key], g["weight_hh" + key], g["bias_ih" + key], g["bias_hh" + key]
+        return g["weight_ih" + key], g["weight_hh" + key], np.zeros_like(self._zero_bias), \
+            np.zeros_like(self._zero_bias)
+
+    # -- validation ----------------------------------------------------------------------------
+    def _prepare_input(self, x):
+        """x as a contiguous (T, B, I) array, and whether it was batched."""
+        x = float_array("x", x, self.dtype)
+        if x.ndim == 2:
+            batched = False
+            if x.shape[1] != self.input_size:
+                raise shape_error("x (unbatched)", f"(T, I={self.input_size})", x.shape)
+            x = x[:, None, :]
+        elif x.ndim == 3:
+            batched = True
+            layout = "(B, T, I" if self.batch_first else "(T, B, I"
+            if x.shape[2] != self.input_size:
+                raise shape_error("x", f"{layout}={self.input_size})", x.shape)
+            if self.batch_first:
+                x = x.transpose(1, 0, 2)
+        else:
+            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            raise ValueError(f"x must be 3-D {layout} or unbatched 2-D (T, I), got {x.ndim}-D shape {x.shape}")
+        if x.shape[0] == 0:
+            raise ValueError(f"x must have at least one time step, got shape {x.shape}")
+        if self.check_finite:
+            check_finite("x", x)
+        return np.ascontiguousarray(x), batched
+
+    def _prepare_states(self, hx, batch, batched):
+        """Initial states as a list of contiguous (D*L, B, H) arrays (zeros where hx is None)."""
+        n_states = len(self.state_names)
+        shape = (self.num_directions * self.num_layers, batch, self.hidden_size)
+        if hx is None:
+            return [np.zeros(shape, dtype=self.dtype) for _ in range(n_states)]
+        if n_states == 1:
+            hx = (hx,)
+        elif not isinstance(hx, (tuple, list)) or len(hx) != n_states:
+            raise ValueError(f"hx must be a tuple {tuple(n + '0' for n in self.state_names)} or None, got "
+                             f"{type(hx).__name__}")
+        states = []
+        for name, h in zip(self.state_names, hx):
+            name = f"{name}0"
+            if h is None:
+                states.append(np.zeros(shape, dtype=self.dtype))
+                continue
+            h = float_array(name, h, self.dtype)
+            expected = shape if batched else (shape[0], shape[2])
+            if h.shape != expected:
+                label = "(D*num_layers, B, H)" if batched else "(D*num_layers, H)"
+                raise shape_error(name, f"{label} = {expected}", h.shape)
+            if self.check_finite:
+                check_finite(name, h)
+            states.append(np.ascontiguousarray(h if batched else h[:, None, :]))
+        return states
+
+    def _prepare_grad(self, name, g, shape, batched, transpose=False):
+        """A gradient argument as a contiguous array of the internal shape (zeros when None)."""
+        if g is None:
+            return np.zeros(shape, dtype=self.dtype)
+        g = float_array(name, g, self.dtype)
+        if not batched:
+            expected = (shape[0], shape[2])
+        elif transpose:
+            expected = (shape[1], shape[0], shape[2])
+        else:
+            expected = shape
+        if g.shape != expected:
+            raise shape_error(name, expected, g.shape)
+        if self.check_finite:
+            check_finite(name, g)
+        if not batched:
+            g = g[:, None, :]
+        elif transpose:
+            g = g.transpose(1, 0, 2)
+        return np.ascontiguousarray(g)
+
+    # -- forward -------------------------------------------------------------------------------
+    def _forward(self, x, hx, lengths):
+        """Returns out in the user's layout and the list of final states."""
+        x, batched = self._prepare_input(x)
+        T, B, _ = x.shape
+        if lengths is None:
+            lengths = np.full(B, T, dtype=np.int64)
+        elif not batched:
+            raise ValueError("lengths applies to batched input only; unbatched x (T, I) is one full sequence")
+        else:
+            lengths = lengths_array(lengths, B, T)
+        states0 = self._prepare_states(hx, B, batched)
+        finals = [np.empty_like(s) for s in states0]
+        D, H = self.num_directions, self.hidden_size
+        keep = is_grad_enabled()
+        cache = {"layers": [], "lengths": lengths, "batched": batched, "T": T, "B": B} if keep else None
+        layer_in = x
+        for layer in range(self.num_layers):
+            mask = None
+            if layer > 0 and self.training and self.dropout > 0.0:
+                keep_p = 1.0 - self.dropout
+                mask = (self._rng.random(layer_in.shape) < keep_p).astype(self.dtype) / self.dtype.type(keep_p)
+                layer_in = layer_in * mask
+            out = np.empty((T, B, D * H), dtype=self.dtype)
+            saved = []
+            for d in range(D):
+                idx = layer * D + d
+                s0 = [s[idx] for s in states0]
+                sn = [f[idx] for f in finals]
+                w = self._weights(layer, d)
+                if keep:
+                    saved.append(self._run_train(out, sn, layer_in, lengths, s0, w, bool(d), d * H))
+                else:
+                    self._run_infer(out, sn, layer_in, lengths, s0, w, bool(d), d * H)
+            if keep:
+                cache["layers"].append({"x": layer_in, "mask": mask, "saved": saved})
+            layer_in = out
+        self._cache = cache
+        out = layer_in
+        if self.check_finite:
+            check_finite("output", out)
+        if not batched:
+            return out[:, 0, :], [f[:, 0, :] for f in finals]
+        if self.batch_first:
+            out = np.ascontiguousarray(out.transpose(1, 0, 2))
+        return out, finals
+
+    # -- backward ------------------------------------------------------------------------------
+    def _backward(self, grad_out, grad_states):
+        """Gradients for x and the initial states; parameter gradients are added into ``grads``."""
+        cache = self._cache
+        if cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward needs a forward pass run outside no_grad() "
+                               "first (each forward can be backpropagated once)")
+        T, B, batched = cache["T"], cache["B"], cache["batched"]
+        D, H, L = self.num_directions, self.hidden_size, self.num_layers
+        g = self._prepare_grad("grad_out", grad_out, (T, B, D * H), batched, transpose=self.batch_first)
+        state_shape = (D * L, B, H)
+        if len(self.state_names) == 1:
+            grad_states = (grad_states,)
+        elif grad_states is None:
+            grad_states = (None,) * len(self.state_names)
+        grad_finals = [self._prepare_grad(f"grad_{n}_n", gs, state_shape, batched)
+                       for n, gs in zip(self.state_names, grad_states)]
+        d_states0 = [np.zeros(state_shape, dtype=self.dtype) for _ in self.state_names]
+        lengths = cache["lengths"]
+        for layer in reversed(range(L)):
+            entry = cache["layers"][layer]
+            layer_in = entry["x"]
+            dx = np.zeros_like(layer_in)
+            for d in range(D):
+                idx = layer * D + d
+                self._run_backward(dx, [ds[idx] for ds in d_states0], self._weight_grads(layer, d), g,
+                                   [gf[idx] for gf in grad_finals], layer_in, lengths, entry["saved"][d],
+                                   self._weights(layer, d), bool(d), d * H)
+            if entry["mask"] is not None:
+                dx *= entry["mask"]
+            g = dx
+        self._cache = None
+        if self.check_finite:
+            check_finite("grad of x", g)
+        if not batched:
+            return g[:, 0, :], [ds[:, 0, :] for ds in d_states0]
+        if self.batch_first:
+            g = np.ascontiguousarray(g.transpose(1, 0, 2))
+        return g, d_states0
+
+
+class RNN(RecurrentBase):
+    """Elman RNN: h' = act(W_ih x + b_ih + W_hh h + b_hh), act in tanh, relu, sigmoid, identity.
+
+    ``out, h_n = rnn(x, h0=None, lengths=None)``; ``dx, dh0 = rnn.backward(grad_out, grad_h_n)``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
+                 check_finite=False):
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be one of {sorted(NONLINEARITIES)}, got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        self._act = NONLINEARITIES[nonlinearity]
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         dtype, seed, check_finite)
+
+    def extra_repr(self):
+        return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
+
+    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col):
+        T, B, _ = x.shape
+        hs = np.empty((T + 2, B, self.hidden_size), dtype=self.dtype)
+        elman.forward_train(out, hs, x, lengths, s0[0], *w, self._act, reverse, col)
+        finals[0][...] = hs[1] if reverse else hs[T]
+        return hs
+
+    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col):
+        elman.forward_infer(out, finals[0], x, lengths, s0[0], *w, self._act, reverse, col)
+
+    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, hs, w, reverse, col):
+        elman.backward(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, w[0], w[1], self._act, reverse, col)
+
+    def forward(self, x, h0=None, lengths=None):
+        out, finals = self._forward(x, h0, lengths)
+        return out, finals[0]
+
+    def backward(self, grad_out=None, grad_h_n=None):
+        dx, d0 = self._backward(grad_out, grad_h_n)
+        return dx, d0[0]
+
+
+class LSTM(RecurrentBase):
+    """LSTM with torch.nn gate order i, f, g, o.
+
+    ``out, (h_n, c_n) = lstm(x, (h0, c0)=None, lengths=None)``;
+    ``dx, (dh0, dc0) = lstm.backward(grad_out, (grad_h_n, grad_c_n))``.
+    """
+
+    gate_rows = 4
+    state_names = ("h", "c")
+
+    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col):
+        T, B, _ = x.shape
+        H = self.hidden_size
+        hs = np.empty((T + 2, B, H), dtype=self.dtype)
+        cs = np.empty((T + 2, B, H), dtype=self.dtype)
+        gates = np.empty((T, B, 4 * H), dtype=self.dtype)
+        lstm.forward_train(out, hs, cs, gates, x, lengths, s0[0], s0[1], *w, reverse, col)
+        last = 1 if reverse else T
+        finals[0][...] = hs[last]
+        finals[1][...] = cs[last]
+        return hs, cs, gates
+
+    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col):
+        lstm.forward_infer(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, reverse, col)
+
+    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col):
+        hs, cs, gates = saved
+        lstm.backward(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs, gates,
+                      w[0], w[1], reverse, col)
+
+    def forward(self, x, hx=None, lengths=None):
+        out, finals = self._forward(x, hx, lengths)
+        return out, (finals[0], finals[1])
+
+    def backward(self, grad_out=None, grad_state=None):
+        dx, d0 = self._backward(grad_out, grad_state)
+        return dx, (d0[0], d0[1])
+
+
+class GRU(RecurrentBase):
+    """GRU with torch.nn gate order r, z, n. ``reset_after=True`` (default) is torch's placement,
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)); ``False`` is the original, W_hn (r * h).
+
+    ``out, h_n = gru(x, h0=None, lengths=None)``; ``dx, dh0 = gru.backward(grad_out, grad_h_n)``.
+    """
+
+    gate_rows = 3
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, dtype=np.float32, seed=None, check_finite=False, reset_after=True):
+        self.reset_after = bool(reset_after)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         dtype, seed, check_finite)
+
+    def extra_repr(self):
+        return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
+
+    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col):
+        T, B, _ = x.shape
+        H = self.hidden_size
+        hs = np.empty((T + 2, B, H), dtype=self.dtype)
+        gates = np.empty((T, B, 3 * H), dtype=self.dtype)
+        aux = np.empty((T, B, H), dtype=self.dtype)
+        gru.forward_train(out, hs, gates, aux, x, lengths, s0[0], *w, self.reset_after, reverse, col)
+        finals[0][...] = hs[1] if reverse else hs[T]
+        return hs, gates, aux
+
+    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col):
+        gru.forward_infer(out, finals[0], x, lengths, s0[0], *w, self.reset_after, reverse, col)
+
+    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col):
+        hs, gates, aux = saved
+        gru.backward(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, gates, aux, w[0], w[1],
+                     self.reset_after, reverse, col)
+
+    def forward(self, x, h0=None, lengths=None):
+        out, finals = self._forward(x, h0, lengths)
+        return out, finals[0]
+
+    def backward(self, grad_out=None, grad_h_n=None):
+        dx, d0 = self._backward(grad_out, grad_h_n)
+        return dx, d0[0]
