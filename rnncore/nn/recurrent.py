@@ -11,14 +11,15 @@ import numpy as np
 from rnncore.kernels import elman, gru, lstm
 from rnncore.kernels.activations import NONLINEARITIES
 from rnncore.nn._checks import check_finite, float_array, lengths_array, shape_error
+from rnncore.nn.layers import dropout_mask
 from rnncore.nn.module import Module, is_grad_enabled
 
 
 class RecurrentBase(Module):
     """Stacking, directions, dropout, validation and state layout shared by RNN, LSTM and GRU.
 
-    A subclass sets ``gate_rows`` (G = gate_rows * H), ``state_names`` and the three per-direction
-    hooks ``_run_train``, ``_run_infer`` and ``_run_backward``, and packs its states for users.
+    A subclass sets ``gate_rows`` (G = gate_rows * H), ``state_names`` and the per-direction hooks
+    ``_run_train``, ``_run_infer``, ``_run_backward`` and ``_run_step``, which call its kernels.
     """
 
     gate_rows = 1
@@ -172,8 +173,7 @@ class RecurrentBase(Module):
         for layer in range(self.num_layers):
             mask = None
             if layer > 0 and self.training and self.dropout > 0.0:
-                keep_p = 1.0 - self.dropout
-                mask = (self._rng.random(layer_in.shape) < keep_p).astype(self.dtype) / self.dtype.type(keep_p)
+                mask = dropout_mask(self._rng, layer_in.shape, self.dropout, self.dtype)
                 layer_in = layer_in * mask
             out = np.empty((T, B, D * H), dtype=self.dtype)
             saved = []
@@ -198,6 +198,41 @@ class RecurrentBase(Module):
         if self.batch_first:
             out = np.ascontiguousarray(out.transpose(1, 0, 2))
         return out, finals
+
+    def forward(self, x, hx=None, lengths=None):
+        """out, h_n (RNN, GRU) or out, (h_n, c_n) (LSTM). hx: h0, (h0, c0) or None for zeros."""
+        out, finals = self._forward(x, hx, lengths)
+        return out, self._pack(finals)
+
+    def backward(self, grad_out=None, grad_state=None):
+        """dx, dh0 (RNN, GRU) or dx, (dh0, dc0) (LSTM); None arguments count as zeros."""
+        dx, d_states0 = self._backward(grad_out, grad_state)
+        return dx, self._pack(d_states0)
+
+    def _pack(self, states):
+        return states[0] if len(states) == 1 else tuple(states)
+
+    # -- generation ----------------------------------------------------------------------------
+    def step(self, x, hx=None):
+        """One time step for generation with nothing kept for backward and no dropout.
+        x (B, I) or (I,); hx as in ``forward``. Returns (output (B, H) or (H,), new state)."""
+        if self.bidirectional:
+            raise ValueError("step() runs one time step forward; a bidirectional layer needs the whole sequence")
+        x = float_array("x", x, self.dtype)
+        if x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
+            raise shape_error("x", f"(B, I={self.input_size}) or (I,)", x.shape)
+        batched = x.ndim == 2
+        x = np.ascontiguousarray(x if batched else x[None, :])
+        if self.check_finite:
+            check_finite("x", x)
+        states = self._prepare_states(hx, x.shape[0], batched)
+        new = [np.empty_like(s) for s in states]
+        for layer in range(self.num_layers):
+            self._run_step([n[layer] for n in new], x, [s[layer] for s in states], self._weights(layer, 0))
+            x = new[0][layer]
+        if not batched:
+            return x[0], self._pack([n[:, 0, :] for n in new])
+        return x.copy(), self._pack(new)
 
     # -- backward ------------------------------------------------------------------------------
     def _backward(self, grad_out, grad_states):
@@ -272,13 +307,9 @@ class RNN(RecurrentBase):
     def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, hs, w, reverse, col):
         elman.backward(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, w[0], w[1], self._act, reverse, col)
 
-    def forward(self, x, h0=None, lengths=None):
-        out, finals = self._forward(x, h0, lengths)
-        return out, finals[0]
+    def _run_step(self, new, x, states, w):
+        elman.step(new[0], x, states[0], *w, self._act)
 
-    def backward(self, grad_out=None, grad_h_n=None):
-        dx, d0 = self._backward(grad_out, grad_h_n)
-        return dx, d0[0]
 
 
 class LSTM(RecurrentBase):
@@ -311,13 +342,9 @@ class LSTM(RecurrentBase):
         lstm.backward(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs, gates,
                       w[0], w[1], reverse, col)
 
-    def forward(self, x, hx=None, lengths=None):
-        out, finals = self._forward(x, hx, lengths)
-        return out, (finals[0], finals[1])
+    def _run_step(self, new, x, states, w):
+        lstm.step(new[0], new[1], x, states[0], states[1], *w)
 
-    def backward(self, grad_out=None, grad_state=None):
-        dx, d0 = self._backward(grad_out, grad_state)
-        return dx, (d0[0], d0[1])
 
 
 class GRU(RecurrentBase):
@@ -356,10 +383,6 @@ class GRU(RecurrentBase):
         gru.backward(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, gates, aux, w[0], w[1],
                      self.reset_after, reverse, col)
 
-    def forward(self, x, h0=None, lengths=None):
-        out, finals = self._forward(x, h0, lengths)
-        return out, finals[0]
+    def _run_step(self, new, x, states, w):
+        gru.step(new[0], x, states[0], *w, self.reset_after)
 
-    def backward(self, grad_out=None, grad_h_n=None):
-        dx, d0 = self._backward(grad_out, grad_h_n)
-        return dx, d0[0]
