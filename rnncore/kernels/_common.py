@@ -39,6 +39,20 @@ def prev_offset(reverse):
 
 
 @kernel
+def num_chunks(T):
+    """How many INFER_CHUNK-step blocks the inference kernels split T steps into."""
+    return (T + INFER_CHUNK - 1) // INFER_CHUNK
+
+
+@kernel
+def chunk_bounds(k, T, reverse):
+    """(start, n): the time steps start .. start+n-1 of the k-th block in processing order."""
+    lo = k * INFER_CHUNK
+    n = min(INFER_CHUNK, T - lo)
+    return (T - lo - n if reverse else lo), n
+
+
+@kernel
 def project_inputs(x, w_ih, b_ih):
     """Input projection of all steps as one GEMM: returns (T, B, G) = x W_ih^T + b_ih.
     x (T, B, I), w_ih (G, I), b_ih (G,)."""

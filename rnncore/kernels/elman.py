@@ -7,11 +7,12 @@ semantics: see ``_common``. Every function lists outputs first, then inputs, the
 import numpy as np
 
 from rnncore.kernels._common import (
-    INFER_CHUNK,
     accumulate_weight_grads,
     add_output_grad,
+    chunk_bounds,
     carry_inactive,
     init_slot,
+    num_chunks,
     prev_offset,
     project_inputs,
     time_index,
@@ -54,15 +55,14 @@ def forward_train(out, hs, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse,
 
 @kernel
 def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse, col):
-    """Forward that keeps nothing; the input projection is done INFER_CHUNK steps at a time.
+    """Forward that keeps nothing; the input projection is done a block of steps at a time.
     out (T, B, O): writes out[:, :, col:col+H]; h_n (B, H): final state; other arguments as in
     ``forward_train``."""
     T = x.shape[0]
     h = h0.copy()
     rec = np.empty_like(h0)
-    for c in range(0, T, INFER_CHUNK):
-        n = min(INFER_CHUNK, T - c)
-        start = T - c - n if reverse else c
+    for k in range(num_chunks(T)):
+        start, n = chunk_bounds(k, T, reverse)
         a = project_inputs(x[start : start + n], w_ih, b_ih)
         for s in range(n):
             t = start + time_index(s, n, reverse)
@@ -75,11 +75,8 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse
 @kernel
 def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, act):
     """One generation step, nothing kept. h_new (B, H); x (B, I); h (B, H)."""
-    B, I = x.shape
-    a = np.dot(x, w_ih.T)
-    for b in range(B):
-        for j in range(a.shape[1]):
-            a[b, j] += b_ih[j]
+    B = x.shape[0]
+    a = project_inputs(x.reshape(1, B, x.shape[1]), w_ih, b_ih)[0]  # (B, G)
     rec = np.empty_like(h)
     lengths = np.ones(B, dtype=np.int64)
     cell(h_new, a, h, rec, lengths, 0, w_hh, b_hh, act)

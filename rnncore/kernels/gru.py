@@ -14,11 +14,12 @@ backward needs besides the gates.
 import numpy as np
 
 from rnncore.kernels._common import (
-    INFER_CHUNK,
     accumulate_weight_grads,
     add_output_grad,
+    chunk_bounds,
     carry_inactive,
     init_slot,
+    num_chunks,
     prev_offset,
     project_inputs,
     time_index,
@@ -93,16 +94,15 @@ def forward_train(out, hs, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, r
 
 @kernel
 def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after, reverse, col):
-    """Forward that keeps nothing; the input projection is done INFER_CHUNK steps at a time.
+    """Forward that keeps nothing; the input projection is done a block of steps at a time.
     out (T, B, O): writes out[:, :, col:col+H]; h_n (B, H): final state; other arguments as in
     ``forward_train``."""
     T = x.shape[0]
     h = h0.copy()
     aux = np.empty_like(h0)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
-    for start_c in range(0, T, INFER_CHUNK):
-        n = min(INFER_CHUNK, T - start_c)
-        start = T - start_c - n if reverse else start_c
+    for k in range(num_chunks(T)):
+        start, n = chunk_bounds(k, T, reverse)
         a = project_inputs(x[start : start + n], w_ih, b_ih)
         for s in range(n):
             t = start + time_index(s, n, reverse)
@@ -116,10 +116,7 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after,
 def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
     """One generation step, nothing kept. h_new (B, H); x (B, I); h (B, H)."""
     B = x.shape[0]
-    a = np.dot(x, w_ih.T)
-    for b in range(B):
-        for j in range(a.shape[1]):
-            a[b, j] += b_ih[j]
+    a = project_inputs(x.reshape(1, B, x.shape[1]), w_ih, b_ih)[0]  # (B, G)
     rec = np.empty_like(a)
     aux = np.empty_like(h)
     lengths = np.ones(B, dtype=np.int64)

@@ -10,11 +10,12 @@ semantics: see ``_common``. Every function lists outputs first, then inputs, the
 import numpy as np
 
 from rnncore.kernels._common import (
-    INFER_CHUNK,
     accumulate_weight_grads,
     add_output_grad,
+    chunk_bounds,
     carry_inactive,
     init_slot,
+    num_chunks,
     prev_offset,
     project_inputs,
     time_index,
@@ -68,15 +69,14 @@ def forward_train(out, hs, cs, gates, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh
 
 @kernel
 def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, col):
-    """Forward that keeps nothing; the input projection is done INFER_CHUNK steps at a time.
+    """Forward that keeps nothing; the input projection is done a block of steps at a time.
     out (T, B, O): writes out[:, :, col:col+H]; h_n, c_n (B, H): final states; other arguments
     as in ``forward_train``."""
     T = x.shape[0]
     h, c = h0.copy(), c0.copy()
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
-    for start_c in range(0, T, INFER_CHUNK):
-        n = min(INFER_CHUNK, T - start_c)
-        start = T - start_c - n if reverse else start_c
+    for k in range(num_chunks(T)):
+        start, n = chunk_bounds(k, T, reverse)
         a = project_inputs(x[start : start + n], w_ih, b_ih)
         for s in range(n):
             t = start + time_index(s, n, reverse)
@@ -92,10 +92,7 @@ def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, rev
 def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh):
     """One generation step, nothing kept. h_new, c_new (B, H); x (B, I); h, c (B, H)."""
     B = x.shape[0]
-    a = np.dot(x, w_ih.T)
-    for b in range(B):
-        for j in range(a.shape[1]):
-            a[b, j] += b_ih[j]
+    a = project_inputs(x.reshape(1, B, x.shape[1]), w_ih, b_ih)[0]  # (B, G)
     rec = np.empty_like(a)
     lengths = np.ones(B, dtype=np.int64)
     cell(h_new, c_new, a, h, c, rec, lengths, 0, w_hh, b_hh)
