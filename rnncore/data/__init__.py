@@ -1,5 +1,8 @@
-"""Data: built-in corpora and the vocabularies and batches built from them."""
+"""Data: vocabularies, tokenisers, padding and batching, and the built-in corpora."""
 
+from rnncore.data.batching import Batch, bucket_batches, pad_sequences, split_indices, stream_batches
 from rnncore.data.corpora import python_docs_text
+from rnncore.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 
-__all__ = ["python_docs_text"]
+__all__ = ["BOS", "EOS", "PAD", "SPECIALS", "UNK", "Batch", "Vocab", "bucket_batches", "pad_sequences",
+           "python_docs_text", "split_indices", "stream_batches"]

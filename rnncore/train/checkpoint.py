@@ -1,0 +1,210 @@
+"""Checkpoints: safetensors weights under torch.nn names, JSON config and vocabularies, optimizer
+and training state, written so that a failed or interrupted save never damages the previous one.
+
+A checkpoint is a directory::
+
+    checkpoint.json                  the pointer: model kind, config and vocabularies, the names of
+                                     the two files below, the training state (step, epoch, random
+                                     generator states, ...) as JSON
+    model-<tag>.safetensors          the weights, keys = model.state_dict() (torch.nn names), in the
+                                     model's dtype (the metadata says which)
+    train-<tag>.safetensors          optimizer buffers ("optimizer/<buffer>/<param>") and any other
+                                     arrays of the training state ("state/<name>"), when saved
+
+A save writes new, uniquely named safetensors files (each to a temporary file, flushed, fsynced,
+renamed), then replaces ``checkpoint.json`` the same way and fsyncs the directory; only then are
+the files of the previous checkpoint deleted. Until ``checkpoint.json`` is replaced, a reader sees
+the previous checkpoint complete; afterwards, the new one.
+
+Loading the weights into PyTorch::
+
+    import json, safetensors.torch
+    names = json.load(open(f"{dir}/checkpoint.json"))
+    torch_model.load_state_dict(safetensors.torch.load_file(f"{dir}/{names['weights']}"))
+"""
+
+import json
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from rnncore._version import __version__
+
+__all__ = ["Checkpoint", "FORMAT", "POINTER", "load_checkpoint", "load_model", "save_checkpoint", "save_model",
+           "weights_path", "write_atomic"]
+
+FORMAT = "rnncore-checkpoint"
+FORMAT_VERSION = 1
+POINTER = "checkpoint.json"
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, data):
+    """Write bytes (or str, as UTF-8) to ``path`` atomically: a temporary file in the same folder,
+    flushed and fsynced, renamed over ``path``, then the folder fsynced. On any error the
+    temporary file is removed and ``path`` is untouched."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _contiguous(arrays):
+    # safetensors 0.8 writes non-contiguous arrays with wrong values (safetensors#825): always copy
+    return {str(k): np.ascontiguousarray(v) for k, v in arrays.items()}
+
+
+def _read_pointer(path):
+    pointer = Path(path) / POINTER
+    if not pointer.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint ({POINTER} not found)")
+    spec = json.loads(pointer.read_text(encoding="utf-8"))
+    if spec.get("format") != FORMAT:
+        raise ValueError(f"{pointer} is not an rnncore checkpoint")
+    if spec.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{pointer} has format version {spec['format_version']}; this rnncore reads up to "
+                         f"{FORMAT_VERSION}")
+    return spec
+
+
+def save_checkpoint(path, model, optimizer=None, train_state=None, arrays=None):
+    """Save ``model`` (and optionally the optimizer, a JSON-ready ``train_state`` dict and extra
+    ``arrays``) to the checkpoint directory ``path`` (created if needed). Returns the path."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:12]
+    dtype = model.dtype.name
+    config = model.get_config()
+    weights_name = f"model-{tag}.safetensors"
+    metadata = {"format": "pt", "dtype": dtype, "kind": str(config.get("kind")), "rnncore": __version__}
+    written = []
+    try:
+        write_atomic(path / weights_name, st_save(_contiguous(model.state_dict()), metadata=metadata))
+        written.append(weights_name)
+        train_name = None
+        opt_spec = None
+        train_arrays = {}
+        if optimizer is not None:
+            opt_state = optimizer.state_dict()
+            train_arrays.update({f"optimizer/{k}": v for k, v in opt_state["buffers"].items()})
+            opt_spec = {"name": opt_state["name"], "hyper": opt_state["hyper"], "step": opt_state["step"]}
+        train_arrays.update({f"state/{k}": v for k, v in (arrays or {}).items()})
+        if train_arrays:
+            train_name = f"train-{tag}.safetensors"
+            write_atomic(path / train_name, st_save(_contiguous(train_arrays), metadata={"rnncore": __version__}))
+            written.append(train_name)
+        spec = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "rnncore": __version__,
+            "dtype": dtype,
+            "model": {"config": config,
+                      "vocabs": {name: v.to_dict() for name, v in model.vocabs.items()}},
+            "weights": weights_name,
+            "train": train_name,
+            "optimizer": opt_spec,
+            "train_state": train_state,
+            "array_names": sorted((arrays or {}).keys()),
+        }
+        text = json.dumps(spec, indent=1, sort_keys=False, allow_nan=True)
+        write_atomic(path / POINTER, text + "\n")
+    except BaseException:
+        for name in written:  # the new files are unreferenced: remove them, keep the previous checkpoint
+            try:
+                (path / name).unlink()
+            except FileNotFoundError:
+                pass
+        raise
+    keep = set(written) | {POINTER}
+    for old in path.iterdir():
+        if old.name not in keep and (old.name.startswith(("model-", "train-")) and old.suffix == ".safetensors"):
+            try:
+                old.unlink()
+            except FileNotFoundError:
+                pass
+    return path
+
+
+def save_model(model, path):
+    """Save a model alone (weights, config, vocabularies) to the checkpoint directory ``path``."""
+    return save_checkpoint(path, model)
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model, the optimizer state (for ``Optimizer.load_state_dict``) or
+    None, the training state dict or None, extra arrays by name, and the raw pointer JSON."""
+
+    model: object
+    optimizer_state: dict
+    train_state: dict
+    arrays: dict
+    spec: dict
+
+
+def weights_path(path):
+    """The safetensors weights file of the checkpoint in directory ``path``."""
+    return Path(path) / _read_pointer(path)["weights"]
+
+
+def _read_safetensors(file):
+    return st_load(Path(file).read_bytes())
+
+
+def load_checkpoint(path):
+    """Everything saved in the checkpoint directory ``path`` (see ``Checkpoint``)."""
+    from rnncore.models.base import TaskModel
+
+    path = Path(path)
+    spec = _read_pointer(path)
+    model = TaskModel.from_config(spec["model"]["config"], spec["model"]["vocabs"])
+    weights = _read_safetensors(path / spec["weights"])
+    if spec.get("dtype") and spec["dtype"] != model.dtype.name:
+        raise ValueError(f"{path}: weights are {spec['dtype']} but the config builds {model.dtype.name}")
+    model.load_state_dict(weights)
+    opt_state, arrays = None, {}
+    if spec.get("train"):
+        stored = _read_safetensors(path / spec["train"])
+        buffers = {k[len("optimizer/"):]: v for k, v in stored.items() if k.startswith("optimizer/")}
+        arrays = {k[len("state/"):]: v for k, v in stored.items() if k.startswith("state/")}
+        if spec.get("optimizer") is not None:
+            opt_state = {**spec["optimizer"], "buffers": buffers}
+    elif spec.get("optimizer") is not None:
+        opt_state = {**spec["optimizer"], "buffers": {}}
+    return Checkpoint(model, opt_state, spec.get("train_state"), arrays, spec)
+
+
+def load_model(path):
+    """The model saved in the checkpoint directory ``path``."""
+    return load_checkpoint(path).model
