@@ -53,16 +53,34 @@ def chunk_bounds(k, T, reverse):
 
 
 @kernel
-def project_inputs(x, w_ih, b_ih):
-    """Input projection of all steps as one GEMM: returns (T, B, G) = x W_ih^T + b_ih.
-    x (T, B, I), w_ih (G, I), b_ih (G,)."""
+def project_inputs(a, x, w_ih, b_ih):
+    """The input projection of all steps as one GEMM: a = x W_ih^T + b_ih.
+    a (T, B, G): output; x (T, B, I); w_ih (G, I); b_ih (G,)."""
     T, B, I = x.shape
     G = w_ih.shape[0]
-    a = np.dot(x.reshape(T * B, I), w_ih.T)
+    a2 = a.reshape(T * B, G)
+    np.dot(x.reshape(T * B, I), w_ih.T, a2)
     for r in range(T * B):
         for j in range(G):
-            a[r, j] += b_ih[j]
-    return a.reshape(T, B, G)
+            a2[r, j] += b_ih[j]
+
+
+@kernel
+def copy_into(dst, src):
+    """dst[...] = src for 2-D arrays, as a loop (slice assignment compiles a costly error path)."""
+    B, H = dst.shape
+    for b in range(B):
+        for j in range(H):
+            dst[b, j] = src[b, j]
+
+
+@kernel
+def add_column_sums(db, d):
+    """db += d.sum(axis=0); db (G,), d (N, G)."""
+    N, G = d.shape
+    for r in range(N):
+        for j in range(G):
+            db[j] += d[r, j]
 
 
 @kernel
@@ -109,6 +127,17 @@ def zero_inactive_rows(d, lengths, t):
 
 
 @kernel
+def add_product(acc, a, b):
+    """acc += a @ b through a GEMM into scratch; acc (M, N), a (M, K), b (K, N)."""
+    prod = np.empty_like(acc)
+    np.dot(a, b, prod)
+    M, N = acc.shape
+    for m in range(M):
+        for n in range(N):
+            acc[m, n] += prod[m, n]
+
+
+@kernel
 def accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, h_prev, w_ih):
     """The after-loop GEMMs of every backward pass (accumulating, ``+=``).
     dx (T, B, I); dw_ih (G, I); db_ih (G,); dw_hh (G, H); db_hh (G,)
@@ -120,8 +149,8 @@ def accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, h_pr
     H = h_prev.shape[2]
     d_in2 = d_in.reshape(T * B, G)
     d_rec2 = d_rec.reshape(T * B, G)
-    dw_ih += np.dot(d_in2.T, x.reshape(T * B, I))
-    dw_hh += np.dot(d_rec2.T, h_prev.reshape(T * B, H))
-    db_ih += d_in2.sum(axis=0)
-    db_hh += d_rec2.sum(axis=0)
-    dx += np.dot(d_in2, w_ih).reshape(T, B, I)
+    add_product(dw_ih, d_in2.T, x.reshape(T * B, I))
+    add_product(dw_hh, d_rec2.T, h_prev.reshape(T * B, H))
+    add_column_sums(db_ih, d_in2)
+    add_column_sums(db_hh, d_rec2)
+    add_product(dx.reshape(T * B, I), d_in2, w_ih)

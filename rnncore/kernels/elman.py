@@ -7,9 +7,11 @@ semantics: see ``_common``. Every function lists outputs first, then inputs, the
 import numpy as np
 
 from rnncore.kernels._common import (
+    INFER_CHUNK,
     accumulate_weight_grads,
     add_output_grad,
     chunk_bounds,
+    copy_into,
     carry_inactive,
     init_slot,
     num_chunks,
@@ -42,11 +44,12 @@ def forward_train(out, hs, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse,
     """Forward that keeps what backward needs.
     out (T, B, O): writes out[:, :, col:col+H]; hs (T+2, B, H): states (layout in ``_common``)
     x (T, B, I); lengths (B,) in 1..T; h0 (B, H); w_ih (H, I); w_hh (H, H); b_ih, b_hh (H,)."""
-    T = x.shape[0]
-    a = project_inputs(x, w_ih, b_ih)
+    T, B, _ = x.shape
+    a = np.empty((T, B, w_ih.shape[0]), dtype=x.dtype)
+    project_inputs(a, x, w_ih, b_ih)
     rec = np.empty_like(h0)
     first, off = init_slot(T, reverse), prev_offset(reverse)
-    hs[first] = h0
+    copy_into(hs[first], h0)
     for s in range(T):
         t = time_index(s, T, reverse)
         cell(hs[t + 1], a[t], hs[t + off], rec, lengths, t, w_hh, b_hh, act)
@@ -58,28 +61,31 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse
     """Forward that keeps nothing; the input projection is done a block of steps at a time.
     out (T, B, O): writes out[:, :, col:col+H]; h_n (B, H): final state; other arguments as in
     ``forward_train``."""
-    T = x.shape[0]
-    h = h0.copy()
+    T, B, _ = x.shape
+    h, h_new = h0.copy(), np.empty_like(h0)
     rec = np.empty_like(h0)
+    a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
-        a = project_inputs(x[start : start + n], w_ih, b_ih)
+        a = a_block[:n]
+        project_inputs(a, x[start : start + n], w_ih, b_ih)
         for s in range(n):
             t = start + time_index(s, n, reverse)
-            cell(h_n, a[t - start], h, rec, lengths, t, w_hh, b_hh, act)
-            write_output(out, h_n, lengths, t, col)
-            h[:] = h_n
-    h_n[:] = h
+            cell(h_new, a[t - start], h, rec, lengths, t, w_hh, b_hh, act)
+            write_output(out, h_new, lengths, t, col)
+            h, h_new = h_new, h
+    copy_into(h_n, h)
 
 
 @kernel
 def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, act):
     """One generation step, nothing kept. h_new (B, H); x (B, I); h (B, H)."""
     B = x.shape[0]
-    a = project_inputs(x.reshape(1, B, x.shape[1]), w_ih, b_ih)[0]  # (B, G)
+    a = np.empty((1, B, w_ih.shape[0]), dtype=x.dtype)
+    project_inputs(a, x.reshape(1, B, x.shape[1]), w_ih, b_ih)
     rec = np.empty_like(h)
-    lengths = np.ones(B, dtype=np.int64)
-    cell(h_new, a, h, rec, lengths, 0, w_hh, b_hh, act)
+    lengths = np.full(B, 1, dtype=np.int64)
+    cell(h_new, a[0], h, rec, lengths, 0, w_hh, b_hh, act)
 
 
 @kernel

@@ -14,9 +14,13 @@ backward needs besides the gates.
 import numpy as np
 
 from rnncore.kernels._common import (
+    INFER_CHUNK,
     accumulate_weight_grads,
+    add_column_sums,
     add_output_grad,
+    add_product,
     chunk_bounds,
+    copy_into,
     carry_inactive,
     init_slot,
     num_chunks,
@@ -82,10 +86,10 @@ def forward_train(out, hs, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, r
     gates (T, B, 3H): activated r, z, n; aux (T, B, H): see the module docstring
     x (T, B, I); lengths (B,) in 1..T; h0 (B, H); w_ih (3H, I); w_hh (3H, H); b_ih, b_hh (3H,)."""
     T = x.shape[0]
-    gates[:] = project_inputs(x, w_ih, b_ih)
+    project_inputs(gates, x, w_ih, b_ih)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
     first, off = init_slot(T, reverse), prev_offset(reverse)
-    hs[first] = h0
+    copy_into(hs[first], h0)
     for s in range(T):
         t = time_index(s, T, reverse)
         cell(hs[t + 1], gates[t], aux[t], hs[t + off], rec, lengths, t, w_hh, b_hh, reset_after)
@@ -97,30 +101,33 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after,
     """Forward that keeps nothing; the input projection is done a block of steps at a time.
     out (T, B, O): writes out[:, :, col:col+H]; h_n (B, H): final state; other arguments as in
     ``forward_train``."""
-    T = x.shape[0]
-    h = h0.copy()
+    T, B, _ = x.shape
+    h, h_new = h0.copy(), np.empty_like(h0)
     aux = np.empty_like(h0)
-    rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
+    rec = np.empty((B, w_hh.shape[0]), dtype=h0.dtype)
+    a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
-        a = project_inputs(x[start : start + n], w_ih, b_ih)
+        a = a_block[:n]
+        project_inputs(a, x[start : start + n], w_ih, b_ih)
         for s in range(n):
             t = start + time_index(s, n, reverse)
-            cell(h_n, a[t - start], aux, h, rec, lengths, t, w_hh, b_hh, reset_after)
-            write_output(out, h_n, lengths, t, col)
-            h[:] = h_n
-    h_n[:] = h
+            cell(h_new, a[t - start], aux, h, rec, lengths, t, w_hh, b_hh, reset_after)
+            write_output(out, h_new, lengths, t, col)
+            h, h_new = h_new, h
+    copy_into(h_n, h)
 
 
 @kernel
 def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
     """One generation step, nothing kept. h_new (B, H); x (B, I); h (B, H)."""
     B = x.shape[0]
-    a = project_inputs(x.reshape(1, B, x.shape[1]), w_ih, b_ih)[0]  # (B, G)
-    rec = np.empty_like(a)
+    a = np.empty((1, B, w_ih.shape[0]), dtype=x.dtype)
+    project_inputs(a, x.reshape(1, B, x.shape[1]), w_ih, b_ih)
+    rec = np.empty_like(a[0])
     aux = np.empty_like(h)
-    lengths = np.ones(B, dtype=np.int64)
-    cell(h_new, a, aux, h, rec, lengths, 0, w_hh, b_hh, reset_after)
+    lengths = np.full(B, 1, dtype=np.int64)
+    cell(h_new, a[0], aux, h, rec, lengths, 0, w_hh, b_hh, reset_after)
 
 
 @kernel
@@ -191,5 +198,5 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
     accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, hs[off : off + T], w_ih)
     if not reset_after:
         dn2 = dn_pre.reshape(T * B, H)
-        dw_hh[2 * H :] += np.dot(dn2.T, aux.reshape(T * B, H))
-        db_hh[2 * H :] += dn2.sum(axis=0)
+        add_product(dw_hh[2 * H :], dn2.T, aux.reshape(T * B, H))
+        add_column_sums(db_hh[2 * H :], dn2)

@@ -10,9 +10,11 @@ semantics: see ``_common``. Every function lists outputs first, then inputs, the
 import numpy as np
 
 from rnncore.kernels._common import (
+    INFER_CHUNK,
     accumulate_weight_grads,
     add_output_grad,
     chunk_bounds,
+    copy_into,
     carry_inactive,
     init_slot,
     num_chunks,
@@ -56,11 +58,11 @@ def forward_train(out, hs, cs, gates, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh
     gates (T, B, 4H): activated i, f, g, o; x (T, B, I); lengths (B,) in 1..T; h0, c0 (B, H)
     w_ih (4H, I); w_hh (4H, H); b_ih, b_hh (4H,)."""
     T = x.shape[0]
-    gates[:] = project_inputs(x, w_ih, b_ih)
+    project_inputs(gates, x, w_ih, b_ih)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
     first, off = init_slot(T, reverse), prev_offset(reverse)
-    hs[first] = h0
-    cs[first] = c0
+    copy_into(hs[first], h0)
+    copy_into(cs[first], c0)
     for s in range(T):
         t = time_index(s, T, reverse)
         cell(hs[t + 1], cs[t + 1], gates[t], hs[t + off], cs[t + off], rec, lengths, t, w_hh, b_hh)
@@ -72,30 +74,34 @@ def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, rev
     """Forward that keeps nothing; the input projection is done a block of steps at a time.
     out (T, B, O): writes out[:, :, col:col+H]; h_n, c_n (B, H): final states; other arguments
     as in ``forward_train``."""
-    T = x.shape[0]
-    h, c = h0.copy(), c0.copy()
-    rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
+    T, B, _ = x.shape
+    h, h_new = h0.copy(), np.empty_like(h0)
+    c, c_new = c0.copy(), np.empty_like(c0)
+    rec = np.empty((B, w_hh.shape[0]), dtype=h0.dtype)
+    a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
-        a = project_inputs(x[start : start + n], w_ih, b_ih)
+        a = a_block[:n]
+        project_inputs(a, x[start : start + n], w_ih, b_ih)
         for s in range(n):
             t = start + time_index(s, n, reverse)
-            cell(h_n, c_n, a[t - start], h, c, rec, lengths, t, w_hh, b_hh)
-            write_output(out, h_n, lengths, t, col)
-            h[:] = h_n
-            c[:] = c_n
-    h_n[:] = h
-    c_n[:] = c
+            cell(h_new, c_new, a[t - start], h, c, rec, lengths, t, w_hh, b_hh)
+            write_output(out, h_new, lengths, t, col)
+            h, h_new = h_new, h
+            c, c_new = c_new, c
+    copy_into(h_n, h)
+    copy_into(c_n, c)
 
 
 @kernel
 def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh):
     """One generation step, nothing kept. h_new, c_new (B, H); x (B, I); h, c (B, H)."""
     B = x.shape[0]
-    a = project_inputs(x.reshape(1, B, x.shape[1]), w_ih, b_ih)[0]  # (B, G)
-    rec = np.empty_like(a)
-    lengths = np.ones(B, dtype=np.int64)
-    cell(h_new, c_new, a, h, c, rec, lengths, 0, w_hh, b_hh)
+    a = np.empty((1, B, w_ih.shape[0]), dtype=x.dtype)
+    project_inputs(a, x.reshape(1, B, x.shape[1]), w_ih, b_ih)
+    rec = np.empty_like(a[0])
+    lengths = np.full(B, 1, dtype=np.int64)
+    cell(h_new, c_new, a[0], h, c, rec, lengths, 0, w_hh, b_hh)
 
 
 @kernel
