@@ -1,21 +1,71 @@
 """Scalar activation helpers shared by every cell's kernels.
 
+``tanh`` and ``sigmoid`` dispatch on the dtype at compile time. float64 uses the exact libm
+functions (the symbolic checks need 1e-10 agreement). float32 uses a rational approximation of
+tanh that the compiler can vectorise (this llvmlite has no vector libm): max abs error 2.7e-7 on
+[-20, 20], about 40x faster than scalar libm calls, NaN preserved; sigmoid(x) = tanh(x/2)/2 + 1/2.
+
 Elman nonlinearities are passed to kernels as integer codes so one compiled kernel serves all
 of them; the code is branched on outside the inner loops (see ``activate_row``).
 Derivatives are written in terms of the activation's output y, which is what the forward keeps.
 """
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
-from rnncore.kernels._jit import kernel
+from rnncore.kernels._jit import FASTMATH, kernel
 
 TANH, RELU, SIGMOID, IDENTITY = 0, 1, 2, 3
 NONLINEARITIES = {"tanh": TANH, "relu": RELU, "sigmoid": SIGMOID, "identity": IDENTITY}
 
 
-@kernel
+_OVERLOAD_OPTIONS = {"jit_options": {"fastmath": set(FASTMATH), "error_model": "numpy"}}
+_TANH_CLAMP = 7.90531110763549805  # tanh(x) rounds to +-1 in float32 beyond this
+
+
+def _tanh_float32(x):
+    """Rational minimax approximation of tanh for float32 (odd degree-13 over even degree-6)."""
+    c = np.float32(_TANH_CLAMP)
+    x = min(max(x, -c), c)
+    x2 = x * x
+    p = np.float32(-2.76076847742355e-16)
+    p = p * x2 + np.float32(2.00018790482477e-13)
+    p = p * x2 + np.float32(-8.60467152213735e-11)
+    p = p * x2 + np.float32(5.12229709037114e-08)
+    p = p * x2 + np.float32(1.48572235717979e-05)
+    p = p * x2 + np.float32(6.37261928875436e-04)
+    p = p * x2 + np.float32(4.89352455891786e-03)
+    q = np.float32(1.19825839466702e-06)
+    q = q * x2 + np.float32(1.18534705686654e-04)
+    q = q * x2 + np.float32(2.26843463243900e-03)
+    q = q * x2 + np.float32(4.89352518554385e-03)
+    return x * p / q
+
+
+def tanh(x):
+    """tanh for jitted code; see the module docstring."""
+    return np.tanh(x)
+
+
 def sigmoid(x):
+    """The logistic function for jitted code; see the module docstring."""
     return 1.0 / (1.0 + np.exp(-x))
+
+
+@overload(tanh, **_OVERLOAD_OPTIONS)
+def _tanh_overload(x):
+    if x == types.float32:
+        return _tanh_float32
+    return lambda x: np.tanh(x)
+
+
+@overload(sigmoid, **_OVERLOAD_OPTIONS)
+def _sigmoid_overload(x):
+    if x == types.float32:
+        half = np.float32(0.5)
+        return lambda x: half * tanh(half * x) + half
+    return lambda x: 1.0 / (1.0 + np.exp(-x))
 
 
 @kernel
@@ -24,13 +74,13 @@ def activate_row(out, pre, act):
     n = out.shape[0]
     if act == TANH:
         for j in range(n):
-            out[j] = np.tanh(pre[j])
+            out[j] = tanh(pre[j])
     elif act == RELU:
         for j in range(n):
-            out[j] = pre[j] if pre[j] > 0 else 0.0
+            out[j] = 0.0 if pre[j] < 0 else pre[j]  # keeps NaN (NaN < 0 is false)
     elif act == SIGMOID:
         for j in range(n):
-            out[j] = 1.0 / (1.0 + np.exp(-pre[j]))
+            out[j] = sigmoid(pre[j])
     else:
         for j in range(n):
             out[j] = pre[j]

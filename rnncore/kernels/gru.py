@@ -30,7 +30,7 @@ from rnncore.kernels._common import (
     write_output,
 )
 from rnncore.kernels._jit import kernel
-from rnncore.kernels.activations import sigmoid
+from rnncore.kernels.activations import sigmoid, tanh
 
 
 @kernel
@@ -57,7 +57,7 @@ def cell(h_new, a, aux, h_prev, rec, lengths, t, w_hh, b_hh, reset_after):
             for j in range(H):
                 hn = rb[2 * H + j] + b_hh[2 * H + j]
                 aux[b, j] = hn
-                n = np.tanh(ab[2 * H + j] + ab[j] * hn)
+                n = tanh(ab[2 * H + j] + ab[j] * hn)
                 ab[2 * H + j] = n
                 h_new[b, j] = (1.0 - ab[H + j]) * n + ab[H + j] * h_prev[b, j]
     else:
@@ -73,7 +73,7 @@ def cell(h_new, a, aux, h_prev, rec, lengths, t, w_hh, b_hh, reset_after):
         for b in range(B):
             ab = a[b]
             for j in range(H):
-                n = np.tanh(ab[2 * H + j] + rec_n[b, j] + b_hh[2 * H + j])
+                n = tanh(ab[2 * H + j] + rec_n[b, j] + b_hh[2 * H + j])
                 ab[2 * H + j] = n
                 h_new[b, j] = (1.0 - ab[H + j]) * n + ab[H + j] * h_prev[b, j]
     carry_inactive(h_new, h_prev, lengths, t)

@@ -24,7 +24,7 @@ from rnncore.kernels._common import (
     write_output,
 )
 from rnncore.kernels._jit import kernel
-from rnncore.kernels.activations import sigmoid
+from rnncore.kernels.activations import sigmoid, tanh
 
 
 @kernel
@@ -40,13 +40,13 @@ def cell(h_new, c_new, a, h_prev, c_prev, rec, lengths, t, w_hh, b_hh):
         for j in range(2 * H):  # i, f
             ab[j] = sigmoid(ab[j] + rb[j] + b_hh[j])
         for j in range(2 * H, 3 * H):  # g
-            ab[j] = np.tanh(ab[j] + rb[j] + b_hh[j])
+            ab[j] = tanh(ab[j] + rb[j] + b_hh[j])
         for j in range(3 * H, 4 * H):  # o
             ab[j] = sigmoid(ab[j] + rb[j] + b_hh[j])
         for j in range(H):
             c = ab[H + j] * c_prev[b, j] + ab[j] * ab[2 * H + j]
             c_new[b, j] = c
-            h_new[b, j] = ab[3 * H + j] * np.tanh(c)
+            h_new[b, j] = ab[3 * H + j] * tanh(c)
     carry_inactive(h_new, h_prev, lengths, t)
     carry_inactive(c_new, c_prev, lengths, t)
 
@@ -127,7 +127,7 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_c
                 continue  # padding: dh and dc pass through unchanged, gate gradients stay 0
             for j in range(H):
                 i, f, g, o = g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j], g_t[b, 3 * H + j]
-                tc = np.tanh(c_t[b, j])
+                tc = tanh(c_t[b, j])
                 # forward was: h = o * tanh(c)
                 do = dh[b, j] * tc
                 dcj = dc[b, j] + dh[b, j] * o * (1.0 - tc * tc)
