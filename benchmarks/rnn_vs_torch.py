@@ -1,0 +1,301 @@
+"""rnncore against torch.nn on the CPU: the same weights, one process, alternating timed blocks.
+
+    python benchmarks/rnn_vs_torch.py [--quick] [--repeats 7] [--markdown docs/benchmarks.md]
+
+Prints one table (cell x T x B x H x mode) with milliseconds for each side, the ratio
+rnncore/torch (lower is better), GFLOP/s and the roofline floor, then decode latency against
+LSTMCell/GRUCell, compile time (cold and warm cache, in fresh processes) and the peak memory of a
+training step. Before timing a row it checks that both sides computed the same outputs.
+
+The roofline floor of a row is max(FLOPs / measured GEMM peak, bytes / measured bandwidth), where
+the bytes are the weights streamed once per time step plus the activations written and read.
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from this process's environment before numpy
+loads, so OpenBLAS picks its kernel for this CPU; the kernel that ran is printed.
+"""
+
+import os
+
+for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+    os.environ.pop(_var, None)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import rnncore  # noqa: E402
+
+GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
+
+
+def flops(cell, T, B, H, mode):
+    """Multiply-adds of the GEMMs (I = H): forward 2*T*B*G*(I+H); training adds dX, dW_ih, dW_hh, dh."""
+    fwd = 2.0 * T * B * GATES[cell] * H * (H + H)
+    return fwd if mode == "infer" else 3.0 * fwd
+
+
+def traffic_bytes(cell, T, B, H, itemsize=4):
+    """Weights read once per step (W_hh; W_ih once for the batched projection) plus activations."""
+    G = GATES[cell] * H
+    weights = (T * G * H + G * H) * itemsize
+    activations = T * B * (H + 2 * G + H) * itemsize
+    return weights + activations
+
+
+def measure_peaks():
+    """float32 GEMM peak through the BLAS the kernels use, and a cache-resident copy bandwidth."""
+    from scipy.linalg.blas import sgemm
+
+    a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
+    sgemm(1.0, a, a)
+    best = min(_timeit(lambda: sgemm(1.0, a, a), 5))
+    peak = 2 * 2048**3 / best
+    buf = np.ones(2 * 2**20 // 4, dtype=np.float32)  # 2 MB: weights of a mid-size layer
+    out = np.empty_like(buf)
+    best = min(_timeit(lambda: np.copyto(out, buf), 50))
+    bandwidth = 2 * buf.nbytes / best
+    return peak, bandwidth
+
+
+def _timeit(fn, n):
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def make_pair(cell, H, dtype=np.float32, seed=0):
+    import torch
+
+    torch.manual_seed(seed)
+    tm = getattr(torch.nn, cell)(H, H)
+    ours = getattr(rnncore, cell)(H, H, dtype=dtype)
+    ours.load_state_dict(tm.state_dict())
+    return ours, tm
+
+
+def run_ours(m, x, g, mode):
+    if mode == "infer":
+        with rnncore.no_grad():
+            return m(x)[0]
+    out, _ = m(x)
+    m.backward(g, None)
+    return out
+
+
+def run_torch(tm, xt, gt, mode):
+    import torch
+
+    if mode == "infer":
+        with torch.inference_mode():
+            return tm(xt)[0]
+    xt.grad = None
+    out, _ = tm(xt)
+    out.backward(gt)
+    return out
+
+
+def bench_row(cell, T, B, H, mode, repeats, peak, bandwidth):
+    import torch
+
+    m, tm = make_pair(cell, H)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((T, B, H)).astype(np.float32)
+    g = rng.standard_normal((T, B, H)).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=(mode == "train"))
+    gt = torch.tensor(g)
+    ours_out = run_ours(m, x, g, mode)
+    theirs_out = run_torch(tm, xt, gt, mode).detach().numpy()
+    err = float(np.max(np.abs(ours_out - theirs_out)) / max(np.max(np.abs(theirs_out)), 1e-30))
+    if err > 1e-4:
+        raise AssertionError(f"{cell} T={T} B={B} H={H} {mode}: outputs differ by {err:.1e} (relative)")
+    ours_t, theirs_t = [], []
+    for _ in range(repeats):  # alternating blocks of 3 calls each
+        ours_t += _timeit(lambda: run_ours(m, x, g, mode), 3)
+        theirs_t += _timeit(lambda: run_torch(tm, xt, gt, mode), 3)
+    t_ours, t_theirs = statistics.median(ours_t), statistics.median(theirs_t)
+    f = flops(cell, T, B, H, mode)
+    floor = max(f / peak, traffic_bytes(cell, T, B, H) / bandwidth)
+    return {
+        "cell": cell, "T": T, "B": B, "H": H, "mode": mode, "ours_ms": 1e3 * t_ours, "torch_ms": 1e3 * t_theirs,
+        "ratio": t_ours / t_theirs, "gflops": f / t_ours / 1e9, "floor_ms": 1e3 * floor,
+        "of_floor": floor / t_ours, "max_rel_diff": err,
+    }
+
+
+def bench_decode(cell, H, repeats):
+    import torch
+
+    torch.manual_seed(0)
+    tcell = getattr(torch.nn, f"{cell}Cell")(H, H)
+    ours = getattr(rnncore, cell)(H, H)
+    ours.load_state_dict({f"{k}_l0": v for k, v in tcell.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((1, H)).astype(np.float32)
+    state = None
+    xt = torch.tensor(x)
+    tstate = None
+    with torch.inference_mode():
+        for _ in range(20):
+            _, state = ours.step(x, state)
+            tstate = tcell(xt, tstate)
+        ours_t, theirs_t = [], []
+        for _ in range(repeats):
+            for _ in range(200):
+                t = time.perf_counter()
+                _, state = ours.step(x, state)
+                ours_t.append(time.perf_counter() - t)
+            for _ in range(200):
+                t = time.perf_counter()
+                tstate = tcell(xt, tstate)
+                theirs_t.append(time.perf_counter() - t)
+    a, b = statistics.median(ours_t), statistics.median(theirs_t)
+    return {"cell": cell, "H": H, "ours_us": 1e6 * a, "torch_us": 1e6 * b, "ratio": a / b}
+
+
+COMPILE_SNIPPET = """
+import time
+t0 = time.perf_counter()
+import numpy as np, rnncore
+res = {"import": time.perf_counter() - t0}
+for cell in ("RNN", "LSTM", "GRU"):
+    t = time.perf_counter()
+    m = getattr(rnncore, cell)(8, 16)
+    x = np.ones((5, 2, 8), np.float32)
+    out, _ = m(x)
+    m.backward(np.ones_like(out))
+    res[cell] = time.perf_counter() - t
+print(__import__("json").dumps(res))
+"""
+
+
+def bench_compile():
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        runs = []
+        for _ in range(2):  # cold, then warm
+            out = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET], env=env, capture_output=True, text=True,
+                                 check=True)
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {"cold": runs[0], "warm": runs[1]}
+
+
+MEMORY_SNIPPET = """
+import resource, sys, numpy as np
+side, cell = sys.argv[1], sys.argv[2]
+T, B, H = 1000, 16, 256
+x = np.random.default_rng(0).standard_normal((T, B, H)).astype(np.float32)
+g = np.ones((T, B, H), np.float32)
+if side == "rnncore":
+    import rnncore
+    m = getattr(rnncore, cell)(H, H)
+    small = getattr(rnncore, cell)(H, H)
+    o, _ = small(x[:2]); small.backward(g[:2])
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out, _ = m(x); m.backward(g)
+else:
+    import torch
+    m = getattr(torch.nn, cell)(H, H)
+    xt = torch.tensor(x, requires_grad=True)
+    o, _ = m(xt[:2]); o.backward(torch.tensor(g[:2]))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out, _ = m(xt); out.backward(torch.tensor(g))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((peak - base) / 1024)
+"""
+
+
+def bench_memory(cell):
+    res = {}
+    for side in ("rnncore", "torch"):
+        out = subprocess.run([sys.executable, "-c", MEMORY_SNIPPET, side, cell], capture_output=True, text=True,
+                             check=True)
+        res[side] = float(out.stdout.strip().splitlines()[-1])
+    return res
+
+
+def machine_description():
+    from threadpoolctl import threadpool_info
+
+    import torch
+
+    blas = [f"{i['internal_api']} {i['version']} ({i.get('architecture')}, {i['num_threads']} threads, "
+            f"{os.path.basename(i['filepath'])})" for i in threadpool_info() if i["user_api"] == "blas"]
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "numba": __import__("numba").__version__, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "blas": blas}
+
+
+def format_table(rows):
+    head = ("| cell | T | B | H | mode | rnncore ms | torch ms | ratio | GFLOP/s | floor ms | of floor |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        lines.append(f"| {r['cell']} | {r['T']} | {r['B']} | {r['H']} | {r['mode']} | {r['ours_ms']:.3f} | "
+                     f"{r['torch_ms']:.3f} | {r['ratio']:.2f} | {r['gflops']:.1f} | {r['floor_ms']:.3f} | "
+                     f"{r['of_floor']:.0%} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="H in (64, 256), T=25 only, fewer repeats")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating blocks per side")
+    parser.add_argument("--cells", default="RNN,LSTM,GRU")
+    parser.add_argument("--json", type=str, default=None, help="also write all results to this JSON file")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    machine = machine_description()
+    print(json.dumps(machine, indent=1))
+    peak, bandwidth = measure_peaks()
+    print(f"measured float32 GEMM peak {peak / 1e9:.0f} GFLOP/s, copy bandwidth (2 MB) {bandwidth / 1e9:.0f} GB/s")
+    Ts = (25,) if args.quick else (25, 100)
+    Hs = (64, 256) if args.quick else (64, 256, 1024)
+    rows = []
+    for cell in args.cells.split(","):
+        for T in Ts:
+            for B in (1, 16, 64):
+                for H in Hs:
+                    for mode in ("infer", "train"):
+                        rows.append(bench_row(cell, T, B, H, mode, args.repeats, peak, bandwidth))
+                        r = rows[-1]
+                        print(f"{cell:5s} T={T:<4d} B={B:<3d} H={H:<5d} {mode:5s} ours {r['ours_ms']:9.3f} ms  "
+                              f"torch {r['torch_ms']:9.3f} ms  ratio {r['ratio']:5.2f}  "
+                              f"{r['gflops']:6.1f} GFLOP/s  {r['of_floor']:4.0%} of floor", flush=True)
+    print()
+    print(format_table(rows))
+    decode = [bench_decode(cell, H, args.repeats) for cell in ("LSTM", "GRU") for H in (256, 512)]
+    print("\n| decode step B=1 | H | rnncore us | torch cell us | ratio |\n|---|---|---|---|---|")
+    for d in decode:
+        print(f"| {d['cell']} | {d['H']} | {d['ours_us']:.1f} | {d['torch_us']:.1f} | {d['ratio']:.2f} |")
+    compile_times = bench_compile()
+    print("\ncompile (import + first training step of each cell, float32), seconds:")
+    for k, v in compile_times.items():
+        print(f"  {k}: " + ", ".join(f"{name} {t:.2f}" for name, t in v.items()))
+    memory = {cell: bench_memory(cell) for cell in ("LSTM", "GRU", "RNN")}
+    print("\npeak memory of a training step, T=1000 B=16 H=256 (MB above the warmed-up process):")
+    for cell, v in memory.items():
+        print(f"  {cell}: rnncore {v['rnncore']:.1f}  torch {v['torch']:.1f}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"machine": machine, "peak_gflops": peak / 1e9, "bandwidth_gbs": bandwidth / 1e9,
+                       "rows": rows, "decode": decode, "compile": compile_times, "memory": memory}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
