@@ -5,7 +5,7 @@ A task model is a ``Module`` (parameters with torch.nn-style dotted names, ``gra
 
 - **Config**: ``model.config`` is a JSON-ready dict of the constructor's keyword arguments (the
   vocabularies excluded); ``model.vocabs`` maps the constructor's vocabulary arguments (listed in the
-  class's ``vocab_args``) to ``Vocab`` objects. ``cls.from_config(config, vocabs)`` rebuilds the
+  class's ``vocab_args``; those given as None are left out) to ``Vocab`` objects. ``cls.from_config(config, vocabs)`` rebuilds the
   model (``TaskModel.from_config`` dispatches on ``config["kind"]`` through the registry of
   subclasses, keyed by their ``kind``).
 - **Save / load**: ``model.save(dir)`` and ``TaskModel.load(dir)`` go through
@@ -18,6 +18,8 @@ A task model is a ``Module`` (parameters with torch.nn-style dotted names, ``gra
   final recurrent state (for models that carry state across batches, such as a language model
   trained with truncated BPTT; None otherwise) and a dict of sums that ``metrics`` turns into the
   reported numbers. The state passed in is used as the initial state and never receives gradient.
+- **Command line**: ``read_eval_data(path)`` and ``predict_lines(lines)`` serve ``rnncore evaluate``
+  and ``rnncore predict`` for any task model that implements them.
 - **Randomness**: ``rng_state()`` / ``set_rng_state()`` save and restore the generators of every
   dropout in the model, so a resumed run draws the same masks as an uninterrupted one.
 
@@ -75,10 +77,7 @@ class TaskModel(Module):
         config = dict(config)
         config["dtype"] = np.dtype(dtype).name
         self.config = config
-        self.vocabs = dict(vocabs or {})
-        missing = [name for name in self.vocab_args if name not in self.vocabs]
-        if missing:
-            raise ValueError(f"{type(self).__name__} needs the vocabularies {missing}")
+        self.vocabs = {name: v for name, v in (vocabs or {}).items() if v is not None}
 
     def extra_repr(self):
         return ", ".join(f"{k}={v!r}" for k, v in self.config.items() if k != "seed")
@@ -103,7 +102,8 @@ class TaskModel(Module):
             if kind not in TaskModel.registry:
                 raise ValueError(f"unknown model kind {kind!r}; known: {sorted(TaskModel.registry)}")
             target = TaskModel.registry[kind]
-        vocabs = {name: v if isinstance(v, Vocab) else Vocab.from_dict(v) for name, v in (vocabs or {}).items()}
+        vocabs = {name: v if v is None or isinstance(v, Vocab) else Vocab.from_dict(v)
+                  for name, v in (vocabs or {}).items()}
         return target(**vocabs, **config)
 
     def save(self, path, **kwargs):
@@ -137,6 +137,16 @@ class TaskModel(Module):
         """Reported numbers from summed ``StepResult.sums``: at least ``loss`` (the mean)."""
         count = max(sums.get("count", 0), 1)
         return {"loss": sums.get("loss", 0.0) / count}
+
+    # -- command-line hooks (``rnncore evaluate`` / ``rnncore predict``) ---------------------------
+    def read_eval_data(self, path, batch_size=64):
+        """A source (``batches(epoch)``, ``len()``) over the data file ``path`` in this task's format,
+        encoded with this model's vocabularies, for ``rnncore.train.loop.evaluate_source``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read evaluation data files")
+
+    def predict_lines(self, lines, **options):
+        """One output string per input line (the task's prediction for it)."""
+        raise NotImplementedError(f"{type(self).__name__} has no line-by-line prediction")
 
     # -- randomness ------------------------------------------------------------------------------
     def _generators(self, prefix="", module=None):
