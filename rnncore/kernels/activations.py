@@ -53,6 +53,18 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def one(like):
+    """1 in the dtype of the array ``like``: a float64 literal would widen float32 loops."""
+    return like.dtype.type(1)
+
+
+@overload(one, **_OVERLOAD_OPTIONS)
+def _one_overload(like):
+    if like.dtype == types.float32:
+        return lambda like: np.float32(1.0)
+    return lambda like: np.float64(1.0)
+
+
 @overload(tanh, **_OVERLOAD_OPTIONS)
 def _tanh_overload(x):
     if x == types.float32:
@@ -91,14 +103,15 @@ def activation_grad_row(out, grad, y, act):
     """out[j] = grad[j] * act'(x[j]) written with y = act(x); out, grad, y (H,)."""
     n = out.shape[0]
     if act == TANH:
+        unit = one(out)
         for j in range(n):
-            out[j] = grad[j] * (1.0 - y[j] * y[j])
+            out[j] = grad[j] * (unit - y[j] * y[j])
     elif act == RELU:
         for j in range(n):
             out[j] = grad[j] if y[j] > 0 else 0.0
     elif act == SIGMOID:
         for j in range(n):
-            out[j] = grad[j] * y[j] * (1.0 - y[j])
+            out[j] = grad[j] * (y[j] - y[j] * y[j])
     else:
         for j in range(n):
             out[j] = grad[j]

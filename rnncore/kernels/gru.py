@@ -30,6 +30,7 @@ from rnncore.kernels._common import (
     write_output,
 )
 from rnncore.kernels._jit import kernel
+from rnncore.kernels import activations
 from rnncore.kernels.activations import sigmoid, tanh
 
 
@@ -59,7 +60,7 @@ def cell(h_new, a, aux, h_prev, rec, lengths, t, w_hh, b_hh, reset_after):
                 aux[b, j] = hn
                 n = tanh(ab[2 * H + j] + ab[j] * hn)
                 ab[2 * H + j] = n
-                h_new[b, j] = (1.0 - ab[H + j]) * n + ab[H + j] * h_prev[b, j]
+                h_new[b, j] = n + ab[H + j] * (h_prev[b, j] - n)  # (1 - z) n + z h
     else:
         rec_rz, rec_n = _split(rec, B, H)
         np.dot(h_prev, w_hh[: 2 * H].T, rec_rz)
@@ -75,7 +76,7 @@ def cell(h_new, a, aux, h_prev, rec, lengths, t, w_hh, b_hh, reset_after):
             for j in range(H):
                 n = tanh(ab[2 * H + j] + rec_n[b, j] + b_hh[2 * H + j])
                 ab[2 * H + j] = n
-                h_new[b, j] = (1.0 - ab[H + j]) * n + ab[H + j] * h_prev[b, j]
+                h_new[b, j] = n + ab[H + j] * (h_prev[b, j] - n)  # (1 - z) n + z h
     carry_inactive(h_new, h_prev, lengths, t)
 
 
@@ -147,6 +148,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
     direct = np.zeros_like(dh)  # the part of dh_prev that does not pass through W_hh
     d_rh = np.empty_like(dh)
     w_hn = w_hh[2 * H :]
+    one = activations.one(x)
     off = prev_offset(reverse)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
@@ -158,8 +160,8 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
             for j in range(H):
                 z, n = g_t[b, H + j], g_t[b, 2 * H + j]
                 # forward was: h = (1 - z) * n + z * h_prev
-                dn_t[b, j] = dh[b, j] * (1.0 - z) * (1.0 - n * n)
-                di[b, H + j] = dh[b, j] * (h_prev[b, j] - n) * z * (1.0 - z)
+                dn_t[b, j] = (dh[b, j] - dh[b, j] * z) * (one - n * n)
+                di[b, H + j] = dh[b, j] * (h_prev[b, j] - n) * (z - z * z)
                 direct[b, j] = dh[b, j] * z
         if reset_after:
             for b in range(B):
@@ -168,7 +170,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
                 for j in range(H):
                     r, dan = g_t[b, j], dn_t[b, j]
                     # forward was: n = tanh(x_n + r * hn), hn = W_hn h + b_hn
-                    di[b, j] = dan * aux_t[b, j] * r * (1.0 - r)
+                    di[b, j] = dan * aux_t[b, j] * (r - r * r)
                     di[b, 2 * H + j] = dan
                     dr[b, j] = di[b, j]
                     dr[b, H + j] = di[b, H + j]
@@ -181,7 +183,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
                     continue
                 for j in range(H):
                     r = g_t[b, j]
-                    di[b, j] = d_rh[b, j] * h_prev[b, j] * r * (1.0 - r)
+                    di[b, j] = d_rh[b, j] * h_prev[b, j] * (r - r * r)
                     di[b, 2 * H + j] = dn_t[b, j]
                     dr[b, j] = di[b, j]
                     dr[b, H + j] = di[b, H + j]

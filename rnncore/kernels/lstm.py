@@ -24,6 +24,7 @@ from rnncore.kernels._common import (
     write_output,
 )
 from rnncore.kernels._jit import kernel
+from rnncore.kernels import activations
 from rnncore.kernels.activations import sigmoid, tanh
 
 
@@ -118,6 +119,7 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_c
     dc = grad_cn.copy()  # gradient flowing into c after the current step
     dh_prev = np.empty_like(dh)
     off = prev_offset(reverse)
+    one = activations.one(x)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
         add_output_grad(dh, grad_out, lengths, t, col)
@@ -130,12 +132,12 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_c
                 tc = tanh(c_t[b, j])
                 # forward was: h = o * tanh(c)
                 do = dh[b, j] * tc
-                dcj = dc[b, j] + dh[b, j] * o * (1.0 - tc * tc)
+                dcj = dc[b, j] + dh[b, j] * o * (one - tc * tc)
                 # forward was: c = f * c_prev + i * g
-                d_t[b, j] = dcj * g * i * (1.0 - i)
-                d_t[b, H + j] = dcj * c_prev[b, j] * f * (1.0 - f)
-                d_t[b, 2 * H + j] = dcj * i * (1.0 - g * g)
-                d_t[b, 3 * H + j] = do * o * (1.0 - o)
+                d_t[b, j] = dcj * g * (i - i * i)
+                d_t[b, H + j] = dcj * c_prev[b, j] * (f - f * f)
+                d_t[b, 2 * H + j] = dcj * i * (one - g * g)
+                d_t[b, 3 * H + j] = do * (o - o * o)
                 dc[b, j] = dcj * f
         # forward was: gates = ... + h_prev W_hh^T
         np.dot(d_t, w_hh, dh_prev)
