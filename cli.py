@@ -211,6 +211,50 @@ def train_classify(ctx, **options):
     _run_task(ctx, "classify", options)
 
 
+@train.command("tag")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A UTF-8 file of 'text<TAB>tags' lines: tags whitespace-separated, one per token, or one "
+                   "character per tag. [default: built-in hyphenation data]")
+@click.option("--max-examples", type=click.IntRange(min=10), default=None,
+              help="Built-in data: words sampled from CMUdict [default: 24000].")
+@click.option("--bidirectional/--unidirectional", default=True, help="Read each sequence in both directions.")
+@click.option("--merge", type=click.Choice(["concat", "sum", "product"]), default="concat",
+              help="How the two directions' outputs are merged.")
+@train_options(hidden_size=64, embedding_dim=24, lr=5e-3, batch_size=64, epochs=3, valid_fraction=0.1)
+def train_tag(ctx, **options):
+    """Sequence tagger (many-to-many): a tag per token; built-in: hyphenation points per character
+    (pyphen's patterns on CMUdict words)."""
+    import rnncore.models.sequence_tasks  # noqa: F401  (registers the task)
+
+    _run_task(ctx, "tag", options)
+
+
+@train.command("seq2seq")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A UTF-8 file of 'source<TAB>target' lines.")
+@click.option("--dataset", type=click.Choice(["numbers-fr", "numbers-en", "g2p"]), default=None,
+              help="Built-in data: numbers in digits -> French or English words (num2words), or English "
+                   "words -> phonemes (CMUdict). [default: numbers-fr without --data]")
+@click.option("--max-examples", type=click.IntRange(min=10), default=None,
+              help="Built-in data: examples drawn [default: 20000].")
+@click.option("--target-tokenizer", type=click.Choice(["char", "word"]), default="word",
+              help="How targets are tokenised (--tokenizer applies to sources).")
+@click.option("--bidirectional", is_flag=True, help="Bidirectional encoder.")
+@click.option("--merge", type=click.Choice(["concat", "sum", "product"]), default="sum",
+              help="How a bidirectional encoder's final states are merged into the decoder's initial state.")
+@click.option("--beam", type=click.IntRange(min=1), default=4, help="Beam size of the final test decoding.")
+@click.option("--decode-examples", type=click.IntRange(min=1), default=500,
+              help="Test sources decoded for the exact-match score.")
+@train_options(hidden_size=128, embedding_dim=32, lr=5e-3, batch_size=64, epochs=3, valid_fraction=0.05)
+def train_seq2seq(ctx, **options):
+    """Encoder-decoder (seq2seq): teacher-forced training; greedy and beam-search decoding of the test part."""
+    import rnncore.models.sequence_tasks  # noqa: F401  (registers the task)
+
+    if options["data"] is None and options["dataset"] is None:
+        options["dataset"] = "numbers-fr"
+    _run_task(ctx, "seq2seq", options)
+
+
 def _load_task_model(run_dir):
     from rnncore.train.checkpoint import load_model
     from rnncore.train.runs import find_checkpoint

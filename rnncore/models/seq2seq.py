@@ -18,6 +18,8 @@ Batches (``rnncore.data.Batch``), time-major: ``inputs`` (S, B) source ids, ``le
 ``targets`` (T, B) target ids without <bos> / <eos>, ``target_lengths`` (B,).
 """
 
+import sys
+
 import numpy as np
 
 from rnncore.data.batching import Batch, pad_sequences
@@ -33,7 +35,7 @@ from rnncore.models._seq_parts import (
 from rnncore.models.base import MERGE_MODES, TaskModel, make_recurrent
 from rnncore.nn import Dropout, Embedding, Linear
 
-__all__ = ["Seq2Seq", "collate_pairs"]
+__all__ = ["Seq2Seq", "collate_pairs", "read_pairs"]
 
 
 class Seq2Seq(DecoderMixin, TaskModel):
@@ -144,6 +146,40 @@ class Seq2Seq(DecoderMixin, TaskModel):
         sources = [self.src_tokenizer(t) or [" "] for t in texts]
         return [self.tgt_tokenizer.join(t) for t in self.translate(sources, beam_size)]
 
+    def predict_lines(self, lines, beam_size=1, **options):
+        """``source<TAB>translation`` per line."""
+        lines = list(lines)
+        return [f"{src}\t{out}" for src, out in zip(lines, self.predict_texts(lines, beam_size))]
+
+    def encode_example(self, source_tokens, target_tokens):
+        return self.src_vocab.encode(source_tokens), self.tgt_vocab.encode(target_tokens)
+
+    def read_eval_data(self, path, batch_size=64):
+        """A source over a file of ``source<TAB>target`` lines, encoded with this model's vocabularies."""
+        from rnncore.data.sources import SequenceSource
+
+        examples = [self.encode_example(s, t) for s, t in read_pairs(path, self.src_tokenizer, self.tgt_tokenizer)]
+        return SequenceSource(examples, [len(t) for _, t in examples], batch_size,
+                              lambda b: collate_pairs(b, self.src_vocab.pad_id), shuffle=False)
+
+
+def read_pairs(path, src_tokenizer, tgt_tokenizer):
+    """(source tokens, target tokens) from a UTF-8 file of ``source<TAB>target`` lines (blank lines
+    skipped); the source must not be empty."""
+    from pathlib import Path
+
+    pairs = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        src, tab, tgt = line.partition("\t")
+        if not tab or not src:
+            raise ValueError(f"{path}:{number}: expected 'source<TAB>target', got {line[:40]!r}")
+        pairs.append((src_tokenizer(src), tgt_tokenizer(tgt)))
+    if not pairs:
+        raise ValueError(f"{path}: no source<TAB>target lines")
+    return pairs
+
 
 def collate_pairs(examples, src_pad_id=0):
     """(source ids, target ids) pairs -> ``Batch(inputs (S, B), lengths, targets (T, B),
@@ -154,3 +190,9 @@ def collate_pairs(examples, src_pad_id=0):
     for b, (_, t) in enumerate(examples):
         targets[: len(t), b] = t
     return Batch(inputs=inputs, lengths=lengths, targets=targets, target_lengths=target_lengths)
+
+
+# `rnncore evaluate RUN` finds a run's task in rnncore.train.runs: when the training runs are in use,
+# register this model's task with them (the model itself does not depend on the training code)
+if "rnncore.train.runs" in sys.modules:
+    import rnncore.models.sequence_tasks  # noqa: E402, F401

@@ -18,6 +18,8 @@ Batches (``rnncore.data.Batch``), time-major: ``inputs`` (T, B) ids (tagger) or 
 (regressor), ``targets`` (T, B) tag ids or (T, B, O) floats, ``lengths`` (B,).
 """
 
+import sys
+
 import numpy as np
 
 from rnncore.data.batching import Batch, pad_sequences
@@ -27,7 +29,7 @@ from rnncore.models._seq_parts import child_seeds, length_mask
 from rnncore.models.base import DirectionMerge, StepResult, TaskModel, make_recurrent
 from rnncore.nn import Dropout, Embedding, Linear, no_grad
 
-__all__ = ["SequenceRegressor", "SequenceTagger", "collate_tagging"]
+__all__ = ["SequenceRegressor", "SequenceTagger", "collate_tagging", "read_tagged_lines"]
 
 
 class _ManyToMany(TaskModel):
@@ -156,6 +158,55 @@ class SequenceTagger(_ManyToMany):
         tokens = [self.tokenizer(t) or [" "] for t in texts]
         return [list(zip(toks, tags)) for toks, tags in zip(tokens, self.tag(tokens))]
 
+    def predict_lines(self, lines, **options):
+        """``text<TAB>tags`` per line: the tags space-separated, or run together when the model reads
+        characters and every tag is one character (``hyphenation<TAB>..-...-.-...``)."""
+        out = []
+        for line, pairs in zip(lines, self.predict_texts(list(lines))):
+            tags = [t for _, t in pairs]
+            joined = "".join(tags) if self.tokenizer.kind == "char" and all(len(t) == 1 for t in tags) \
+                else " ".join(tags)
+            out.append(f"{line}\t{joined}")
+        return out
+
+    def encode_example(self, tokens, tags):
+        """(token ids, tag ids) for a tokenised example; an unknown tag is a ValueError."""
+        unknown = [t for t in tags if t not in self.tag_vocab]
+        if unknown:
+            raise ValueError(f"tag {unknown[0]!r} is not one of the model's tags {self.tag_vocab.itos}")
+        return self.vocab.encode(tokens), self.tag_vocab.encode(tags)
+
+    def read_eval_data(self, path, batch_size=64):
+        """A source over a file in ``read_tagged_lines``'s format, encoded with this model's vocabularies."""
+        from rnncore.data.sources import SequenceSource
+
+        examples = [self.encode_example(toks, tags) for toks, tags in read_tagged_lines(path, self.tokenizer)]
+        return SequenceSource(examples, [len(ids) for ids, _ in examples], batch_size,
+                              lambda b: collate_tagging(b, self.vocab.pad_id), shuffle=False)
+
+
+def read_tagged_lines(path, tokenizer):
+    """(tokens, tags) pairs from a UTF-8 file of ``text<TAB>tags`` lines (blank lines skipped): the
+    text is tokenised by ``tokenizer``; the tags are whitespace-separated, or, with no whitespace,
+    one character per tag. There must be one tag per token."""
+    from pathlib import Path
+
+    pairs = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        text, tab, tags = line.partition("\t")
+        if not tab:
+            raise ValueError(f"{path}:{number}: expected 'text<TAB>tags', got {line[:40]!r}")
+        tokens = tokenizer(text)
+        tags = tags.split() if any(c.isspace() for c in tags.strip()) else list(tags.strip())
+        if len(tags) != len(tokens) or not tokens:
+            raise ValueError(f"{path}:{number}: {len(tokens)} tokens but {len(tags)} tags")
+        pairs.append((tokens, tags))
+    if not pairs:
+        raise ValueError(f"{path}: no tagged lines")
+    return pairs
+
 
 def collate_tagging(examples, pad_id=0):
     """(token ids, tag ids) pairs -> ``Batch(inputs (T, B), targets (T, B), lengths (B,))``; padded
@@ -236,3 +287,9 @@ class SequenceRegressor(_ManyToMany):
                     y_t, state = self.rnn.step(pred, state)
                     pred = self.head(y_t)
         return out
+
+
+# `rnncore evaluate RUN` finds a run's task in rnncore.train.runs: when the training runs are in use,
+# register this model's task with them (the model itself does not depend on the training code)
+if "rnncore.train.runs" in sys.modules:
+    import rnncore.models.sequence_tasks  # noqa: E402, F401
