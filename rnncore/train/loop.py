@@ -246,6 +246,7 @@ class Trainer:
             self.model.train()
             t_epoch = time.perf_counter()
             epoch_loss, epoch_n = 0.0, 0
+            finished = False  # until the source runs out of batches (max_steps may stop the epoch before)
             for i, batch in enumerate(train.batches(self.epoch)):
                 if i < self.batch_in_epoch:
                     continue  # resumed: these batches were trained before the checkpoint
@@ -271,7 +272,8 @@ class Trainer:
                     self.save()
                 if max_steps is not None and self.step >= max_steps:
                     break
-            finished = self.batch_in_epoch >= n_batches
+            else:
+                finished = True
             record = {"epoch": self.epoch + 1, "step": self.step,
                       "train_loss": epoch_loss / max(epoch_n, 1), "seconds": time.perf_counter() - t_epoch}
             if valid is not None and (finished or max_steps is not None):
