@@ -4,7 +4,8 @@
 
 Teacher-forced training on ``Batch(inputs (T, B), targets (T, B))`` ids: running text cut into
 truncated-BPTT chunks (the state carries from chunk to chunk, see ``rnncore.data.sources``), or
-separate sequences with ``lengths`` (B,) and targets padded with -100 (ignored).
+separate sequences with ``lengths`` (B,) and targets padded with -100 (ignored), which start
+from zeros and carry no state.
 Sampling: temperature, top-k, from a prime text, up to a length or the end token.
 
 Parameter names (torch.nn): ``embedding.weight`` (absent with one-hot input), ``rnn.weight_ih_l0``
@@ -77,7 +78,8 @@ class LanguageModel(TaskModel):
         logits, final = self.logits(inputs, state, lengths)
         loss, dlogits = softmax_cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
         count = int(np.count_nonzero(targets != IGNORE_INDEX))
-        return StepResult(loss, count, final, {"loss": loss * count, "count": count}), dlogits
+        carry = final if lengths is None else None  # separate sequences carry nothing to the next batch
+        return StepResult(loss, count, carry, {"loss": loss * count, "count": count}), dlogits
 
     def loss_and_backward(self, batch, state=None):
         """Mean cross-entropy per target token; the gradient is added into ``grads``. ``state`` is the
