@@ -117,7 +117,7 @@ def load_same_weights(torch, tmodel, rmodel):
 
 def bench_tagger(args, torch, Tagger):
     words = 6000 if args.quick else 24000
-    epochs = 2 if args.quick else 4
+    epochs = 2 if args.quick else 3
     data = hyphenation_data(words, seed=0)
     train_idx, _, test_idx = split_indices(len(data), (0.8, 0.1, 0.1), seed=0)
     vocab = Vocab.build([data[i][0] for i in train_idx], order="sorted")
@@ -157,7 +157,7 @@ def bench_tagger(args, torch, Tagger):
 
 def bench_seq2seq(args, torch, Seq2SeqTorch):
     n_train = 6000 if args.quick else 20000
-    epochs = 2 if args.quick else 4
+    epochs = 2 if args.quick else 3
     train_pairs, test_pairs = number_pairs(99999, n_train, 1000, "fr", seed=0)
     train_pairs = train_pairs[len(train_pairs) // 20:]  # as the example: the first 5% validate
     src_vocab = Vocab.build([s for s, _ in train_pairs], order="sorted")

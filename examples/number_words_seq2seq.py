@@ -71,7 +71,7 @@ def main(argv=None):
     ap.add_argument("--embedding", type=int, default=32)
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--bidirectional", action="store_true", help="bidirectional encoder (directions summed)")
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--beam", type=int, default=4)
