@@ -47,7 +47,8 @@ MERGE_MODES = ("concat", "sum", "product")
 class StepResult:
     """What one training or evaluation step reports.
 
-    loss: the batch's mean loss (the one whose gradient was taken).
+    loss: the batch's mean loss (its gradient is the one taken, unless the model documents another
+          reduction, as LanguageModel's reduction="sum").
     count: how many items that mean is over (tokens, sequences, ...), to weight batches.
     state: the final recurrent state to carry to the next batch, or None.
     sums: additive statistics, e.g. {"loss": summed loss, "count": n, "correct": k}; totals over an

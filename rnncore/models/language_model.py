@@ -32,16 +32,21 @@ class LanguageModel(TaskModel):
     vectors (the min-char-rnn setting); dropout applies to the embedding output, between stacked
     layers and before the head. tokenizer ``char`` or ``word`` (with ``lower``) is how text maps to
     tokens; ``bos_eos`` says the training sequences were wrapped in <bos> ... <eos> (names, lines),
-    so generation may start from <bos> and stop at <eos>.
+    so generation may start from <bos> and stop at <eos>. ``reduction="sum"`` takes the gradient of
+    the loss summed over the batch's tokens (min-char-rnn's choice, which its clipping at 5 assumes)
+    instead of the mean; the reported loss is the mean either way.
     """
 
     kind = "language_model"
     vocab_args = ("vocab",)
 
     def __init__(self, vocab, cell="lstm", embedding_dim=64, hidden_size=128, num_layers=1, dropout=0.0,
-                 tokenizer="char", lower=False, bos_eos=False, dtype="float32", seed=0):
+                 tokenizer="char", lower=False, bos_eos=False, reduction="mean", dtype="float32", seed=0):
         config = dict(cell=cell, embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers,
-                      dropout=dropout, tokenizer=tokenizer, lower=lower, bos_eos=bos_eos, seed=seed)
+                      dropout=dropout, tokenizer=tokenizer, lower=lower, bos_eos=bos_eos, reduction=reduction,
+                      seed=seed)
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         super().__init__(config, {"vocab": vocab}, dtype)
         self.vocab = vocab
         self.tokenizer = make_tokenizer(tokenizer, lower)
@@ -76,8 +81,11 @@ class LanguageModel(TaskModel):
             raise ValueError(f"inputs and targets must both be (T, B) ids, got {inputs.shape} and {targets.shape}")
         lengths = batch.get("lengths")
         logits, final = self.logits(inputs, state, lengths)
-        loss, dlogits = softmax_cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+        reduction = self.config.get("reduction", "mean")
+        loss, dlogits = softmax_cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction=reduction)
         count = int(np.count_nonzero(targets != IGNORE_INDEX))
+        if reduction == "sum":
+            loss = loss / max(count, 1)
         carry = final if lengths is None else None  # separate sequences carry nothing to the next batch
         return StepResult(loss, count, carry, {"loss": loss * count, "count": count}), dlogits
 

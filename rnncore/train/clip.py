@@ -29,8 +29,9 @@ def global_norm(grads):
     """sqrt(sum over all arrays of sum(g^2)), as a Python float."""
     total = 0.0
     for g in _arrays(grads):
-        flat = g.reshape(-1).astype(np.float64, copy=False)
-        total += float(flat @ flat)
+        # a ufunc sum, not a BLAS dot: a small dot between kernel calls wakes a second BLAS thread
+        # pool, which is very slow on a busy machine (PERFORMANCE.md, "two thread pools")
+        total += float(np.sum(np.square(g, dtype=np.float64)))
     return math.sqrt(total)
 
 
