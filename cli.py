@@ -81,7 +81,7 @@ def train_options(**defaults):
         options = [
             click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
                          help="Run directory (config.json, metrics.jsonl, curve.png, checkpoint/). "
-                              "[default: runs/<task>]"),
+                              "[default: runs/<task>, or runs/<task>-2, ... if taken]"),
             click.option("--overwrite", is_flag=True, help="Replace a run already in --out."),
             click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
                          help="Continue the run in this directory (its config; --epochs/--max-steps may extend "
@@ -138,6 +138,15 @@ def train_options(**defaults):
     return decorate
 
 
+def _next_run_dir(base):
+    """``base``, or ``base-2``, ``base-3``, ... when it already holds a run (default --out only)."""
+    candidate, n = base, 1
+    while (candidate / "config.json").exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
 def _run_task(ctx, task, options):
     """Resolve the config (from --resume's run directory, or the options), write it, run the task."""
     from rnncore.train.runs import TASKS, read_run_config, start_run
@@ -158,7 +167,7 @@ def _run_task(ctx, task, options):
         config.update(resume=str(run_dir), out=str(run_dir))
     else:
         config = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
-        config["out"] = str(config["out"] or Path("runs") / task)
+        config["out"] = str(config["out"] or _next_run_dir(Path("runs") / task))
         config["task"] = task
         config["clip"] = config["clip"] or None
         config["clip_value"] = config["clip_value"] or None
