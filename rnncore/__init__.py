@@ -1,6 +1,7 @@
 """rnncore: fast, verified recurrent neural networks on the CPU."""
 
 from rnncore._version import __version__
+from rnncore.threads import _apply_environment, num_threads, set_num_threads
 from rnncore.nn import (
     GRU,
     LSTM,
@@ -16,5 +17,8 @@ from rnncore.nn import (
     no_grad,
 )
 
+_apply_environment()
+
 __all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell", "Dropout", "Embedding", "Linear", "Module",
-           "__version__", "is_grad_enabled", "no_grad"]
+           "__version__", "is_grad_enabled", "no_grad",
+           "num_threads", "set_num_threads"]
