@@ -141,7 +141,7 @@ def train_options(**defaults):
 def _next_run_dir(base):
     """``base``, or ``base-2``, ``base-3``, ... when it already holds a run (default --out only)."""
     candidate, n = base, 1
-    while (candidate / "config.json").exists():
+    while (candidate / "metrics.jsonl").exists() or (candidate / "checkpoint").exists():
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate

@@ -157,7 +157,8 @@ class LanguageModel(TaskModel):
             self.train(was_training)
         texts = [self.decode(out[:n, b]) if stop_at_eos else
                  self.tokenizer.join(self.vocab.decode(out[:n, b], stop_at_eos=False)) for b in range(B)]
-        return [prime + s for s in texts]
+        sep = " " if prime and self.tokenizer.kind == "word" else ""
+        return [prime + (sep if s else "") + s for s in texts]
 
     # -- command-line hooks ------------------------------------------------------------------------------
     def read_eval_data(self, path, batch_size=16, bptt=64):

@@ -41,10 +41,12 @@ def register_task(name, run, data=None):
 
 # -- run directories ---------------------------------------------------------------------------------
 def start_run(config, overwrite=False):
-    """Create the run directory and write the resolved config. A directory that already holds a
-    run is an error unless ``overwrite`` (then its files are replaced) or the config resumes it."""
+    """Create the run directory and write the resolved config. A directory where a run has started
+    training (a metrics log or a checkpoint) is an error unless ``overwrite`` (then its files are
+    replaced) or the config resumes it."""
     out = Path(config["out"])
-    if out.exists() and (out / "config.json").exists() and not config.get("resume") and not overwrite:
+    started = (out / "metrics.jsonl").exists() or (out / "checkpoint" / "checkpoint.json").exists()
+    if started and not config.get("resume") and not overwrite:
         raise FileExistsError(f"{out} already holds a run: use --overwrite to replace it or --resume {out}")
     out.mkdir(parents=True, exist_ok=True)
     if overwrite and not config.get("resume"):

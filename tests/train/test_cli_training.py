@@ -137,3 +137,19 @@ def test_train_classify_on_a_labelled_file(tmp_path):
     assert len(labels) == 2 and set(labels) <= {"pos", "neg"}
     result = invoke("evaluate", out, "--data", data, "--json")
     assert result.exit_code == 0 and json.loads(result.output)["examples"] == 40
+
+
+def test_text_that_is_not_utf8(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\xb2 not utf-8 \xc3")
+    result = CliRunner().invoke(main, ["train", "lm", "--text", str(bad), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "not UTF-8" in result.output
+
+
+def test_word_level_generation_keeps_a_space_after_the_prime(tmp_path, text_file):
+    out = tmp_path / "w"
+    result = invoke("train", "lm", "--text", text_file, "--tokenizer", "word", "--lower", "--out", out, "--bptt", 4,
+                    "--max-steps", 2, "--sample-every", 0, "--sample-length", 3, *TINY)
+    assert result.exit_code == 0, result.output
+    text = invoke("generate", out, "--prime", "the", "--length", 3).output.strip()
+    assert text.startswith("the ") and len(text.split()) >= 2
