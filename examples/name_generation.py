@@ -82,7 +82,7 @@ def main():
         metrics = evaluate_source(model, valid)
     seconds = time.perf_counter() - t0
 
-    print(f"\nheld-out perplexity per character (with <eos>):")
+    print("\nheld-out perplexity per character (with <eos>):")
     print(f"  unigram                  {unigram_perplexity(train_names, valid_names):.3f}")
     print(f"  bigram (add-0.1)         {bigram_perplexity(train_names, valid_names):.3f}")
     print(f"  GRU {args.hidden}, {args.epochs} epochs      {metrics['perplexity']:.3f}   ({seconds:.1f} s, "

@@ -11,8 +11,8 @@ from rnncore.losses import softmax_cross_entropy
 from rnncore.models.base import copy_state
 from rnncore.models.language_model import LanguageModel
 from rnncore.nn.module import no_grad
-from rnncore.train.optim import SGD
 from rnncore.train.loop import Trainer
+from rnncore.train.optim import SGD
 
 VOCAB = Vocab(list("abcdef"))
 T, B = 8, 2
