@@ -26,7 +26,8 @@ from rnncore.diagnostics import gradient_norms, hidden_state_gradients
 
 FAMILY = "bptt"
 TOLERANCE = 1e-10
-CLOSED_FORM_TEX = r"a_t = b_t + c_t\,a_{t-1},\ a_0 = 0\ \Rightarrow\ a_t = b_t + \sum_{i=1}^{t-1} \left(\prod_{j=i+1}^{t} c_j\right) b_i"
+CLOSED_FORM_TEX = (r"a_t = b_t + c_t\,a_{t-1},\ a_0 = 0\ \Rightarrow\ a_t = b_t + \sum_{i=1}^{t-1} "
+                   r"\left(\prod_{j=i+1}^{t} c_j\right) b_i")
 
 
 def _induction():
@@ -81,7 +82,8 @@ def _expansion(n=10):
             if sp.expand(a - closed) != 0:
                 bad.append(t)
         kind = "commuting symbols" if commutative else "non-commuting symbols (matrices: product order kept)"
-        checks.append(identity_check(FAMILY, f"{FAMILY}/expansion_t1_{n}_{'scalar' if commutative else 'matrix'}",
+        tag = "scalar" if commutative else "matrix"
+        checks.append(identity_check(FAMILY, f"{FAMILY}/expansion_t1_{n}_{tag}",
                                      f"recursion unrolled for t = 1..{n} equals the closed form, {kind} "
                                      f"(mismatches at t = {bad or 'none'})", sp.Integer(len(bad))))
     return checks
@@ -91,8 +93,8 @@ def _jacobian_function(spec):
     """SymPy's one-step Jacobian ds_t/ds_{t-1} of a cell (s = h, or (h, c)), lambdified; arguments
     w_ih, w_hh, b_ih, b_hh, x_t, s_{t-1} flattened."""
     H, G = spec.H, spec.gate_rows * spec.H
-    arrays = [S.symbol_array("w_ih", (G, spec.I)), S.symbol_array("w_hh", (G, H)), S.symbol_array("b_ih", (G,)),
-              S.symbol_array("b_hh", (G,)), S.symbol_array("x", (spec.I,))]
+    arrays = [S.symbol_array("w_ih", (G, spec.I)), S.symbol_array("w_hh", (G, H)),
+              S.symbol_array("b_ih", (G,)), S.symbol_array("b_hh", (G,)), S.symbol_array("x", (spec.I,))]
     states = [S.symbol_array(f"{n}_prev", (H,)) for n in spec.states]
     with S.unevaluated():
         new = cell_step(spec, list(arrays[4]), tuple(list(s) for s in states), *arrays[:4])
@@ -116,17 +118,18 @@ def _prefix_states(layer, x, hx):
 def closed_form_check(spec, seed=0):
     """The kernels' dL/ds_t against b_t + sum_(u>t) J_(t+1)^T ... J_u^T b_u with SymPy's Jacobians."""
     rng = np.random.default_rng(seed)
-    T, B, I, H = spec.T, spec.B, spec.I, spec.H
+    T, B, n_in, H = spec.T, spec.B, spec.I, spec.H
     layer = spec.layer()
     weights = layer.state_dict()
     w = [weights["weight_ih_l0"], weights["weight_hh_l0"], weights["bias_ih_l0"], weights["bias_hh_l0"]]
-    x = rng.standard_normal((T, B, I))
+    x = rng.standard_normal((T, B, n_in))
     n_states = len(spec.states)
     hx = tuple(0.5 * rng.standard_normal((1, B, H)) for _ in spec.states)
     hx_arg = hx[0] if n_states == 1 else hx
     grad_out = rng.standard_normal((T, B, H))
     grad_final = tuple(rng.standard_normal((1, B, H)) for _ in spec.states)
-    measured = hidden_state_gradients(layer, x, hx_arg, grad_out, grad_final[0] if n_states == 1 else grad_final)
+    measured = hidden_state_gradients(layer, x, hx_arg, grad_out,
+                                      grad_final[0] if n_states == 1 else grad_final)
     measured = np.concatenate(measured, axis=-1)  # (T + 1, B, n_states * H)
 
     jac = _jacobian_function(spec)
@@ -138,18 +141,23 @@ def closed_form_check(spec, seed=0):
         direct = np.zeros((T + 1, n))
         direct[1:, :H] = grad_out[:, b]
         direct[T] += np.concatenate([g[0, b] for g in grad_final])
-        J = [None] + [jac(*w, x[t - 1, b], *(states[t - 1][k, b] for k in range(n_states))) for t in range(1, T + 1)]
+        J = [None]  # J[t] = ds_t/ds_(t-1), at the forward's x_t and s_(t-1)
+        for t in range(1, T + 1):
+            J.append(jac(*w, x[t - 1, b], *(states[t - 1][k, b] for k in range(n_states))))
         for t in range(T + 1):
             acc, prod = direct[t].copy(), np.eye(n)
             for u in range(t + 1, T + 1):
                 prod = prod @ J[u].T  # J_{t+1}^T J_{t+2}^T ... J_u^T
                 acc += prod @ direct[u]
             reference[t, b] = acc
-    name = {"rnn": f"Elman {spec.option}", "lstm": "LSTM (state h, c)", "gru": f"GRU {spec.option}"}[spec.cell]
+    name = {"rnn": f"Elman {spec.option}", "lstm": "LSTM (state h, c)",
+            "gru": f"GRU {spec.option}"}[spec.cell]
     return array_check(FAMILY, f"{FAMILY}/closed_form/{spec.label}",
-                       f"dL/ds_t for t = 0..{T}, {name}, B = {B}, I = {I}, H = {H}, random output gradient at "
-                       "every step", "closed form b_t + sum_(u>t) J_(t+1)^T ... J_u^T b_u, J = SymPy's one-step "
-                       "Jacobians", "rnncore.diagnostics.hidden_state_gradients (the layers' backward)",
+                       f"dL/ds_t for t = 0..{T}, {name}, B = {B}, I = {n_in}, H = {H}, random output "
+                       "gradient "
+                       "at every step",
+                       "closed form b_t + sum_(u>t) J_(t+1)^T ... J_u^T b_u, J = SymPy's one-step Jacobians",
+                       "rnncore.diagnostics.hidden_state_gradients (the layers' backward)",
                        reference, measured, TOLERANCE, latex=CLOSED_FORM_TEX)
 
 
@@ -200,7 +208,8 @@ def run(quick=False):
         f"{len(data['text'])} characters of the Python documentation, with the loss on the last state only."
     )
     return DerivationResult(FAMILY, "BPTT recurrence and its closed form", description, checks,
-                            [("Closed form", CLOSED_FORM_TEX), ("SymPy's closed form A(t)", "A(t) = " + sym_tex)],
+                            [("Closed form", CLOSED_FORM_TEX),
+                             ("SymPy's closed form A(t)", "A(t) = " + sym_tex)],
                             data=data)
 
 

@@ -36,7 +36,7 @@ class NetSpec:
     option: str = ""
     T: int = 3
     B: int = 2
-    I: int = 2
+    I: int = 2  # noqa: E741  (the project's dimension letters: T, B, I, H)
     H: int = 2
     num_layers: int = 1
     bidirectional: bool = False
@@ -66,8 +66,8 @@ class NetSpec:
             options["nonlinearity"] = self.option
         elif self.cell == "gru":
             options["reset_after"] = self.option == "reset_after"
-        return cls(self.I, self.H, num_layers=self.num_layers, bias=self.bias, bidirectional=self.bidirectional,
-                   dtype=np.float64, seed=0, **options)
+        return cls(self.I, self.H, num_layers=self.num_layers, bias=self.bias,
+                   bidirectional=self.bidirectional, dtype=np.float64, seed=0, **options)
 
     def describe(self):
         parts = [f"T={self.T}", f"B={self.B}", f"I={self.I}", f"H={self.H}"]
@@ -107,11 +107,13 @@ def specs(quick):
             NetSpec(f"{tag}_T4_H1_B1", cell, option, T=4, B=1, I=1, H=1),
             NetSpec(f"{tag}_H3", cell, option, T=2, B=1, I=3, H=3),
             NetSpec(f"{tag}_stacked", cell, option, T=3, B=1, I=2, H=2, num_layers=2),
-            NetSpec(f"{tag}_bidir_lengths", cell, option, T=4, B=2, I=2, H=2, bidirectional=True, lengths=(4, 2)),
+            NetSpec(f"{tag}_bidir_lengths", cell, option, T=4, B=2, I=2, H=2, bidirectional=True,
+                    lengths=(4, 2)),
             NetSpec(f"{tag}_stacked_bidir_lengths", cell, option, T=3, B=2, I=1, H=1, num_layers=2,
                     bidirectional=True, lengths=(1, 3)),
         ]
-    out.append(NetSpec("rnn_relu_lengths_nobias", "rnn", "relu", T=4, B=2, I=2, H=2, lengths=(4, 2), bias=False))
+    out.append(NetSpec("rnn_relu_lengths_nobias", "rnn", "relu", T=4, B=2, I=2, H=2, lengths=(4, 2),
+                       bias=False))
     return out
 
 
@@ -128,7 +130,7 @@ def _affine(w, v, b):
 
 
 def _ew(f, *vectors):
-    return [f(*xs) for xs in zip(*vectors)]
+    return [f(*xs) for xs in zip(*vectors, strict=True)]
 
 
 def cell_step(spec, x, state, w_ih, w_hh, b_ih, b_hh):
@@ -139,16 +141,16 @@ def cell_step(spec, x, state, w_ih, w_hh, b_ih, b_hh):
     if spec.cell == "rnn":
         act = S.ACTIVATIONS[spec.option]
         v = _affine(w_hh, h, b_hh)
-        return ([act(sp.Add(a, b)) for a, b in zip(u, v)],)
+        return ([act(sp.Add(a, b)) for a, b in zip(u, v, strict=True)],)
     if spec.cell == "lstm":
         v = _affine(w_hh, h, b_hh)
-        a = [sp.Add(p, q) for p, q in zip(u, v)]
+        a = [sp.Add(p, q) for p, q in zip(u, v, strict=True)]
         i = [S.sigmoid(e) for e in a[:H]]
         f = [S.sigmoid(e) for e in a[H:2 * H]]
         g = [sp.tanh(e) for e in a[2 * H:3 * H]]
         o = [S.sigmoid(e) for e in a[3 * H:]]
         c = _ew(lambda f_, c_, i_, g_: sp.Add(sp.Mul(f_, c_), sp.Mul(i_, g_)), f, state[1], i, g)
-        return [sp.Mul(o_, sp.tanh(c_)) for o_, c_ in zip(o, c)], c
+        return [sp.Mul(o_, sp.tanh(c_)) for o_, c_ in zip(o, c, strict=True)], c
     # GRU, gate rows r, z, n
     rz_rec = _affine(w_hh[:2 * H], h, None if b_hh is None else b_hh[:2 * H])
     r = [S.sigmoid(sp.Add(u[j], rz_rec[j])) for j in range(H)]
@@ -158,11 +160,12 @@ def cell_step(spec, x, state, w_ih, w_hh, b_ih, b_hh):
         hn = _affine(w_hh[2 * H:], h, b_hn)
         n = [sp.tanh(sp.Add(u[2 * H + j], sp.Mul(r[j], hn[j]))) for j in range(H)]
     else:  # n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
-        rh = [sp.Mul(r_, h_) for r_, h_ in zip(r, h)]
+        rh = [sp.Mul(r_, h_) for r_, h_ in zip(r, h, strict=True)]
         hn = _affine(w_hh[2 * H:], rh, b_hn)
         n = [sp.tanh(sp.Add(u[2 * H + j], hn[j])) for j in range(H)]
     # h' = (1 - z) * n + z * h
-    return ([sp.Add(sp.Mul(sp.Add(1, sp.Mul(-1, z_)), n_), sp.Mul(z_, h_)) for z_, n_, h_ in zip(z, n, h)],)
+    return ([sp.Add(sp.Mul(sp.Add(1, sp.Mul(-1, z_)), n_), sp.Mul(z_, h_))
+             for z_, n_, h_ in zip(z, n, h, strict=True)],)
 
 
 class SymbolicNet:
@@ -171,7 +174,7 @@ class SymbolicNet:
 
     def __init__(self, spec):
         self.spec = spec
-        T, B, I, H, D, L = spec.T, spec.B, spec.I, spec.H, spec.directions, spec.num_layers
+        T, B, I, H, D, L = spec.T, spec.B, spec.I, spec.H, spec.directions, spec.num_layers  # noqa: E741
         G = spec.gate_rows * H
         self.params = {}
         for layer in range(L):
@@ -204,7 +207,8 @@ class SymbolicNet:
             for d in range(D):
                 key = f"l{layer}{('', '_reverse')[d]}"
                 p = self.params
-                w = (p[f"weight_ih_{key}"], p[f"weight_hh_{key}"], p.get(f"bias_ih_{key}"), p.get(f"bias_hh_{key}"))
+                w = (p[f"weight_ih_{key}"], p[f"weight_hh_{key}"], p.get(f"bias_ih_{key}"),
+                     p.get(f"bias_hh_{key}"))
                 idx = layer * D + d
                 for b in range(B):
                     state = tuple(list(self.inputs[f"{n}0"][idx, b]) for n in spec.states)
@@ -212,7 +216,7 @@ class SymbolicNet:
                     for t in steps:
                         state = cell_step(spec, layer_in[t][b], state, *w)
                         out[t][b][d * H:(d + 1) * H] = state[0]
-                    for n, s in zip(spec.states, state):
+                    for n, s in zip(spec.states, state, strict=True):
                         finals[(n, idx, b)] = s
             layer_in = out
         terms = []
@@ -288,11 +292,12 @@ def measure(spec, values, layer_class=None):
     out, finals = layer(values["x"], hx, lengths)
     finals = (finals,) if len(spec.states) == 1 else finals
     g_finals = tuple(values[f"grad_{n}_n"] for n in spec.states)
-    loss = float(np.sum(out * values["grad_out"]) + sum(np.sum(f * g) for f, g in zip(finals, g_finals)))
+    loss = float(np.sum(out * values["grad_out"])
+                 + sum(np.sum(f * g) for f, g in zip(finals, g_finals, strict=True)))
     layer.zero_grad()
     dx, d0 = layer.backward(values["grad_out"], g_finals[0] if len(g_finals) == 1 else g_finals)
     d0 = (d0,) if len(spec.states) == 1 else d0
-    grads = {"x": dx, **{f"{n}0": d for n, d in zip(spec.states, d0)}}
+    grads = {"x": dx, **{f"{n}0": d for n, d in zip(spec.states, d0, strict=True)}}
     grads.update({k: v.copy() for k, v in layer.grads.items()})
     return loss, grads
 
@@ -312,7 +317,8 @@ def check_network(spec, points=2, seed=0, layer_class=None, compiled=None):
     worst = max(range(points), key=lambda k: abs(refs[k][0] - meas[k][0]) / max(abs(refs[k][0]), 1e-300))
     checks = [value_check(FAMILY, f"{FAMILY}/{spec.label}/loss", f"loss value (forward pass), {where}; "
                           "the worst point", "SymPy unrolled loss, lambdified",
-                          f"rnncore.{layer_name} forward (float64)", refs[worst][0], meas[worst][0], TOLERANCE)]
+                          f"rnncore.{layer_name} forward (float64)", refs[worst][0], meas[worst][0],
+                          TOLERANCE)]
     for name in compiled.shapes:
         ref = np.stack([r[1][name] for r in refs])
         got = np.stack([m[1][name] for m in meas])
@@ -350,9 +356,10 @@ CELL_LATEX = [
     ("LSTM", r"c_t = f_t \odot c_{t-1} + i_t \odot g_t,\quad h_t = o_t \odot \tanh(c_t)"),
     ("GRU (reset_after, torch)", r"n_t = \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn})),"
                                  r"\quad h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}"),
-    ("GRU (reset_before, original)", r"n_t = \tanh(W_{in} x_t + b_{in} + W_{hn} (r_t \odot h_{t-1}) + b_{hn})"),
-    ("Loss", r"L = \sum_{t,b:\ t < \ell_b} \langle \mathrm{out}_{t,b}, G_{t,b} \rangle + \langle h_n, G_h \rangle"
-             r" + \langle c_n, G_c \rangle"),
+    ("GRU (reset_before, original)",
+     r"n_t = \tanh(W_{in} x_t + b_{in} + W_{hn} (r_t \odot h_{t-1}) + b_{hn})"),
+    ("Loss", r"L = \sum_{t,b:\ t < \ell_b} \langle \mathrm{out}_{t,b}, G_{t,b} \rangle "
+             r"+ \langle h_n, G_h \rangle + \langle c_n, G_c \rangle"),
 ]
 
 

@@ -183,7 +183,8 @@ def _type_ok(value, kind):
             ok |= value is None
         else:
             expected = kinds[part]
-            ok |= isinstance(value, expected) and not (part in ("number", "integer") and isinstance(value, bool))
+            ok |= isinstance(value, expected) and not (part in ("number", "integer") and isinstance(value,
+                                                                                                    bool))
     return ok
 
 
@@ -210,6 +211,6 @@ def validate_results(data):
             problems.append(f"checks[{i}]: error_kind {rec['error_kind']!r}")
         if not rec["name"].startswith(rec["family"] + "/"):
             problems.append(f"checks[{i}]: name {rec['name']!r} does not start with its family")
-    if "checks" in data and "passed" in data and data["passed"] != all(r.get("passed") for r in data["checks"]):
+    if "checks" in data and data.get("passed") != all(r.get("passed") for r in data["checks"]):
         problems.append("passed does not equal all(check.passed)")
     return problems

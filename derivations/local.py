@@ -24,22 +24,24 @@ TOLERANCE = 1e-12
 def _activation_checks(rng, n_points):
     x = sp.Symbol("x", real=True)
     s = S.sigmoid(x)
-    defs = {
-        "sigmoid": (s, s * (1 - s), r"\sigma(x)\,(1 - \sigma(x))", r"\sigma(x) = \frac{1}{1 + e^{-x}}"),
-        "tanh": (sp.tanh(x), 1 - sp.tanh(x) ** 2, r"1 - \tanh^2 x", r"\tanh x"),
-        "relu": (S.relu(x), sp.Heaviside(x), r"\theta(x)\ \ (x \neq 0)", r"\mathrm{relu}(x) = \max(x, 0)"),
-        "identity": (x, sp.S.One, "1", r"\mathrm{id}(x) = x"),
+    defs = {  # f, the kernels' form of f', that form in LaTeX and in words, f's definition in LaTeX
+        "sigmoid": (s, s * (1 - s), r"\sigma(x)\,(1 - \sigma(x))", "s (1 - s), s = sigmoid(x)",
+                    r"\sigma(x) = \frac{1}{1 + e^{-x}}"),
+        "tanh": (sp.tanh(x), 1 - sp.tanh(x) ** 2, r"1 - \tanh^2 x", "1 - y^2, y = tanh(x)", r"\tanh x"),
+        "relu": (S.relu(x), sp.Heaviside(x), r"\theta(x)\ \ (x \neq 0)", "the step function (x != 0)",
+                 r"\mathrm{relu}(x) = \max(x, 0)"),
+        "identity": (x, sp.S.One, "1", "1", r"\mathrm{id}(x) = x"),
     }
     checks, formulas = [], []
     xs = np.concatenate([rng.uniform(-6, 6, n_points), [-1e-3, 1e-3, 0.5, -0.5]])
     xs = xs[xs != 0]  # relu' is undefined at 0
-    for name, (f, form, form_tex, def_tex) in defs.items():
+    for name, (f, form, form_tex, form_text, def_tex) in defs.items():
         derived = sp.diff(f, x)
         tex = (rf"{def_tex}:\quad \frac{{d}}{{dx}} = {sp.latex(derived)} = {form_tex}"
                if derived != form else rf"{def_tex}:\quad \frac{{d}}{{dx}} = {form_tex}")
         formulas.append((f"{name}'", tex))
         checks.append(identity_check(FAMILY, f"{FAMILY}/{name}/identity",
-                                     f"SymPy's d/dx of {name} equals the kernel's form {form_tex}",
+                                     f"SymPy's d/dx of {name} equals the kernels' form {form_text}",
                                      derived - form, latex=tex))
         # the kernel: activation_grad_row(out, grad, y, act) = grad * act'(x), written with y = act(x)
         code = K.NONLINEARITIES[name]
@@ -71,8 +73,8 @@ def _lstm_identity():
            r"\frac{\partial h_t}{\partial a_k} = o\,(1-\tanh^2 c_t)\,\frac{\partial c_t}{\partial a_k}")
     return identity_check(FAMILY, f"{FAMILY}/lstm/gate_jacobian_identity",
                           "SymPy's Jacobian of (h_t, c_t) w.r.t. the gate pre-activations and c_{t-1} equals "
-                          "the gate form (i, f, g, o the activated gates)", (J - gate_form).applyfunc(sp.simplify)
-                          .norm(), latex=tex), tex
+                          "the gate form (i, f, g, o the activated gates)",
+                          (J - gate_form).applyfunc(sp.simplify).norm(), latex=tex), tex
 
 
 def _gru_identity(reset_after):
@@ -85,7 +87,8 @@ def _gru_identity(reset_after):
         dn = 1 - n ** 2
         form = sp.Matrix([[(1 - z) * dn * vn * r * (1 - r), (h - n) * z * (1 - z), (1 - z) * dn,
                            (1 - z) * dn * r, z]])
-        tex = (r"\frac{\partial h_t}{\partial (a_r, a_z, u_n, v_n, h_{t-1})} = \left((1-z)(1-n^2)\,v_n\,r(1-r),\ "
+        tex = (r"\frac{\partial h_t}{\partial (a_r, a_z, u_n, v_n, h_{t-1})} = "
+               r"\left((1-z)(1-n^2)\,v_n\,r(1-r),\ "
                r"(h_{t-1}-n)\,z(1-z),\ (1-z)(1-n^2),\ (1-z)(1-n^2)\,r,\ z\right)")
     else:  # n = tanh(u_n + w_hn * (r * h)), one unit
         n = sp.tanh(un + w * (r * h))
@@ -93,7 +96,8 @@ def _gru_identity(reset_after):
         dn = 1 - n ** 2
         form = sp.Matrix([[(1 - z) * dn * w * h * r * (1 - r), (h - n) * z * (1 - z), (1 - z) * dn,
                            z + (1 - z) * dn * w * r]])
-        tex = (r"\frac{\partial h_t}{\partial (a_r, a_z, u_n, h_{t-1})} = \left((1-z)(1-n^2)\,w_{hn} h_{t-1}\,"
+        tex = (r"\frac{\partial h_t}{\partial (a_r, a_z, u_n, h_{t-1})} = \left((1-z)(1-n^2)\,w_{hn} "
+               r"h_{t-1}\,"
                r"r(1-r),\ (h_{t-1}-n)\,z(1-z),\ (1-z)(1-n^2),\ z + (1-z)(1-n^2)\,w_{hn} r\right)")
     h_new = (1 - z) * n + z * h
     J = sp.Matrix([h_new]).jacobian(wrt)
@@ -148,7 +152,8 @@ def _step_jacobian_check(spec, rng):
     return array_check(FAMILY, f"{FAMILY}/{spec.label}/step_jacobian",
                        f"Jacobian of {outs} w.r.t. {ins}; one step, H = {H}, random point",
                        "SymPy Jacobian of the cell step, lambdified",
-                       f"rnncore.{type(layer).__name__}.backward, one pass per output unit", ref, got, TOLERANCE)
+                       f"rnncore.{type(layer).__name__}.backward, one pass per output unit", ref, got,
+                       TOLERANCE)
 
 
 def run(quick=False):

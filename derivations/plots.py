@@ -41,19 +41,21 @@ def scalar_figure(data, out_dir):
                     label=f"w = {w}: kernel, relu")
     ax.set_xlabel("sequence length T")
     ax.set_ylabel(r"$|\partial h_T / \partial w|$")
-    ax.set_title(rf"Scalar recurrence $h_t = w\,h_{{t-1}}$, $h_0 = {data['h0']}$: vanishing, steady, exploding")
+    ax.set_title(rf"Scalar recurrence $h_t = w\,h_{{t-1}}$, $h_0 = {data['h0']}$: vanishing, steady, "
+                 r"exploding")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7.5, ncol=3, loc="lower left")
     _save(fig, out_dir, "scalar_recurrence.png")
-    return Figure("scalar_recurrence.png", "|dh_T/dw| against T for w = 0.9, 1.0, 1.1: the symbolic closed form "
+    return Figure("scalar_recurrence.png", "|dh_T/dw| against T for w = 0.9, 1.0, 1.1: the symbolic closed "
+                                           "form "
                   "T w^(T-1) h0 (lines) and the kernel's BPTT gradient (markers; identity and relu).")
 
 
 def gradient_norms_figure(data, out_dir):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
-    styles = {"Elman tanh": ("tab:red", "-"), "LSTM": ("tab:blue", "-"), "LSTM (cell state c)": ("tab:blue", ":"),
-              "GRU": ("tab:green", "-")}
+    styles = {"Elman tanh": ("tab:red", "-"), "LSTM": ("tab:blue", "-"),
+              "LSTM (cell state c)": ("tab:blue", ":"), "GRU": ("tab:green", "-")}
     for label, norms in data["curves"].items():
         color, ls = styles[label]
         t = np.arange(len(norms))
@@ -66,8 +68,10 @@ def gradient_norms_figure(data, out_dir):
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, out_dir, "hidden_gradient_norms.png")
-    return Figure("hidden_gradient_norms.png", "||dL/dh_t|| per step for Elman (tanh), LSTM and GRU layers on the "
-                  "same sequence, read from the layers' backward with rnncore.diagnostics.hidden_state_gradients "
+    return Figure("hidden_gradient_norms.png", "||dL/dh_t|| per step for Elman (tanh), LSTM and GRU layers "
+                                               "on the "
+                  "same sequence, read from the layers' backward with "
+                  "rnncore.diagnostics.hidden_state_gradients "
                   "(the LSTM's ||dL/dc_t|| dotted).")
 
 
@@ -77,7 +81,8 @@ def autoencoder_figure(data, out_dir):
     labels = {"untied": "untied", "weight_decay": f"weight decay {data['lam']}", "tied": "tied"}
     colors = {"untied": "tab:blue", "weight_decay": "tab:orange", "tied": "tab:green"}
     for mode, hist in data["history"].items():
-        ax1.semilogy(hist["step"], np.maximum(hist["angle"], 1e-17), color=colors[mode], lw=1.5, label=labels[mode])
+        ax1.semilogy(hist["step"], np.maximum(hist["angle"], 1e-17), color=colors[mode], lw=1.5,
+                     label=labels[mode])
         optimum = data["reg_loss"] if mode == "weight_decay" else data["pca_loss"]
         excess = np.maximum((hist["loss"] - optimum) / optimum, 1e-17)
         ax2.semilogy(hist["step"], excess, color=colors[mode], lw=1.5,
@@ -94,6 +99,43 @@ def autoencoder_figure(data, out_dir):
     ax2.legend(fontsize=8)
     ax2.grid(True, alpha=0.3)
     _save(fig, out_dir, "autoencoder.png")
-    return Figure("autoencoder.png", "Linear autoencoder on the digits: the largest principal angle between the "
-                  "decoder's columns and the covariance's top-k eigenvectors, and the loss relative to the PCA "
-                  "reconstruction error (weight decay: relative to its own optimum), per gradient-descent step.")
+    return Figure("autoencoder.png", "Linear autoencoder on the digits: the largest principal angle between "
+                                     "the "
+                  "decoder's columns and the covariance's top-k eigenvectors, and the loss relative to the "
+                  "PCA "
+                  "reconstruction error (weight decay: relative to its own optimum), per gradient-descent "
+                  "step.")
+
+
+def init_figure(data, out_dir):
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    colors = {1.5: "tab:blue", 2.0: "tab:green", 3.0: "tab:red"}
+    T = data["steps"]
+    t = np.arange(T + 1)
+    for g, d in data["gains"].items():
+        c = colors[g]
+        logs = np.log(d["h"])
+        ax1.semilogy(t, np.exp(logs.mean(axis=(0, 2))), color=c, lw=1.6, label=f"g = {g}: measured")
+        lo, hi = np.percentile(logs.reshape(-1, T + 1) if logs.ndim == 2 else
+                               logs.transpose(0, 2, 1).reshape(-1, T + 1), [10, 90], axis=0)
+        ax1.fill_between(t, np.exp(lo), np.exp(hi), color=c, alpha=0.15, lw=0)
+        ax1.semilogy(t, (g / 2) ** t, "--", color=c, lw=1, label=f"g = {g}: $(g/2)^t$")
+        logs = np.log(d["grad"])
+        ax2.semilogy(t, np.exp(logs.mean(axis=(0, 2))), color=c, lw=1.6, label=f"g = {g}: measured")
+        ax2.semilogy(t, (g / 2) ** (T - t), "--", color=c, lw=1, label=f"g = {g}: $(g/2)^{{T-t}}$")
+    ax1.set_xlabel("step t")
+    ax1.set_ylabel(r"$\|h_t\|^2 / \|h_0\|^2$ (geometric mean, 10-90 %)")
+    ax1.set_title(f"Hidden state, ReLU RNN, n = {data['n']}, $W \\sim N(0, g/n)$")
+    ax1.legend(fontsize=7.5, ncol=2)
+    ax1.grid(True, alpha=0.3)
+    ax2.set_xlabel("step t")
+    ax2.set_ylabel(r"$\|\partial L/\partial h_t\|^2 / \|\partial L/\partial h_T\|^2$ (geometric mean)")
+    ax2.set_title(r"Gradient per step, $L = \langle h_T, G\rangle$")
+    ax2.legend(fontsize=7.5, ncol=2)
+    ax2.grid(True, alpha=0.3)
+    _save(fig, out_dir, "init_study.png")
+    return Figure("init_study.png", "Initialisation study: squared norms of the hidden state (left) and of "
+                                    "dL/dh_t "
+                  "(right) per step, measured (geometric mean over seeds and sequences; band: 10-90 % of "
+                  "sequences) against the prediction (g/2)^t (dashed).")

@@ -89,7 +89,7 @@ def run(quick=False):
             where = f"Elman {act}, H = 1, no bias, x = 0, h0 = {H0}, w = {w}, T = 1..{steps}"
             checks.append(elementwise_check(
                 FAMILY, f"{FAMILY}/{act}_w{w}/dw", f"dh_T/dw_hh, {where} (|value| from {ref_dw.min():.2g} to "
-                f"{ref_dw.max():.2g})", "T w^(T-1) h0, exact for the float64 w", f"rnncore.RNN.backward",
+                f"{ref_dw.max():.2g})", "T w^(T-1) h0, exact for the float64 w", "rnncore.RNN.backward",
                 ref_dw, dw, TOLERANCE))
             checks.append(elementwise_check(
                 FAMILY, f"{FAMILY}/{act}_w{w}/dh0", f"dh_T/dh0, {where}", "w^T, exact for the float64 w",
@@ -102,10 +102,12 @@ def run(quick=False):
         f"closed forms for every T up to {steps}: with w = 0.9 the gradient of weight_hh falls to "
         f"{data['reference'][0.9][-1]:.2g} at T = {steps} (vanishing), with w = 1 it is T h0 (steady, "
         f"linear), with w = 1.1 it reaches {data['reference'][1.1][-1]:.2g} (exploding). The error is "
-        f"the per-T relative error, since the values span {np.log10(data['reference'][1.1][-1] / data['reference'][0.9][-1]):.0f} "
+        "the per-T relative error, since the values span "
+        f"{np.log10(data['reference'][1.1][-1] / data['reference'][0.9][-1]):.0f} "
         "orders of magnitude."
     )
-    return DerivationResult(FAMILY, "Scalar recurrence: vanishing and exploding gradients", description, checks,
+    return DerivationResult(FAMILY, "Scalar recurrence: vanishing and exploding gradients", description,
+                            checks,
                             [("Closed form (symbolic T)", sym_tex), ("Product rule, step by step", rec_tex)],
                             data=data)
 

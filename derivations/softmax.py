@@ -33,7 +33,8 @@ def _symbolic_C():
     residual = inside.subs(sp.Sum(y[c], (c, 1, C)), 1) - claimed
     tex = (r"L = -\sum_{c=1}^{C} y_c \log \mathrm{softmax}(z)_c:\quad \frac{\partial L}{\partial z_k} = "
            + sp.latex(inside) + r" = \mathrm{softmax}(z)_k - y_k\quad \left(\sum_c y_c = 1\right)")
-    return identity_check(FAMILY, f"{FAMILY}/symbolic_C", "SymPy's dL/dz_k for a symbolic number of classes C, "
+    return identity_check(FAMILY, f"{FAMILY}/symbolic_C", "SymPy's dL/dz_k for a symbolic number of classes "
+                                                          "C, "
                           "with sum_c y_c = 1, equals softmax(z)_k - y_k", residual, latex=tex), tex
 
 
@@ -68,9 +69,11 @@ def _kernel_checks(rng, rows):
                 ref_grad[r] = out[1:]
             if reduction == "mean":
                 ref_loss, ref_grad = ref_loss / n, ref_grad / n
-            loss, grad = softmax_cross_entropy(logits, targets, reduction=reduction, label_smoothing=smoothing)
+            loss, grad = softmax_cross_entropy(logits, targets, reduction=reduction,
+                                               label_smoothing=smoothing)
             tag = f"{reduction}" + (f"_smoothing{smoothing}" if smoothing else "")
-            where = f"{rows} rows x {C} classes, one row ignored, reduction={reduction!r}, label_smoothing={smoothing}"
+            where = (f"{rows} rows x {C} classes, one row ignored, reduction={reduction!r}, "
+                     f"label_smoothing={smoothing}")
             checks.append(value_check(FAMILY, f"{FAMILY}/kernel_{tag}/loss", f"loss, {where}",
                                       "SymPy loss, lambdified", "rnncore.losses.softmax_cross_entropy",
                                       ref_loss, loss, TOLERANCE))
@@ -82,9 +85,11 @@ def _kernel_checks(rng, rows):
     y[np.arange(rows), np.where(targets < 0, 0, targets)] = 1.0
     keep = (targets != -100)[:, None]
     _, grad = softmax_cross_entropy(logits, targets, reduction="sum")
-    checks.append(array_check(FAMILY, f"{FAMILY}/softmax_minus_y", "dL/dz against softmax(z) - y (sum reduction, "
+    checks.append(array_check(FAMILY, f"{FAMILY}/softmax_minus_y", "dL/dz against softmax(z) - y (sum "
+                                                                   "reduction, "
                               "row 1 ignored)", "softmax(z) - y with rnncore.losses.softmax",
-                              "rnncore.losses.softmax_cross_entropy", (softmax(logits) - y) * keep, grad, TOLERANCE))
+                              "rnncore.losses.softmax_cross_entropy", (softmax(logits) - y) * keep, grad,
+                              TOLERANCE))
     return checks
 
 

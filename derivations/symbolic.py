@@ -67,13 +67,13 @@ def unevaluated():
 
 
 # -- reverse accumulation of SymPy's local derivatives ------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _generic_partials(func, numeric_args):
     """SymPy's derivative of ``func(a_1, ..., a_n)`` with respect to each symbolic argument, with the
     symbolic arguments replaced by dummies. numeric_args: the numeric arguments in place, None for
     the symbolic ones."""
     dummies = tuple(sp.Dummy(f"a{k}", real=True) if a is None else None for k, a in enumerate(numeric_args))
-    args = [d if d is not None else a for d, a in zip(dummies, numeric_args)]
+    args = [d if d is not None else a for d, a in zip(dummies, numeric_args, strict=True)]
     with sp.evaluate(True):
         node = func(*args)
         return dummies, tuple(None if d is None else node.diff(d) for d in dummies)
@@ -83,7 +83,7 @@ def local_partials(node):
     """d node / d arg for each argument (None for numeric arguments), from SymPy's ``diff``."""
     numeric = tuple(a if a.is_Number else None for a in node.args)
     dummies, partials = _generic_partials(node.func, numeric)
-    back = {d: a for d, a in zip(dummies, node.args) if d is not None}
+    back = {d: a for d, a in zip(dummies, node.args, strict=True) if d is not None}
     with unevaluated():
         return [None if p is None else p.xreplace(back) for p in partials]
 
@@ -117,7 +117,7 @@ def gradient(expr, wrt):
             if not terms:
                 continue
             bar = terms[0] if len(terms) == 1 else sp.Add(*terms)
-            for arg, partial in zip(node.args, local_partials(node)):
+            for arg, partial in zip(node.args, local_partials(node), strict=True):
                 if partial is None or partial == 0:
                     continue
                 contribution = bar if partial == 1 else (partial if bar == 1 else sp.Mul(bar, partial))

@@ -50,7 +50,8 @@ def hidden_state_gradients(layer, x, hx=None, grad_out=None, grad_state=None):
     T, B, _ = x.shape
     H, n_states = layer.hidden_size, len(layer.state_names)
     zeros = np.zeros((1, B, H), dtype=layer.dtype)
-    grad_out = np.zeros((T, B, H), dtype=layer.dtype) if grad_out is None else np.asarray(grad_out, layer.dtype)
+    grad_out = np.zeros((T, B, H), dtype=layer.dtype) if grad_out is None else np.asarray(grad_out,
+                                                                                          layer.dtype)
     if grad_out.shape != (T, B, H):
         raise ValueError(f"grad_out must have shape {(T, B, H)}, got {grad_out.shape}")
     finals = [zeros] * n_states if grad_state is None else [zeros if g is None else np.asarray(g, layer.dtype)
