@@ -350,5 +350,26 @@ def predict(run_dir, input_file, length, temperature):
         click.echo(out)
 
 
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/verify"),
+              help="Directory for report.html, report.md, results.json and the plots.")
+@click.option("--quick", is_flag=True, help="Smaller networks, fewer points and seeds (what the tests run).")
+@click.option("--only", multiple=True, metavar="NAME", help="Run only this derivation (repeatable): "
+              "cells, local, softmax, scalar, bptt, autoencoder, init.")
+def verify(out, quick, only):
+    """Check the kernels against SymPy's reference gradients and the classic results; write a report.
+
+    Prints progress and a summary table; exits with status 1 if any check fails."""
+    from derivations.runner import run_verification
+
+    try:
+        result = run_verification(out, quick=quick, only=only, echo=click.echo)
+    except ValueError as err:
+        raise click.ClickException(f"--only: {err}") from None
+    click.echo(result.summary_table())
+    if not result.passed:
+        raise click.exceptions.Exit(1)
+
+
 if __name__ == "__main__":
     main()
