@@ -22,8 +22,7 @@ from rnncore.data.corpora import first_name_genders
 from rnncore.data.sources import SequenceSource, collate_lm
 from rnncore.models.language_model import LanguageModel
 from rnncore.train import Adam, make_schedule
-from rnncore.train.loop import Trainer, evaluate_source
-from rnncore.train.runs import blas_threads
+from rnncore.train.loop import Trainer, blas_threads, evaluate_source
 
 
 def bigram_perplexity(train, valid, add=0.1):

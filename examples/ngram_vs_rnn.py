@@ -19,8 +19,7 @@ from rnncore.data import Vocab, python_docs_text
 from rnncore.data.sources import StreamSource
 from rnncore.models.language_model import LanguageModel
 from rnncore.train import Adam
-from rnncore.train.loop import Trainer, evaluate_source
-from rnncore.train.runs import blas_threads
+from rnncore.train.loop import Trainer, blas_threads, evaluate_source
 
 UNK = "\x00"
 

@@ -25,8 +25,7 @@ from rnncore.data.corpora import digits_rows, first_name_genders
 from rnncore.data.sources import SequenceSource, collate_classification
 from rnncore.models.classifier import SequenceClassifier
 from rnncore.train import Adam
-from rnncore.train.loop import Trainer, evaluate_source
-from rnncore.train.runs import blas_threads
+from rnncore.train.loop import Trainer, blas_threads, evaluate_source
 
 
 def run(name, model, examples, parts, collate, epochs, lr, seed):

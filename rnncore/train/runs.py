@@ -13,7 +13,6 @@ A task is registered in ``TASKS`` under the name of its ``rnncore train`` subcom
 trained model's vocabularies, for ``rnncore evaluate``.
 """
 
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from rnncore.data.batching import split_indices
 from rnncore.data.sources import SequenceSource, StreamSource, collate_classification, collate_lm
 from rnncore.data.tokenize import make_tokenizer
 from rnncore.data.vocab import Vocab
-from rnncore.train.loop import Progress, Trainer, evaluate_source, plot_curves
+from rnncore.train.loop import Progress, Trainer, blas_threads, evaluate_source, plot_curves
 from rnncore.train.optim import make_optimizer
 from rnncore.train.schedules import make_schedule
 
@@ -79,18 +78,6 @@ def find_checkpoint(path):
         return path
     raise FileNotFoundError(f"{path}: no checkpoint found (neither {path}/checkpoint.json nor "
                             f"{path}/checkpoint/checkpoint.json)")
-
-
-@contextlib.contextmanager
-def blas_threads(n):
-    """Limit the BLAS libraries (numpy's and SciPy's OpenBLAS) to ``n`` threads; None leaves them."""
-    if not n:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=int(n), user_api="blas"):
-        yield
 
 
 def build_trainer(config, model, echo):
