@@ -154,8 +154,7 @@ def closed_form_check(spec, seed=0):
             "gru": f"GRU {spec.option}"}[spec.cell]
     return array_check(FAMILY, f"{FAMILY}/closed_form/{spec.label}",
                        f"dL/ds_t for t = 0..{T}, {name}, B = {B}, I = {n_in}, H = {H}, random output "
-                       "gradient "
-                       "at every step",
+                       "gradient at every step",
                        "closed form b_t + sum_(u>t) J_(t+1)^T ... J_u^T b_u, J = SymPy's one-step Jacobians",
                        "rnncore.diagnostics.hidden_state_gradients (the layers' backward)",
                        reference, measured, TOLERANCE, latex=CLOSED_FORM_TEX)

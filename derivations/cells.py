@@ -114,6 +114,8 @@ def specs(quick):
         ]
     out.append(NetSpec("rnn_relu_lengths_nobias", "rnn", "relu", T=4, B=2, I=2, H=2, lengths=(4, 2),
                        bias=False))
+    # the largest size the issue asks for, every cell variant
+    out += [NetSpec(f"{s.label}_T4_B2_I3_H3", s.cell, s.option, T=4, B=2, I=3, H=3) for s in out[:7]]
     return out
 
 
@@ -392,7 +394,12 @@ def run(quick=False):
         "with respect to every weight, bias, input and initial state. The loss is a random projection "
         "of the outputs and final states (the projection is symbolic too). The lambdified gradients are "
         "evaluated at random points and compared with the float64 layers' explicit BPTT given the same "
-        "values. Configurations: " + "; ".join(f"`{s.label}` ({s.describe()})" for s in spec_list) + ".\n\n"
+        f"values. {len(spec_list)} configurations, each named in its checks: every cell variant at "
+        + ("input and hidden size 2, T = 3, batch 2, and one stacked bidirectional network with unequal "
+           "lengths each for Elman and for GRU" if quick else
+           "input and hidden sizes 1 to 3, T up to 4, batch 1 and 2; for each of Elman tanh, LSTM and both "
+           "GRUs a 2-layer stack, a bidirectional layer with unequal lengths, and both at once; a ReLU "
+           "network without biases with unequal lengths") + ".\n\n"
         "How SymPy differentiates: `sympy.diff` walks an unrolled network as a tree, which is "
         "exponential in T, so `derivations.symbolic.gradient` applies SymPy's derivative of each node "
         "once and sums over paths by reverse accumulation. The `cells/method/*` checks compare it with "

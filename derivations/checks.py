@@ -40,7 +40,8 @@ RESULTS_FIELDS = {
     "rnncore_version": ("string", "version of the library that was checked"),
     "quick": ("boolean", "whether --quick was given"),
     "passed": ("boolean", "all checks passed"),
-    "families": ("object", "per family: checks, failed, worst_abs_error, worst_rel_error, seconds"),
+    "families": ("object", "per family: title, checks, failed, worst_abs_error, worst_rel_error, tightest "
+                           "(the check closest to its tolerance), seconds"),
     "checks": ("array", "one record per check, with the fields of CHECK_FIELDS"),
 }
 

@@ -96,9 +96,9 @@ def _gru_identity(reset_after):
         dn = 1 - n ** 2
         form = sp.Matrix([[(1 - z) * dn * w * h * r * (1 - r), (h - n) * z * (1 - z), (1 - z) * dn,
                            z + (1 - z) * dn * w * r]])
-        tex = (r"\frac{\partial h_t}{\partial (a_r, a_z, u_n, h_{t-1})} = \left((1-z)(1-n^2)\,w_{hn} "
-               r"h_{t-1}\,"
-               r"r(1-r),\ (h_{t-1}-n)\,z(1-z),\ (1-z)(1-n^2),\ z + (1-z)(1-n^2)\,w_{hn} r\right)")
+        tex = (r"\frac{\partial h_t}{\partial (a_r, a_z, u_n, h_{t-1})} = "
+               r"\left((1-z)(1-n^2)\,w_{hn} h_{t-1}\,r(1-r),\ (h_{t-1}-n)\,z(1-z),\ (1-z)(1-n^2),\ "
+               r"z + (1-z)(1-n^2)\,w_{hn} r\right)")
     h_new = (1 - z) * n + z * h
     J = sp.Matrix([h_new]).jacobian(wrt)
     label = "reset_after" if reset_after else "reset_before"

@@ -28,7 +28,7 @@ def _save(fig, out_dir, filename):
 
 def scalar_figure(data, out_dir):
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = plt.subplots(figsize=(10, 4.6))
     T = data["T"]
     colors = {0.9: "tab:blue", 1.0: "tab:green", 1.1: "tab:red"}
     for w, ref in data["reference"].items():
@@ -41,14 +41,14 @@ def scalar_figure(data, out_dir):
                     label=f"w = {w}: kernel, relu")
     ax.set_xlabel("sequence length T")
     ax.set_ylabel(r"$|\partial h_T / \partial w|$")
-    ax.set_title(rf"Scalar recurrence $h_t = w\,h_{{t-1}}$, $h_0 = {data['h0']}$: vanishing, steady, "
-                 r"exploding")
+    ax.set_title(rf"Scalar recurrence $h_t = w\,h_{{t-1}}$, $h_0 = {data['h0']}$: "
+                 "vanishing, steady, exploding")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7.5, ncol=3, loc="lower left")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     _save(fig, out_dir, "scalar_recurrence.png")
-    return Figure("scalar_recurrence.png", "|dh_T/dw| against T for w = 0.9, 1.0, 1.1: the symbolic closed "
-                                           "form "
-                  "T w^(T-1) h0 (lines) and the kernel's BPTT gradient (markers; identity and relu).")
+    return Figure("scalar_recurrence.png",
+                  "|dh_T/dw| against T for w = 0.9, 1.0, 1.1: the symbolic closed form T w^(T-1) h0 (lines) "
+                  "and the kernel's BPTT gradient (markers; identity and relu).")
 
 
 def gradient_norms_figure(data, out_dir):
@@ -68,11 +68,10 @@ def gradient_norms_figure(data, out_dir):
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, out_dir, "hidden_gradient_norms.png")
-    return Figure("hidden_gradient_norms.png", "||dL/dh_t|| per step for Elman (tanh), LSTM and GRU layers "
-                                               "on the "
-                  "same sequence, read from the layers' backward with "
-                  "rnncore.diagnostics.hidden_state_gradients "
-                  "(the LSTM's ||dL/dc_t|| dotted).")
+    return Figure("hidden_gradient_norms.png",
+                  "||dL/dh_t|| per step for Elman (tanh), LSTM and GRU layers on the same sequence, read "
+                  "from the layers' backward with rnncore.diagnostics.hidden_state_gradients (the LSTM's "
+                  "||dL/dc_t|| dotted).")
 
 
 def autoencoder_figure(data, out_dir):
@@ -99,12 +98,11 @@ def autoencoder_figure(data, out_dir):
     ax2.legend(fontsize=8)
     ax2.grid(True, alpha=0.3)
     _save(fig, out_dir, "autoencoder.png")
-    return Figure("autoencoder.png", "Linear autoencoder on the digits: the largest principal angle between "
-                                     "the "
-                  "decoder's columns and the covariance's top-k eigenvectors, and the loss relative to the "
-                  "PCA "
+    return Figure("autoencoder.png",
+                  "Linear autoencoder on the digits: the largest principal angle between the decoder's "
+                  "columns and the covariance's top-k eigenvectors, and the loss relative to the PCA "
                   "reconstruction error (weight decay: relative to its own optimum), per gradient-descent "
-                  "step.")
+                  "step; values at or below 0 (rounding) are drawn at 1e-17.")
 
 
 def init_figure(data, out_dir):
@@ -135,7 +133,7 @@ def init_figure(data, out_dir):
     ax2.legend(fontsize=7.5, ncol=2)
     ax2.grid(True, alpha=0.3)
     _save(fig, out_dir, "init_study.png")
-    return Figure("init_study.png", "Initialisation study: squared norms of the hidden state (left) and of "
-                                    "dL/dh_t "
-                  "(right) per step, measured (geometric mean over seeds and sequences; band: 10-90 % of "
-                  "sequences) against the prediction (g/2)^t (dashed).")
+    return Figure("init_study.png",
+                  "Initialisation study: squared norms of the hidden state (left) and of dL/dh_t (right) per "
+                  "step, measured (geometric mean over seeds and sequences; band: 10-90 % of sequences) "
+                  "against the prediction (g/2)^t (dashed).")

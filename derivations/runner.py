@@ -155,9 +155,8 @@ def run_verification(out_dir, quick=False, only=(), echo=print):
             result.seconds = time.perf_counter() - t0
             s = FamilySummary.of(result)
             status = "all passed" if not s.failed else f"{s.failed} FAILED"
-            echo(f"      {s.checks} checks, {status}; worst abs error {_fmt(s.worst_abs_error)}, worst rel "
-                 "error "
-                 f"{_fmt(s.worst_rel_error)}; {result.seconds:.1f} s")
+            echo(f"      {s.checks} checks, {status}; worst abs error {_fmt(s.worst_abs_error)}, "
+                 f"worst rel error {_fmt(s.worst_rel_error)}; {result.seconds:.1f} s")
             results.append(result)
     verification = Verification(results, quick, time.perf_counter() - start, out_dir)
     write_report(verification)
@@ -182,11 +181,10 @@ def write_report(v):
     verdict = f"**all {total} checks passed**" if not failed else f"**{failed} of {total} checks FAILED**"
     rep.paragraph(
         f"rnncore {__version__}, {'quick' if v.quick else 'full'} run: {verdict} in {v.seconds:.1f} s. "
-        "Python "
-        f"{platform.python_version()}, NumPy {numpy.__version__}, SymPy {sympy.__version__}, Numba "
+        f"Python {platform.python_version()}, NumPy {numpy.__version__}, SymPy {sympy.__version__}, Numba "
         f"{numba.__version__}. Every check compares a reference (SymPy, or a closed form derived with SymPy) "
-        f"with what the library measures, and records the largest absolute and relative error and the "
-        f"tolerance; `results.json` holds one record per check (fields at the end).")
+        "with what the library measures, and records the largest absolute and relative error and the "
+        "tolerance; `results.json` holds one record per check (fields at the end).")
     rep.heading("Summary")
     rep.table(["family", "what", "checks", "failed", "worst abs error", "worst rel error",
                "closest to its tolerance", "time"],

@@ -33,9 +33,9 @@ def _symbolic_C():
     residual = inside.subs(sp.Sum(y[c], (c, 1, C)), 1) - claimed
     tex = (r"L = -\sum_{c=1}^{C} y_c \log \mathrm{softmax}(z)_c:\quad \frac{\partial L}{\partial z_k} = "
            + sp.latex(inside) + r" = \mathrm{softmax}(z)_k - y_k\quad \left(\sum_c y_c = 1\right)")
-    return identity_check(FAMILY, f"{FAMILY}/symbolic_C", "SymPy's dL/dz_k for a symbolic number of classes "
-                                                          "C, "
-                          "with sum_c y_c = 1, equals softmax(z)_k - y_k", residual, latex=tex), tex
+    check = identity_check(FAMILY, f"{FAMILY}/symbolic_C", "SymPy's dL/dz_k for a symbolic number of classes "
+                           "C, with sum_c y_c = 1, equals softmax(z)_k - y_k", residual, latex=tex)
+    return check, tex
 
 
 def _concrete(C):
@@ -85,9 +85,9 @@ def _kernel_checks(rng, rows):
     y[np.arange(rows), np.where(targets < 0, 0, targets)] = 1.0
     keep = (targets != -100)[:, None]
     _, grad = softmax_cross_entropy(logits, targets, reduction="sum")
-    checks.append(array_check(FAMILY, f"{FAMILY}/softmax_minus_y", "dL/dz against softmax(z) - y (sum "
-                                                                   "reduction, "
-                              "row 1 ignored)", "softmax(z) - y with rnncore.losses.softmax",
+    checks.append(array_check(FAMILY, f"{FAMILY}/softmax_minus_y",
+                              "dL/dz against softmax(z) - y (sum reduction, row 1 ignored)",
+                              "softmax(z) - y with rnncore.losses.softmax",
                               "rnncore.losses.softmax_cross_entropy", (softmax(logits) - y) * keep, grad,
                               TOLERANCE))
     return checks
