@@ -42,7 +42,8 @@ def train(name, model, optimizer, source, valid, steps, clip_value=None, clip_no
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20000, help="updates for each min-char-rnn-setting model")
+    parser.add_argument("--steps", type=int, default=20000,
+                        help="updates for each model in the min-char-rnn setting")
     parser.add_argument("--batched-steps", type=int, default=250, help="updates for the batched LSTM")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -61,9 +62,11 @@ def main():
     with blas_threads(1):
         recipe = dict(embedding_dim=None, hidden_size=100, reduction="sum", seed=args.seed)
         stream = StreamSource(train_ids, 1, 25, seed=args.seed)
-        for cell, label in (("rnn", "Elman tanh 100, min-char-rnn recipe"), ("lstm", "LSTM 100, the same recipe")):
+        for cell, label in (("rnn", "Elman tanh 100, min-char-rnn recipe"),
+                            ("lstm", "LSTM 100, the same recipe")):
             model = LanguageModel(vocab, cell=cell, **recipe)
-            results[cell] = train(label, model, Adagrad(model, lr=0.1), stream, valid, args.steps, clip_value=5.0)
+            results[cell] = train(label, model, Adagrad(model, lr=0.1), stream, valid, args.steps,
+                                  clip_value=5.0)
             results[cell + "_model"] = model
 
         model = LanguageModel(vocab, cell="lstm", embedding_dim=32, hidden_size=256, seed=args.seed)
@@ -76,7 +79,8 @@ def main():
     best = results["batched"][0]["bits_per_token"]
     print(f"\nLSTM vs Elman under the min-char-rnn recipe: {elman - lstm:+.3f} bits/char "
           f"({'LSTM better' if lstm < elman else 'Elman better'}); batched LSTM: {best:.3f} bits/char")
-    for key, label in (("rnn_model", "Elman"), ("lstm_model", "LSTM (same recipe)"), ("batched_model", "batched LSTM")):
+    for key, label in (("rnn_model", "Elman"), ("lstm_model", "LSTM (same recipe)"),
+                       ("batched_model", "batched LSTM")):
         sample = results[key].generate("The ", 160, temperature=0.7, seed=args.seed)[0]
         print(f"\n--- {label}, temperature 0.7 ---\n{sample}")
 

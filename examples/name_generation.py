@@ -71,7 +71,8 @@ def main():
                               shuffle=shuffle, seed=args.seed)
 
     train, valid = source(train_names, True), source(valid_names, False)
-    model = LanguageModel(vocab, cell="gru", embedding_dim=32, hidden_size=args.hidden, bos_eos=True, seed=args.seed)
+    model = LanguageModel(vocab, cell="gru", embedding_dim=32, hidden_size=args.hidden, bos_eos=True,
+                          seed=args.seed)
     total = args.epochs * len(train)
     t0 = time.perf_counter()
     with blas_threads(1):

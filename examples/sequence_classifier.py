@@ -59,8 +59,8 @@ def main():
         vocab = Vocab.build([pairs[i][0].lower() for i in parts[0]], order="sorted")
         labels = Vocab(["F", "M"], specials=())
         examples = [(vocab.encode(n.lower()), labels[g]) for n, g in pairs]
-        model = SequenceClassifier(labels, vocab, cell="gru", embedding_dim=16, hidden_size=64, bidirectional=True,
-                                   seed=args.seed)
+        model = SequenceClassifier(labels, vocab, cell="gru", embedding_dim=16, hidden_size=64,
+                                   bidirectional=True, seed=args.seed)
         run("first-name gender, bidirectional GRU 64", model, examples, parts,
             lambda b: collate_classification(b, vocab.pad_id), args.epochs, 5e-3, args.seed)
         for name in ["Emma", "Liam", "Jordan", "Ashley", "Kai", "Guadalupe"]:

@@ -40,7 +40,8 @@ def pad_sequences(seqs, pad_id=0, max_len=None, dtype=np.int64, time_major=True)
         raise ValueError("pad_sequences needs at least one sequence")
     lengths = np.array([len(s) for s in seqs], dtype=np.int64)
     if lengths.min() < 1:
-        raise ValueError(f"every sequence needs at least one element; sequence {int(np.argmin(lengths))} is empty")
+        empty = int(np.argmin(lengths))
+        raise ValueError(f"every sequence needs at least one element; sequence {empty} is empty")
     T = int(lengths.max()) if max_len is None else int(max_len)
     lengths = np.minimum(lengths, T)
     tail = seqs[0].shape[1:]

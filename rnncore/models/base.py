@@ -5,7 +5,8 @@ A task model is a ``Module`` (parameters with torch.nn-style dotted names, ``gra
 
 - **Config**: ``model.config`` is a JSON-ready dict of the constructor's keyword arguments (the
   vocabularies excluded); ``model.vocabs`` maps the constructor's vocabulary arguments (listed in the
-  class's ``vocab_args``; those given as None are left out) to ``Vocab`` objects. ``cls.from_config(config, vocabs)`` rebuilds the
+  class's ``vocab_args``; those given as None are left out) to ``Vocab`` objects.
+  ``cls.from_config(config, vocabs)`` rebuilds the
   model (``TaskModel.from_config`` dispatches on ``config["kind"]`` through the registry of
   subclasses, keyed by their ``kind``).
 - **Save / load**: ``model.save(dir)`` and ``TaskModel.load(dir)`` go through

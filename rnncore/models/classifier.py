@@ -38,8 +38,8 @@ class SequenceClassifier(TaskModel):
     vocab_args = ("vocab", "labels")
 
     def __init__(self, labels, vocab=None, input_size=None, cell="lstm", embedding_dim=32, hidden_size=64,
-                 num_layers=1, bidirectional=False, merge="concat", dropout=0.0, tokenizer="char", lower=False,
-                 dtype="float32", seed=0):
+                 num_layers=1, bidirectional=False, merge="concat", dropout=0.0, tokenizer="char",
+                 lower=False, dtype="float32", seed=0):
         config = dict(input_size=input_size, cell=cell, embedding_dim=embedding_dim, hidden_size=hidden_size,
                       num_layers=num_layers, bidirectional=bidirectional, merge=merge, dropout=dropout,
                       tokenizer=tokenizer, lower=lower, seed=seed)
@@ -61,8 +61,8 @@ class SequenceClassifier(TaskModel):
         self.rnn = self.add_module("rnn", make_recurrent(cell, rnn_in, hidden_size, num_layers, bidirectional,
                                                          dropout if num_layers > 1 else 0.0, dtype, seeds[1]))
         self.merge = DirectionMerge(merge, bidirectional)
-        self.head = self.add_module("head", Linear(self.merge.output_size(hidden_size), len(labels), dtype=dtype,
-                                                   seed=seeds[2]))
+        head = Linear(self.merge.output_size(hidden_size), len(labels), dtype=dtype, seed=seeds[2])
+        self.head = self.add_module("head", head)
         self.drop = self.add_module("drop", Dropout(dropout, seed=seeds[3], dtype=dtype))
 
     def _inputs(self, inputs):
@@ -89,7 +89,8 @@ class SequenceClassifier(TaskModel):
         """Mean cross-entropy over the batch's sequences; gradients added into ``grads``."""
         result, dlogits = self._loss(batch)
         dfeat = self.merge.backward(self.drop.backward(self.head.backward(dlogits)))
-        dh = top_layer_final_backward(dfeat, self.rnn.num_layers, self.rnn.num_directions, self.rnn.hidden_size)
+        rnn = self.rnn
+        dh = top_layer_final_backward(dfeat, rnn.num_layers, rnn.num_directions, rnn.hidden_size)
         grad_state = (dh, None) if len(self.rnn.state_names) == 2 else dh
         dx, _ = self.rnn.backward(None, grad_state)
         if self.embedding is not None:
@@ -137,7 +138,8 @@ class SequenceClassifier(TaskModel):
         """A UTF-8 file of ``label<TAB>text`` lines (token models only)."""
         from rnncore.data.sources import SequenceSource, collate_classification
 
-        examples = [(self._encode_text(text), self.labels[label]) for label, text in read_labelled_lines(path)]
+        examples = [(self._encode_text(text), self.labels[label])
+                    for label, text in read_labelled_lines(path)]
         return SequenceSource(examples, [len(ids) for ids, _ in examples], batch_size,
                               lambda b: collate_classification(b, self.vocab.pad_id), shuffle=False)
 

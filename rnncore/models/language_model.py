@@ -55,7 +55,8 @@ class LanguageModel(TaskModel):
         ss = np.random.SeedSequence(seed).spawn(5)
         seeds = [int(s.generate_state(1)[0]) for s in ss]
         if not self.one_hot:
-            self.embedding = self.add_module("embedding", Embedding(V, embedding_dim, dtype=dtype, seed=seeds[0]))
+            embedding = Embedding(V, embedding_dim, dtype=dtype, seed=seeds[0])
+            self.embedding = self.add_module("embedding", embedding)
         input_size = V if self.one_hot else embedding_dim
         self.rnn = self.add_module("rnn", make_recurrent(cell, input_size, hidden_size, num_layers,
                                                          dropout=dropout if num_layers > 1 else 0.0,
@@ -78,7 +79,8 @@ class LanguageModel(TaskModel):
     def _loss(self, batch, state):
         inputs, targets = np.asarray(batch.inputs), np.asarray(batch.targets)
         if inputs.ndim != 2 or targets.shape != inputs.shape:
-            raise ValueError(f"inputs and targets must both be (T, B) ids, got {inputs.shape} and {targets.shape}")
+            raise ValueError(f"inputs and targets must both be (T, B) ids, got {inputs.shape} and "
+                             f"{targets.shape}")
         lengths = batch.get("lengths")
         logits, final = self.logits(inputs, state, lengths)
         reduction = self.config.get("reduction", "mean")

@@ -7,5 +7,6 @@ from rnncore.train.optim import OPTIMIZERS, SGD, Adagrad, Adam, AdamW, Optimizer
 from rnncore.train.schedules import Constant, Cosine, StepDecay, Warmup, apply_schedule, make_schedule
 
 __all__ = ["OPTIMIZERS", "SGD", "Adagrad", "Adam", "AdamW", "Constant", "Cosine", "Optimizer", "RMSprop",
-           "StepDecay", "Trainer", "Warmup", "apply_schedule", "blas_threads", "evaluate_source", "clip_grad_norm", "clip_grad_value", "global_norm",
-           "load_checkpoint", "load_model", "make_optimizer", "make_schedule", "save_checkpoint", "save_model"]
+           "StepDecay", "Trainer", "Warmup", "apply_schedule", "blas_threads", "clip_grad_norm",
+           "clip_grad_value", "evaluate_source", "global_norm", "load_checkpoint", "load_model",
+           "make_optimizer", "make_schedule", "save_checkpoint", "save_model"]

@@ -36,8 +36,8 @@ from safetensors.numpy import save as st_save
 
 from rnncore._version import __version__
 
-__all__ = ["Checkpoint", "FORMAT", "POINTER", "load_checkpoint", "load_model", "save_checkpoint", "save_model",
-           "weights_path", "write_atomic"]
+__all__ = ["Checkpoint", "FORMAT", "POINTER", "load_checkpoint", "load_model", "save_checkpoint",
+           "save_model", "weights_path", "write_atomic"]
 
 FORMAT = "rnncore-checkpoint"
 FORMAT_VERSION = 1
@@ -122,7 +122,8 @@ def save_checkpoint(path, model, optimizer=None, train_state=None, arrays=None):
         train_arrays.update({f"state/{k}": v for k, v in (arrays or {}).items()})
         if train_arrays:
             train_name = f"train-{tag}.safetensors"
-            write_atomic(path / train_name, st_save(_contiguous(train_arrays), metadata={"rnncore": __version__}))
+            data = st_save(_contiguous(train_arrays), metadata={"rnncore": __version__})
+            write_atomic(path / train_name, data)
             written.append(train_name)
         spec = {
             "format": FORMAT,
@@ -148,7 +149,8 @@ def save_checkpoint(path, model, optimizer=None, train_state=None, arrays=None):
         raise
     keep = set(written) | {POINTER}
     for old in path.iterdir():
-        if old.name not in keep and (old.name.startswith(("model-", "train-")) and old.suffix == ".safetensors"):
+        ours = old.name.startswith(("model-", "train-")) and old.suffix == ".safetensors"
+        if ours and old.name not in keep:
             try:
                 old.unlink()
             except FileNotFoundError:

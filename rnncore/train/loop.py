@@ -278,10 +278,12 @@ class Trainer:
                 if self.step % self.log_every == 0:
                     elapsed = max(time.perf_counter() - t_window, 1e-9)
                     record = {"step": self.step, "epoch": self.epoch, "loss": window_loss / window_n,
-                              "grad_norm": norm, "lr": self.optimizer.lr, "tokens_per_s": window_tokens / elapsed}
+                              "grad_norm": norm, "lr": self.optimizer.lr,
+                              "tokens_per_s": window_tokens / elapsed}
                     self._log(record)
                     window_loss, window_n, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
-                    self.progress.update(self.step, total, f"epoch {self.epoch + 1} loss {record['loss']:.4f} "
+                    self.progress.update(self.step, total,
+                                         f"epoch {self.epoch + 1} loss {record['loss']:.4f} "
                                          f"|g| {norm:.2f} lr {self.optimizer.lr:.2e} "
                                          f"{record['tokens_per_s']:,.0f} tok/s")
                 if self.checkpoint_every and self.step % self.checkpoint_every == 0 and self.out_dir:

@@ -141,8 +141,8 @@ def lm_data(config, model=None):
     tokenizer = make_tokenizer(config["tokenizer"], config["lower"])
     if config.get("lines"):
         lines = [line for line in text.splitlines() if line.strip()]
-        train_idx, valid_idx = split_indices(len(lines), (1 - config["valid_fraction"], config["valid_fraction"]),
-                                             seed=config["seed"])
+        fractions = (1 - config["valid_fraction"], config["valid_fraction"])
+        train_idx, valid_idx = split_indices(len(lines), fractions, seed=config["seed"])
         token_lines = [tokenizer(line) for line in lines]
         vocab = model.vocab if model is not None else Vocab.build(
             [token_lines[i] for i in train_idx], config["min_freq"], config.get("max_vocab"),
@@ -166,8 +166,8 @@ def lm_data(config, model=None):
     batch = config["batch_size"]
     train = StreamSource(train_ids, min(batch, (len(train_ids) - config["bptt"]) // 2 or 1), config["bptt"],
                          seed=config["seed"])
-    valid = StreamSource(valid_ids, max(1, min(batch, (len(valid_ids) - config["bptt"]) // 2)), config["bptt"],
-                         shuffle=False)
+    valid_batch = max(1, min(batch, (len(valid_ids) - config["bptt"]) // 2))
+    valid = StreamSource(valid_ids, valid_batch, config["bptt"], shuffle=False)
     return vocab, train, valid, valid
 
 
@@ -192,8 +192,9 @@ def run_language_model(config, echo=print):
             vocab, train, valid, _ = lm_data(config)
             model = LanguageModel(vocab, cell=config["cell"], embedding_dim=config["embedding_dim"] or None,
                                   hidden_size=config["hidden_size"], num_layers=config["num_layers"],
-                                  dropout=config["dropout"], tokenizer=config["tokenizer"], lower=config["lower"],
-                                  bos_eos=bool(config.get("lines")), dtype=config["dtype"], seed=config["seed"])
+                                  dropout=config["dropout"], tokenizer=config["tokenizer"],
+                                  lower=config["lower"], bos_eos=bool(config.get("lines")),
+                                  dtype=config["dtype"], seed=config["seed"])
         config["_steps_per_epoch"] = len(train)
         source = config.get("text") or "built-in corpus (CPython's pydoc topics)"
         echo(f"language model: {config['cell']} {config['num_layers']}x{config['hidden_size']}, "
@@ -277,8 +278,8 @@ def classify_data(config, model=None):
         return Batch(inputs=x, lengths=lengths, labels=np.array([e[1] for e in batch], dtype=np.int64))
 
     def source(idx, shuffle):
-        return SequenceSource([examples[i] for i in idx], [len(examples[i][0]) for i in idx], config["batch_size"],
-                              collate, shuffle=shuffle, seed=config["seed"])
+        return SequenceSource([examples[i] for i in idx], [len(examples[i][0]) for i in idx],
+                              config["batch_size"], collate, shuffle=shuffle, seed=config["seed"])
     return labels, vocab, source(parts[0], True), source(parts[1], False), source(parts[2], False)
 
 

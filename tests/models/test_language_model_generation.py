@@ -12,7 +12,8 @@ VOCAB = Vocab(list("abcde"))
 
 @pytest.fixture(scope="module")
 def model():
-    return LanguageModel(VOCAB, cell="gru", embedding_dim=4, hidden_size=8, bos_eos=True, dtype="float64", seed=0)
+    return LanguageModel(VOCAB, cell="gru", embedding_dim=4, hidden_size=8, bos_eos=True, dtype="float64",
+                         seed=0)
 
 
 def test_greedy_equals_top_1_and_the_whole_sequence_kernels(model):

@@ -45,13 +45,16 @@ def test_language_model_stream_with_carried_state(cell, one_hot):
     ids = random_ids(rng, (6, 3))
     batch = Batch(inputs=ids[:-1], targets=ids[1:])
     shape = (2, 3, 4)
-    state = (rng.standard_normal(shape), rng.standard_normal(shape)) if cell == "lstm" else rng.standard_normal(shape)
+    state = rng.standard_normal(shape)
+    if cell == "lstm":
+        state = (state, rng.standard_normal(shape))
     check_model(model, batch, state)
 
 
 def test_language_model_padded_sequences():
     rng = np.random.default_rng(1)
-    model = LanguageModel(VOCAB, cell="gru", embedding_dim=3, hidden_size=5, bos_eos=True, dtype="float64", seed=2)
+    model = LanguageModel(VOCAB, cell="gru", embedding_dim=3, hidden_size=5, bos_eos=True, dtype="float64",
+                          seed=2)
     seqs = [VOCAB.encode(list(w), add_bos=True, add_eos=True) for w in ["abc", "g", "fedcba"]]
     batch = collate_lm(seqs, VOCAB.pad_id)
     assert batch.targets[-1, 1] == -100
@@ -72,8 +75,8 @@ def test_classifier_on_ids_with_lengths(cell, bidirectional, merge):
 
 def test_classifier_on_features():
     rng = np.random.default_rng(3)
-    model = SequenceClassifier(LABELS, input_size=3, cell="gru", hidden_size=4, bidirectional=True, dtype="float64",
-                               seed=4)
+    model = SequenceClassifier(LABELS, input_size=3, cell="gru", hidden_size=4, bidirectional=True,
+                               dtype="float64", seed=4)
     batch = Batch(inputs=rng.standard_normal((4, 2, 3)), lengths=np.array([4, 3]), labels=np.array([2, 0]))
     check_model(model, batch)
 

@@ -74,7 +74,8 @@ def test_transposed_arrays_survive(tmp_path):
     model = lm()
     w = dict(model.named_parameters())["head.weight"]
     p = Adam(model, lr=0.1)
-    p.buffers["exp_avg"]["head.weight"] = np.asfortranarray(np.arange(w.size, dtype=np.float32).reshape(w.shape))
+    fortran = np.asfortranarray(np.arange(w.size, dtype=np.float32).reshape(w.shape))
+    p.buffers["exp_avg"]["head.weight"] = fortran
     save_checkpoint(tmp_path, model, p, {"step": 0}, arrays={"t": np.arange(12.0).reshape(3, 4).T})
     c = load_checkpoint(tmp_path)
     np.testing.assert_array_equal(c.arrays["t"], np.arange(12.0).reshape(3, 4).T)
@@ -160,6 +161,6 @@ def test_resume_gives_the_same_losses(tmp_path):
     trainer, rest = _run(tmp_path, "unused", 30, resume_from=tmp_path / "split")
     assert trainer.step == 30
     assert rest == full[19:]
-    logged = [r["loss"] for r in map(json.loads, (tmp_path / "split" / "metrics.jsonl").read_text().splitlines())
-              if "loss" in r]
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    logged = [r["loss"] for r in map(json.loads, lines) if "loss" in r]
     assert logged == full

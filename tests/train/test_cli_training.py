@@ -83,7 +83,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, text_file):
     assert "resumed" in result.output
 
     def losses(run):
-        return [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
 
     assert losses(tmp_path / "part") == losses(tmp_path / "full")
     assert len(losses(tmp_path / "full")) == 9
@@ -115,8 +116,8 @@ def test_train_lm_on_lines_generates_from_bos(tmp_path):
     names = tmp_path / "names.txt"
     names.write_text("\n".join(["anna", "bob", "carl", "dora", "emma", "fred", "gina", "hugo"] * 4) + "\n")
     out = tmp_path / "names"
-    result = invoke("train", "lm", "--text", names, "--lines", "--out", out, "--epochs", 2, "--valid-fraction",
-                    0.2, "--sample-every", 0, "--sample-length", 8, *TINY)
+    result = invoke("train", "lm", "--text", names, "--lines", "--out", out, "--epochs", 2,
+                    "--valid-fraction", 0.2, "--sample-every", 0, "--sample-length", 8, *TINY)
     assert result.exit_code == 0, result.output
     result = invoke("generate", out, "--length", 10, "-n", 3)
     assert result.exit_code == 0 and len(result.output.splitlines()) == 3
@@ -124,7 +125,8 @@ def test_train_lm_on_lines_generates_from_bos(tmp_path):
 
 def test_train_classify_on_a_labelled_file(tmp_path):
     data = tmp_path / "labels.tsv"
-    rows = [("pos", "good great fine"), ("neg", "bad awful poor"), ("pos", "great good"), ("neg", "poor bad")] * 10
+    rows = [("pos", "good great fine"), ("neg", "bad awful poor"), ("pos", "great good"),
+            ("neg", "poor bad")] * 10
     data.write_text("".join(f"{label}\t{text}\n" for label, text in rows), encoding="utf-8")
     out = tmp_path / "clf"
     result = invoke("train", "classify", "--data", data, "--out", out, "--epochs", 3, "--tokenizer", "word",
@@ -148,8 +150,8 @@ def test_text_that_is_not_utf8(tmp_path):
 
 def test_word_level_generation_keeps_a_space_after_the_prime(tmp_path, text_file):
     out = tmp_path / "w"
-    result = invoke("train", "lm", "--text", text_file, "--tokenizer", "word", "--lower", "--out", out, "--bptt", 4,
-                    "--max-steps", 2, "--sample-every", 0, "--sample-length", 3, *TINY)
+    result = invoke("train", "lm", "--text", text_file, "--tokenizer", "word", "--lower", "--out", out,
+                    "--bptt", 4, "--max-steps", 2, "--sample-every", 0, "--sample-length", 3, *TINY)
     assert result.exit_code == 0, result.output
     text = invoke("generate", out, "--prime", "the", "--length", 3).output.strip()
     assert text.startswith("the ") and len(text.split()) >= 2

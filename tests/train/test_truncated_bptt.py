@@ -23,7 +23,8 @@ def stream(seed=0):
 
 
 def model(cell):
-    return LanguageModel(VOCAB, cell=cell, embedding_dim=3, hidden_size=4, num_layers=2, dtype="float64", seed=7)
+    return LanguageModel(VOCAB, cell=cell, embedding_dim=3, hidden_size=4, num_layers=2, dtype="float64",
+                         seed=7)
 
 
 def full_bptt_grads(m, ids):
