@@ -73,7 +73,8 @@ def _format_info(report):
 def train_options(**defaults):
     """The options every ``rnncore train`` subcommand takes; keyword arguments override defaults."""
     d = {"cell": "lstm", "hidden_size": 128, "embedding_dim": 64, "num_layers": 1, "dropout": 0.0,
-         "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "momentum": 0.0, "clip": 5.0, "schedule": "constant",
+         "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "momentum": 0.0, "clip": 5.0,
+         "schedule": "constant",
          "warmup": 0, "batch_size": 32, "epochs": 1, "seed": 0, "dtype": "float32", "log_every": 10,
          "valid_fraction": 0.05, "blas_threads": 1, **defaults}
 
@@ -83,9 +84,10 @@ def train_options(**defaults):
                          help="Run directory (config.json, metrics.jsonl, curve.png, checkpoint/). "
                               "[default: runs/<task>, or runs/<task>-2, ... if taken]"),
             click.option("--overwrite", is_flag=True, help="Replace a run already in --out."),
-            click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-                         help="Continue the run in this directory (its config; --epochs/--max-steps may extend "
-                              "it); the losses match an uninterrupted run."),
+            click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                         default=None,
+                         help="Continue the run in this directory (its config; --epochs/--max-steps may "
+                              "extend it); the losses match an uninterrupted run."),
             click.option("--cell", type=click.Choice(["rnn", "rnn_relu", "lstm", "gru"]), default=d["cell"],
                          help="Recurrent cell (rnn = Elman tanh)."),
             click.option("--hidden-size", type=click.IntRange(min=1), default=d["hidden_size"]),
@@ -95,7 +97,8 @@ def train_options(**defaults):
             click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=d["dropout"]),
             click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw", "adagrad", "rmsprop"]),
                          default=d["optimizer"]),
-            click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=d["lr"], help="Learning rate."),
+            click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=d["lr"],
+                         help="Learning rate."),
             click.option("--weight-decay", type=click.FloatRange(min=0), default=d["weight_decay"]),
             click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=d["momentum"],
                          help="SGD / RMSprop momentum."),
@@ -104,24 +107,29 @@ def train_options(**defaults):
                          help="Clip gradients to this global norm (0: off)."),
             click.option("--clip-value", type=click.FloatRange(min=0), default=0.0,
                          help="Clip each gradient element to [-v, v] (0: off)."),
-            click.option("--schedule", type=click.Choice(["constant", "step", "cosine"]), default=d["schedule"],
-                         help="Learning-rate schedule."),
-            click.option("--warmup", type=click.IntRange(min=0), default=d["warmup"], help="Linear warm-up steps."),
+            click.option("--schedule", type=click.Choice(["constant", "step", "cosine"]),
+                         default=d["schedule"], help="Learning-rate schedule."),
+            click.option("--warmup", type=click.IntRange(min=0), default=d["warmup"],
+                         help="Linear warm-up steps."),
             click.option("--step-size", type=click.IntRange(min=1), default=None,
                          help="Steps between decays of the step schedule [default: a third of the run]."),
             click.option("--gamma", type=click.FloatRange(min=0, min_open=True), default=0.5,
                          help="Decay factor of the step schedule."),
             click.option("--batch-size", type=click.IntRange(min=1), default=d["batch_size"]),
             click.option("--epochs", type=click.IntRange(min=1), default=d["epochs"]),
-            click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many updates."),
-            click.option("--valid-fraction", type=click.FloatRange(0, 0.5, min_open=True), default=d["valid_fraction"],
+            click.option("--max-steps", type=click.IntRange(min=1), default=None,
+                         help="Stop after this many updates."),
+            click.option("--valid-fraction", type=click.FloatRange(0, 0.5, min_open=True),
+                         default=d["valid_fraction"],
                          help="Fraction of the data held out for validation."),
             click.option("--seed", type=int, default=d["seed"]),
             click.option("--dtype", type=click.Choice(["float32", "float64"]), default=d["dtype"]),
             click.option("--tokenizer", type=click.Choice(["char", "word"]), default="char"),
             click.option("--lower", is_flag=True, help="Lower-case text before tokenising."),
-            click.option("--min-freq", type=click.IntRange(min=1), default=1, help="Vocabulary: minimum count."),
-            click.option("--max-vocab", type=click.IntRange(min=1), default=None, help="Vocabulary: maximum size."),
+            click.option("--min-freq", type=click.IntRange(min=1), default=1,
+                         help="Vocabulary: minimum count."),
+            click.option("--max-vocab", type=click.IntRange(min=1), default=None,
+                         help="Vocabulary: maximum size."),
             click.option("--log-every", type=click.IntRange(min=1), default=d["log_every"],
                          help="Steps between metrics records."),
             click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
@@ -160,7 +168,8 @@ def _run_task(ctx, task, options):
         except FileNotFoundError as err:
             raise click.ClickException(f"--resume: {err}") from None
         if config.get("task") != task:
-            raise click.ClickException(f"--resume: {run_dir} is a 'train {config.get('task')}' run, not '{task}'")
+            raise click.ClickException(f"--resume: {run_dir} is a 'train {config.get('task')}' run, "
+                                       f"not '{task}'")
         for name in ("epochs", "max_steps", "quiet", "blas_threads"):
             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
                 config[name] = options[name]
@@ -190,13 +199,19 @@ def train():
 @click.option("--text", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Any UTF-8 text file [default: the built-in corpus, CPython's pydoc topics].")
 @click.option("--lines", is_flag=True, help="Each line is a separate sequence (<bos> ... <eos>), e.g. names.")
-@click.option("--max-chars", type=click.IntRange(min=1), default=None, help="Use only the first N characters.")
-@click.option("--bptt", type=click.IntRange(min=1), default=64, help="Truncated-BPTT length (steps per chunk).")
-@click.option("--prime", default=None, help="Text the samples start from [default: 'The ', or <bos> with --lines].")
+@click.option("--max-chars", type=click.IntRange(min=1), default=None,
+              help="Use only the first N characters.")
+@click.option("--bptt", type=click.IntRange(min=1), default=64,
+              help="Truncated-BPTT length (steps per chunk).")
+@click.option("--prime", default=None,
+              help="Text the samples start from [default: 'The ', or <bos> with --lines].")
 @click.option("--sample-length", type=click.IntRange(min=1), default=200, help="Tokens per printed sample.")
-@click.option("--sample-every", type=click.IntRange(min=0), default=100, help="Print a sample every N steps (0: at the end only).")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.7, help="Sampling temperature of the samples.")
-@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample among the k most likely tokens.")
+@click.option("--sample-every", type=click.IntRange(min=0), default=100,
+              help="Print a sample every N steps (0: at the end only).")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.7,
+              help="Sampling temperature of the samples.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="Sample among the k most likely tokens.")
 @train_options(hidden_size=256, embedding_dim=32, lr=3e-3, batch_size=32)
 def train_lm(ctx, **options):
     """Language model (char or word level) on a text file or the built-in corpus; prints samples."""
@@ -335,8 +350,10 @@ def evaluate(run_dir, data, split, batch_size, as_json):
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--input", "input_file", type=click.File("r", encoding="utf-8"), default="-",
               help="Lines to predict for [default: standard input].")
-@click.option("--length", type=click.IntRange(min=1), default=50, help="Language models: tokens to add per line.")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, help="Language models: 0 is greedy.")
+@click.option("--length", type=click.IntRange(min=1), default=50,
+              help="Language models: tokens to add per line.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0,
+              help="Language models: 0 is greedy.")
 def predict(run_dir, input_file, length, temperature):
     """One prediction per input line: a class with its probability, tags, a translation or a continuation."""
     model = _load_task_model(run_dir)
