@@ -88,14 +88,26 @@ class SequenceClassifier(TaskModel):
     def loss_and_backward(self, batch, state=None):
         """Mean cross-entropy over the batch's sequences; gradients added into ``grads``."""
         result, dlogits = self._loss(batch)
+        self.backward(dlogits)
+        return result
+
+    def forward(self, inputs, lengths=None):
+        """``logits(...)``: logits (B, K)."""
+        return self.logits(inputs, lengths)
+
+    def backward(self, dlogits):
+        """Backpropagate dL/dlogits (B, K) of the last forward run outside ``no_grad()``; parameter
+        gradients are added into ``grads``. Returns the gradient for real-valued inputs (T, B, F),
+        or None for token ids."""
         dfeat = self.merge.backward(self.drop.backward(self.head.backward(dlogits)))
         rnn = self.rnn
         dh = top_layer_final_backward(dfeat, rnn.num_layers, rnn.num_directions, rnn.hidden_size)
-        grad_state = (dh, None) if len(self.rnn.state_names) == 2 else dh
-        dx, _ = self.rnn.backward(None, grad_state)
+        grad_state = (dh, None) if len(rnn.state_names) == 2 else dh
+        dx, _ = rnn.backward(None, grad_state)
         if self.embedding is not None:
             self.embedding.backward(dx)
-        return result
+            return None
+        return dx
 
     def evaluate(self, batch, state=None):
         with no_grad():

@@ -95,11 +95,20 @@ class LanguageModel(TaskModel):
         """Mean cross-entropy per target token; the gradient is added into ``grads``. ``state`` is the
         carried initial state (no gradient flows into it); the result's state is the final one."""
         result, dlogits = self._loss(batch, copy_state(state))
+        self.backward(dlogits)
+        return result
+
+    def forward(self, inputs, state=None, lengths=None):
+        """``logits(...)``: logits (T, B, V) and the final state."""
+        return self.logits(inputs, state, lengths)
+
+    def backward(self, dlogits):
+        """Backpropagate dL/dlogits (T, B, V) of the last forward run outside ``no_grad()``: parameter
+        gradients are added into ``grads`` (the initial state gets none)."""
         dout = self.drop_out.backward(self.head.backward(dlogits))
         dx, _ = self.rnn.backward(dout, None)
         if not self.one_hot:
             self.embedding.backward(self.drop_in.backward(dx))
-        return result
 
     def evaluate(self, batch, state=None):
         with no_grad():

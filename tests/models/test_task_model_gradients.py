@@ -9,6 +9,7 @@ from rnncore.gradcheck import check_gradients
 from rnncore.models.base import DirectionMerge, TaskModel
 from rnncore.models.classifier import SequenceClassifier
 from rnncore.models.language_model import LanguageModel
+from rnncore.nn.module import no_grad
 
 VOCAB = Vocab(list("abcdefg"))
 LABELS = Vocab(["x", "y", "z"], specials=())
@@ -116,3 +117,22 @@ def test_from_config_rebuilds_every_kind():
         for (n1, a), (n2, b) in zip(model.named_parameters(), again.named_parameters()):
             assert n1 == n2
             np.testing.assert_array_equal(a, b)  # same seed, same weights
+
+
+def test_classifier_input_gradient_for_features():
+    """forward / backward as a layer: the gradient for real-valued inputs, by finite differences."""
+    rng = np.random.default_rng(6)
+    model = SequenceClassifier(LABELS, input_size=2, cell="lstm", hidden_size=3, bidirectional=True,
+                               merge="product", dtype="float64", seed=7)
+    x = rng.standard_normal((4, 3, 2))
+    lengths = np.array([4, 2, 3])
+    g = rng.standard_normal((3, 3))
+    model(x, lengths)
+    dx = model.backward(g)
+
+    def loss():
+        with no_grad():
+            return float(np.sum(model(x, lengths) * g))
+
+    results = check_gradients(loss, {"x": (x, dx)}, eps=1e-5)
+    assert all(r.passed for r in results), [str(r) for r in results]
