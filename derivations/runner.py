@@ -6,6 +6,7 @@ matrix here is tiny, and extra BLAS threads only add overhead, badly so on a sha
 """
 
 import importlib
+import importlib.util
 import json
 import math
 import platform
@@ -129,12 +130,18 @@ def _crashed(name, title, exc):
 
 
 def run_verification(out_dir, quick=False, only=(), echo=print):
-    """Run the selected derivations (all if ``only`` is empty), write the report into out_dir."""
+    """Run the selected derivations (all if ``only`` is empty), write the report into out_dir.
+    Raises ValueError for an unknown name, ImportError without matplotlib or scikit-learn."""
     names = list(only) if only else list(NAMES)
     unknown = [n for n in names if n not in DERIVATIONS]
     if unknown:
         raise ValueError(f"unknown derivation(s) {unknown}; choose from {list(NAMES)}")
     names = [n for n in NAMES if n in names]  # report order, no duplicates
+    missing = [pkg for module, pkg in (("matplotlib", "matplotlib"), ("sklearn", "scikit-learn"))
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ImportError(f"rnncore verify needs {' and '.join(missing)} (the verify extra): "
+                          "pip install 'rnncore[verify]'")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []

@@ -118,3 +118,17 @@ def test_unknown_derivation_is_a_usage_error(tmp_path, args):
     result = CliRunner().invoke(main, ["verify", "--out", str(tmp_path), *args])
     assert result.exit_code != 0
     assert "unknown derivation" in result.output
+
+
+def test_missing_verify_extra_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    import derivations.runner
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(derivations.runner.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "sklearn" else real(name, *a))
+    result = CliRunner().invoke(main, ["verify", "--quick", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "pip install 'rnncore[verify]'" in result.output
+    assert "scikit-learn" in result.output
