@@ -383,6 +383,8 @@ def verify(out, quick, only):
         result = run_verification(out, quick=quick, only=only, echo=click.echo)
     except ValueError as err:
         raise click.ClickException(f"--only: {err}") from None
+    except ImportError as err:
+        raise click.ClickException(str(err)) from None
     click.echo(result.summary_table())
     if not result.passed:
         raise click.exceptions.Exit(1)
