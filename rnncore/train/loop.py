@@ -20,7 +20,6 @@ epoch, carried state and every random generator from the checkpoint in ``dir``, 
 with exactly the batches and losses of an uninterrupted run.
 """
 
-import contextlib
 import json
 import math
 import sys
@@ -31,27 +30,13 @@ import numpy as np
 
 from rnncore.models.base import copy_state
 from rnncore.nn.module import no_grad
+from rnncore.threads import blas_threads
 from rnncore.train.checkpoint import load_checkpoint, save_checkpoint
 from rnncore.train.clip import clip_grad_norm, clip_grad_value, global_norm
 from rnncore.train.optim import OPTIMIZERS
 from rnncore.train.schedules import Constant, apply_schedule
 
 __all__ = ["Progress", "Trainer", "blas_threads", "evaluate_source", "plot_curves", "read_metrics"]
-
-
-@contextlib.contextmanager
-def blas_threads(n):
-    """Limit the BLAS libraries (numpy's and SciPy's OpenBLAS) to ``n`` threads; None or 0 leaves them.
-
-    Training alternates numpy's BLAS (``Linear``) with SciPy's (the kernels); two thread pools that
-    take turns are slow on a small machine, and one thread each was 3-5x faster per step here."""
-    if not n:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=int(n), user_api="blas"):
-        yield
 
 
 def _state_arrays(state):
