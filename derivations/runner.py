@@ -17,13 +17,7 @@ from pathlib import Path
 
 from derivations import DERIVATIONS, NAMES
 from derivations.checks import CHECK_FIELDS, RESULTS_FIELDS, Check, DerivationResult
-
-
-def _blas_single_thread():
-    import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS the kernels call, so it is limited too)
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
+from rnncore.threads import blas_threads
 
 
 def _tolerance(check):
@@ -146,7 +140,7 @@ def run_verification(out_dir, quick=False, only=(), echo=print):
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     start = time.perf_counter()
-    with _blas_single_thread():
+    with blas_threads(1):
         for k, name in enumerate(names, 1):
             module_name, title = DERIVATIONS[name]
             echo(f"[{k}/{len(names)}] {name}: {title} ...")
