@@ -213,11 +213,15 @@ print((peak - base) / 1024)
 
 
 def bench_memory(cell):
+    """Peak RSS growth of one training step. A first run fills a Numba cache so that the measured
+    process loads the kernels instead of compiling them (compilation alone peaks above the step)."""
     res = {}
-    for side in ("rnncore", "torch"):
-        out = subprocess.run([sys.executable, "-c", MEMORY_SNIPPET, side, cell], capture_output=True, text=True,
-                             check=True)
-        res[side] = float(out.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for side in ("rnncore", "rnncore", "torch"):
+            out = subprocess.run([sys.executable, "-c", MEMORY_SNIPPET, side, cell], capture_output=True,
+                                 text=True, check=True, env=env)
+            res[side] = float(out.stdout.strip().splitlines()[-1])
     return res
 
 
@@ -256,10 +260,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=5, help="alternating blocks per side")
     parser.add_argument("--cells", default="RNN,LSTM,GRU")
     parser.add_argument("--json", type=str, default=None, help="also write all results to this JSON file")
+    parser.add_argument("--threads", type=int, default=2, help="threads for torch and for every BLAS")
     args = parser.parse_args()
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    rnncore.set_num_threads(args.threads)
     machine = machine_description()
     print(json.dumps(machine, indent=1))
     peak, bandwidth = measure_peaks()
