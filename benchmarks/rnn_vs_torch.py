@@ -188,7 +188,10 @@ def bench_compile():
 
 
 MEMORY_SNIPPET = """
-import resource, sys, numpy as np
+import sys, numpy as np
+def hwm_kb():  # VmHWM belongs to this process's memory map (ru_maxrss carries the parent's over exec)
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM"))
 side, cell = sys.argv[1], sys.argv[2]
 T, B, H = 1000, 16, 256
 x = np.random.default_rng(0).standard_normal((T, B, H)).astype(np.float32)
@@ -198,16 +201,16 @@ if side == "rnncore":
     m = getattr(rnncore, cell)(H, H)
     small = getattr(rnncore, cell)(H, H)
     o, _ = small(x[:2]); small.backward(g[:2])
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = hwm_kb()
     out, _ = m(x); m.backward(g)
 else:
     import torch
     m = getattr(torch.nn, cell)(H, H)
     xt = torch.tensor(x, requires_grad=True)
     o, _ = m(xt[:2]); o.backward(torch.tensor(g[:2]))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = hwm_kb()
     out, _ = m(xt); out.backward(torch.tensor(g))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm_kb()
 print((peak - base) / 1024)
 """
 
