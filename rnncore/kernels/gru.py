@@ -162,6 +162,8 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
                 # forward was: h = (1 - z) * n + z * h_prev
                 dn_t[b, j] = (dh[b, j] - dh[b, j] * z) * (one - n * n)
                 di[b, H + j] = dh[b, j] * (h_prev[b, j] - n) * (z - z * z)
+                dr[b, H + j] = di[b, H + j]
+                di[b, 2 * H + j] = dn_t[b, j]  # x_n enters n's pre-activation directly in both placements
                 direct[b, j] = dh[b, j] * z
         if reset_after:
             for b in range(B):
@@ -171,9 +173,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
                     r, dan = g_t[b, j], dn_t[b, j]
                     # forward was: n = tanh(x_n + r * hn), hn = W_hn h + b_hn
                     di[b, j] = dan * aux_t[b, j] * (r - r * r)
-                    di[b, 2 * H + j] = dan
                     dr[b, j] = di[b, j]
-                    dr[b, H + j] = di[b, H + j]
                     dr[b, 2 * H + j] = dan * r
         else:
             # forward was: n = tanh(x_n + (r * h) W_hn^T + b_hn)
@@ -184,9 +184,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
                 for j in range(H):
                     r = g_t[b, j]
                     di[b, j] = d_rh[b, j] * h_prev[b, j] * (r - r * r)
-                    di[b, 2 * H + j] = dn_t[b, j]
                     dr[b, j] = di[b, j]
-                    dr[b, H + j] = di[b, H + j]
                     direct[b, j] += d_rh[b, j] * r
         # forward was: rec = h_prev W_hh^T + b_hh
         np.dot(dr, w_hh, dh_prev)
