@@ -64,11 +64,13 @@ def module_config(module):
 def _metadata(module):
     from rnncore.models.base import TaskModel
 
-    meta = {"format": "pt", "dtype": module.dtype.name, "rnncore": __version__, "module": type(module).__name__}
+    meta = {"format": "pt", "dtype": module.dtype.name, "rnncore": __version__,
+            "module": type(module).__name__}
     if isinstance(module, TaskModel):
         config = module.get_config()
+        vocabs = {name: v.to_dict() for name, v in module.vocabs.items()}
         meta.update(kind=str(config.get("kind")), config=json.dumps(config, sort_keys=True),
-                    vocabs=json.dumps({name: v.to_dict() for name, v in module.vocabs.items()}, sort_keys=True))
+                    vocabs=json.dumps(vocabs, sort_keys=True))
     else:
         meta["config"] = json.dumps(module_config(module), sort_keys=True)
     return meta
@@ -97,8 +99,8 @@ def save(module, path, metadata=None):
 def _build(meta, path):
     module_name = meta.get("module")
     if "config" not in meta or module_name is None:
-        raise ValueError(f"{path} carries no rnncore metadata (module, config): pass the module to load into, "
-                         "e.g. load(path, rnncore.LSTM(...))")
+        raise ValueError(f"{path} carries no rnncore metadata (module, config): pass the module to load "
+                         "into, e.g. load(path, rnncore.LSTM(...))")
     config = json.loads(meta["config"])
     dtype = meta.get("dtype", "float32")
     if "kind" in meta:

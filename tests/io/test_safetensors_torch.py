@@ -98,7 +98,8 @@ def test_layer_round_trip_through_torch(tmp_path, kind, kwargs, dtype):
 def test_cells_round_trip_through_torch(tmp_path, kind, kwargs):
     ours = getattr(rnncore, kind)(3, 4, dtype=np.float64, seed=2, **kwargs)
     theirs = getattr(torch.nn, kind)(3, 4, **kwargs).double()
-    theirs.load_state_dict(safetensors.torch.load_file(str(save(ours, tmp_path / "c.safetensors"))), strict=True)
+    path = save(ours, tmp_path / "c.safetensors")
+    theirs.load_state_dict(safetensors.torch.load_file(str(path)), strict=True)
     x = RNG.standard_normal((2, 3))
     with rnncore.no_grad():
         h = ours(x)
@@ -116,8 +117,9 @@ def test_linear_and_embedding_round_trip_through_torch(tmp_path):
     lin = rnncore.Linear(5, 3, seed=0)
     emb = rnncore.Embedding(10, 4, padding_idx=0, seed=0)
     t_lin, t_emb = torch.nn.Linear(5, 3), torch.nn.Embedding(10, 4, padding_idx=0)
-    t_lin.load_state_dict(safetensors.torch.load_file(str(save(lin, tmp_path / "l.safetensors"))), strict=True)
-    t_emb.load_state_dict(safetensors.torch.load_file(str(save(emb, tmp_path / "e.safetensors"))), strict=True)
+    for ours, theirs, name in ((lin, t_lin, "l"), (emb, t_emb, "e")):
+        path = save(ours, tmp_path / f"{name}.safetensors")
+        theirs.load_state_dict(safetensors.torch.load_file(str(path)), strict=True)
     x = RNG.standard_normal((2, 5)).astype(np.float32)
     ids = np.array([[0, 3, 9]])
     with torch.no_grad():
