@@ -370,13 +370,13 @@ def predict(run_dir, input_file, length, temperature):
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the model as an ONNX graph (language models and classifiers).")
+              help="Write the model as an ONNX graph (language models, classifiers, taggers).")
 @click.option("--safetensors", "st_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the weights (torch.nn names) with the config in the metadata, as one file.")
 @click.option("--opset", type=click.IntRange(14, 22), default=14, help="ONNX opset.")
 @click.option("--lengths/--no-lengths", default=None,
-              help="ONNX: a 'lengths' input for variable-length batches [default: classifiers yes, "
-                   "language models no].")
+              help="ONNX: a 'lengths' input for variable-length batches [default: yes, except for "
+                   "language models].")
 def export(run_dir, onnx_path, st_path, opset, lengths):
     """Export a trained model: ONNX (runs in onnxruntime) and/or a single safetensors file."""
     from rnncore import io

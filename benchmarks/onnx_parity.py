@@ -19,6 +19,7 @@ from rnncore.data import Vocab
 from rnncore.io import to_onnx_model
 from rnncore.models.classifier import SequenceClassifier
 from rnncore.models.language_model import LanguageModel
+from rnncore.models.tagger import SequenceTagger
 
 T, B, I, H, L = 20, 8, 16, 32, 2
 VOCAB = Vocab([chr(c) for c in range(ord("a"), ord("z") + 1)])
@@ -93,6 +94,18 @@ def classifier_case(cell, merge, dtype, seed, lengths):
     return to_onnx_model(model, lengths=lengths), feeds, {"logits": logits}
 
 
+def tagger_case(cell, merge, dtype, seed, lengths):
+    model = SequenceTagger(VOCAB, LABELS, cell=cell, embedding_dim=16, hidden_size=H, num_layers=L,
+                           bidirectional=True, merge=merge, dtype=dtype.__name__, seed=seed)
+    rng = np.random.default_rng(seed)
+    lens = rng.integers(1, T + 1, size=B) if lengths else None
+    ids = rng.integers(4, len(VOCAB), size=(T, B))
+    feeds = {"ids": ids, "lengths": lens} if lengths else {"ids": ids}
+    with rnncore.no_grad():
+        logits = model.forward(ids, lens)
+    return to_onnx_model(model, lengths=lengths), feeds, {"logits": logits}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -103,7 +116,9 @@ def main():
               for c in ("rnn", "lstm", "gru")]
     cases += [(f"classifier {c} {m}", lambda d, s, lg, c=c, m=m: classifier_case(c, m, d, s, lg))
               for c, m in (("rnn", "concat"), ("lstm", "concat"), ("gru", "sum"), ("lstm", "product"))]
-    print(f"T {T}, B {B}, I {I}, H {H}, {L} layers, bidirectional (layers, classifiers); {args.seeds} seeds")
+    cases += [(f"tagger {c} {m}", lambda d, s, lg, c=c, m=m: tagger_case(c, m, d, s, lg))
+              for c, m in (("lstm", "concat"), ("gru", "sum"))]
+    print(f"T {T}, B {B}, I {I}, H {H}, {L} layers, bidirectional (layers, classifiers, taggers); {args.seeds} seeds")
     print(f"{'model':<34} {'onnxruntime float32 abs / rel':>32} {'ReferenceEvaluator float64 abs / rel':>38}")
     for name, make in cases:
         ort_err = [errors(run(p, f, "ort"), e) for p, f, e in

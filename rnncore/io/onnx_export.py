@@ -1,4 +1,4 @@
-"""ONNX export of recurrent layers, language models and sequence classifiers, built with
+"""ONNX export of recurrent layers, language models, classifiers and taggers, built with
 ``onnx.helper`` from the weights alone (no tracing).
 
 # T = steps, B = batch, I = input, E = embedding, H = hidden, D = directions, L = layers,
@@ -19,6 +19,9 @@ Graphs (inputs -> outputs):
 - SequenceClassifier: ``ids`` (T, B) int64 or ``x`` (T, B, F) [, ``lengths``] -> ``logits`` (B, K),
   ``probabilities`` (B, K): the top layer's final state (at each sequence's own last step, and the
   reverse direction's at step 0), the two directions merged (concat, sum, product) as the model does.
+- SequenceTagger: ``ids`` (T, B) [, ``lengths``] -> ``logits`` (T, B, C); SequenceRegressor: ``x``
+  (T, B, F) [, ``lengths``] -> ``output`` (T, B, O): the layers' outputs at every step, the
+  directions merged as the model does, through the head.
 
 Dropout is left out (the graph is the model in eval mode). With ``lengths``, positions past a
 sequence's length are zero and the final states are taken at its own last step (the operators'
@@ -257,6 +260,28 @@ def _export_classifier(g, model, lengths):
     return _task_props(model)
 
 
+def _export_many_to_many(g, model, lengths):
+    from rnncore.models.tagger import SequenceTagger
+
+    elem, rnn = g.elem, model.rnn
+    tagger = isinstance(model, SequenceTagger)
+    if tagger:
+        x = _embed(g, model, g.input("ids", g.onnx.TensorProto.INT64, ["T", "B"]))
+    else:
+        x = g.input("x", elem, ["T", "B", rnn.input_size])
+    lens = g.input("lengths", g.onnx.TensorProto.INT64, ["B"]) if lengths else None
+    out, _, _, _ = _recurrent(g, rnn, x, lens, prefix="rnn.")
+    mode, H = model.merge.mode, rnn.hidden_size
+    if rnn.num_directions == 2 and mode != "concat":  # (T, B, 2H): forward half, reverse half
+        axis = g.ints("axis", [2])
+        fwd = g.node("Slice", [out, g.ints("start", [0]), g.ints("end", [H]), axis], base="out_forward")
+        rev = g.node("Slice", [out, g.ints("start", [H]), g.ints("end", [2 * H]), axis], base="out_reverse")
+        out = g.node("Add" if mode == "sum" else "Mul", [fwd, rev], base="merged")
+    y = _linear(g, out, model.head, "head")
+    g.output(y, "logits" if tagger else "output", elem, ["T", "B", model.head.out_features])
+    return _task_props(model)
+
+
 def _task_props(model):
     return {"rnncore.kind": model.kind, "rnncore.config": json.dumps(model.get_config(), sort_keys=True),
             "rnncore.vocabs": json.dumps({n: v.to_dict() for n, v in model.vocabs.items()}, sort_keys=True)}
@@ -270,6 +295,7 @@ def to_onnx_model(model, lengths=None, opset=DEFAULT_OPSET, ir_version=DEFAULT_I
     the model's; onnxruntime needs float32)."""
     from rnncore.models.classifier import SequenceClassifier
     from rnncore.models.language_model import LanguageModel
+    from rnncore.models.tagger import SequenceRegressor, SequenceTagger
     from rnncore.nn.recurrent import RecurrentBase
 
     onnx = _onnx()
@@ -288,9 +314,11 @@ def to_onnx_model(model, lengths=None, opset=DEFAULT_OPSET, ir_version=DEFAULT_I
         props = _export_language_model(g, model, False if lengths is None else lengths)
     elif isinstance(model, SequenceClassifier):
         props = _export_classifier(g, model, True if lengths is None else lengths)
+    elif isinstance(model, (SequenceTagger, SequenceRegressor)):
+        props = _export_many_to_many(g, model, True if lengths is None else lengths)
     else:
-        raise TypeError(f"to_onnx exports RNN, LSTM, GRU, LanguageModel and SequenceClassifier, got "
-                        f"{type(model).__name__}")
+        raise TypeError(f"to_onnx exports RNN, LSTM, GRU, LanguageModel, SequenceClassifier, SequenceTagger "
+                        f"and SequenceRegressor, got {type(model).__name__}")
     props["rnncore.dtype"] = dtype.name
     proto = g.model(type(model).__name__, opset, ir_version, props)
     onnx.checker.check_model(proto, full_check=True)
@@ -298,8 +326,9 @@ def to_onnx_model(model, lengths=None, opset=DEFAULT_OPSET, ir_version=DEFAULT_I
 
 
 def to_onnx(model, path, lengths=None, opset=DEFAULT_OPSET, ir_version=DEFAULT_IR_VERSION, dtype=None):
-    """Write ``model`` (an RNN / LSTM / GRU layer, a LanguageModel or a SequenceClassifier) as an
-    ONNX file (atomically). Options as ``to_onnx_model``. Returns the path."""
+    """Write ``model`` (an RNN / LSTM / GRU layer, a LanguageModel, SequenceClassifier,
+    SequenceTagger or SequenceRegressor) as an ONNX file (atomically). Options as ``to_onnx_model``.
+    Returns the path."""
     proto = to_onnx_model(model, lengths=lengths, opset=opset, ir_version=ir_version, dtype=dtype)
     path = Path(path)
     write_atomic(path, proto.SerializeToString())

@@ -14,7 +14,7 @@ from rnncore.data import Vocab
 from rnncore.io import to_onnx, to_onnx_model
 from rnncore.models.classifier import SequenceClassifier
 from rnncore.models.language_model import LanguageModel
-from rnncore.models.tagger import SequenceTagger
+from rnncore.models.tagger import SequenceRegressor, SequenceTagger
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -140,8 +140,8 @@ def test_graph_metadata_versions_and_symbolic_dims(tmp_path):
     assert rel_err(run_ort(newer, feeds)["h_n"], expected["h_n"]) < 1e-5
     with pytest.raises(ValueError, match="opset must lie in 14..22"):
         to_onnx_model(layer, opset=7)
-    with pytest.raises(TypeError, match="exports RNN, LSTM, GRU, LanguageModel and SequenceClassifier"):
-        to_onnx_model(SequenceTagger(VOCAB, LABELS, embedding_dim=2, hidden_size=2))
+    with pytest.raises(TypeError, match="exports RNN, LSTM, GRU, LanguageModel, SequenceClassifier"):
+        to_onnx_model(rnncore.Linear(2, 3))
 
 
 # -- language model ---------------------------------------------------------------------------------------
@@ -231,3 +231,34 @@ def test_classifier_on_features_in_float64():
     got = run_ort(to_onnx_model(model, dtype=np.float32), {"x": x.astype(np.float32), "lengths": lengths})
     with rnncore.no_grad():
         assert rel_err(got["logits"], model.logits(x, lengths)) < 1e-5
+
+
+# -- tagger and regressor ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("cell", "merge"), [("lstm", "concat"), ("gru", "sum"), ("rnn", "product")])
+def test_tagger_with_variable_lengths(cell, merge):
+    model = SequenceTagger(VOCAB, LABELS, embedding_dim=4, hidden_size=5, cell=cell, num_layers=2,
+                           merge=merge, dropout=0.1, seed=6).eval()
+    T, B = 8, 4
+    lengths = np.array([8, 2, 5, 1])
+    ids = RNG.integers(4, len(VOCAB), size=(T, B))
+    with rnncore.no_grad():
+        logits = model.forward(ids, lengths)
+    got = run_ort(to_onnx_model(model), {"ids": ids, "lengths": lengths})
+    assert got["logits"].shape == (T, B, len(LABELS))
+    assert rel_err(got["logits"], logits) < 1e-5
+
+
+def test_regressor_float32_and_float64():
+    model = SequenceRegressor(3, output_size=2, hidden_size=5, cell="lstm", num_layers=2, seed=7)
+    x = RNG.standard_normal((6, 3, 3)).astype(np.float32)
+    lengths = np.array([6, 4, 1])
+    with rnncore.no_grad():
+        pred = model.forward(x, lengths)
+    got = run_ort(to_onnx_model(model), {"x": x, "lengths": lengths})
+    assert rel_err(got["output"], pred) < 1e-5
+    model64 = SequenceRegressor(3, output_size=2, hidden_size=5, cell="gru", bidirectional=True, merge="sum",
+                                dtype="float64", seed=7)
+    with rnncore.no_grad():
+        pred = model64.forward(x.astype(np.float64))
+    got = run_reference(to_onnx_model(model64, lengths=False), {"x": x.astype(np.float64)})
+    assert rel_err(got["output"], pred) < 1e-10
