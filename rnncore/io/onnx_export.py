@@ -305,6 +305,10 @@ def to_onnx_model(model, lengths=None, opset=DEFAULT_OPSET, ir_version=DEFAULT_I
     dtype = np.dtype(model.dtype if dtype is None else dtype)
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    for name, value in model.named_parameters():
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{type(model).__name__}: parameter {name!r} holds NaN or Inf; refusing to "
+                             "export it")
     g = _Graph(dtype)
     if isinstance(model, RecurrentBase):
         if getattr(model, "proj_size", 0):

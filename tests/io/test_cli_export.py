@@ -64,6 +64,11 @@ def test_export_a_classifier_and_errors(tmp_path):
     got = run_ort(tmp_path / "clf.onnx", {"ids": ids, "lengths": lengths})
     np.testing.assert_allclose(got["probabilities"], model.predict_proba(ids, lengths), atol=1e-6)
 
+    result = invoke("export", run, "--onnx", tmp_path / "full.onnx", "--no-lengths")
+    assert result.exit_code == 0, result.output
+    sess = ort.InferenceSession(str(tmp_path / "full.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["ids"]
+
     result = invoke("export", run)
     assert result.exit_code != 0 and "give --onnx PATH and/or --safetensors PATH" in result.output
     result = invoke("export", tmp_path, "--onnx", tmp_path / "x.onnx")

@@ -138,6 +138,10 @@ def test_graph_metadata_versions_and_symbolic_dims(tmp_path):
     newer = to_onnx_model(layer, opset=22, ir_version=10)
     feeds, expected = layer_case(layer, T=3, B=2)
     assert rel_err(run_ort(newer, feeds)["h_n"], expected["h_n"]) < 1e-5
+    broken = rnncore.GRU(2, 3)
+    broken._params["weight_hh_l0"][1, 2] = np.nan
+    with pytest.raises(ValueError, match="'weight_hh_l0' holds NaN or Inf"):
+        to_onnx_model(broken)
     with pytest.raises(ValueError, match="opset must lie in 14..22"):
         to_onnx_model(layer, opset=7)
     with pytest.raises(TypeError, match="exports RNN, LSTM, GRU, LanguageModel, SequenceClassifier"):
