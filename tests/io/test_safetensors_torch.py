@@ -253,3 +253,14 @@ def test_clear_errors(tmp_path):
         load(tmp_path / "missing.safetensors")
     with pytest.raises(TypeError, match="must be one of"):
         save(rnncore.Dropout(0.1), tmp_path / "d.safetensors")
+
+
+def test_a_checkpoint_weights_file_is_a_standalone_file(tmp_path):
+    from rnncore.train.checkpoint import save_checkpoint, weights_path
+
+    model = SequenceClassifier(LABELS, VOCAB, cell="lstm", embedding_dim=3, hidden_size=4, dtype="float64")
+    save_checkpoint(tmp_path, model)
+    again = load(weights_path(tmp_path))
+    assert type(again) is SequenceClassifier and again.get_config() == model.get_config()
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(again.state_dict()[name], value)
