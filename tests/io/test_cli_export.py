@@ -29,7 +29,7 @@ def test_export_a_language_model(tmp_path):
     text.write_text("the quick brown fox jumps over the lazy dog. " * 20, encoding="utf-8")
     run = tmp_path / "lm"
     result = invoke("train", "lm", "--text", text, "--out", run, "--bptt", 8, "--max-steps", 3,
-                    "--sample-every", 0, "--sample-length", 2, "--cell", "gru", "--layers", 2, *TINY)
+                    "--sample-every", 0, "--sample-length", 2, "--layers", 2, *TINY)
     assert result.exit_code == 0, result.output
     result = invoke("export", run, "--onnx", tmp_path / "lm.onnx",
                     "--safetensors", tmp_path / "lm.safetensors")
@@ -38,10 +38,11 @@ def test_export_a_language_model(tmp_path):
     model = load_model(run / "checkpoint")
     ids = model.encode("the lazy fox")[:, None]
     with rnncore.no_grad():
-        logits, h_n = model.logits(ids)
-    got = run_ort(tmp_path / "lm.onnx", {"ids": ids, "h0": np.zeros((2, 1, 6), np.float32)})
-    assert np.max(np.abs(got["logits"] - logits)) < 1e-5 * np.max(np.abs(logits))
-    assert np.max(np.abs(got["h_n"] - h_n)) < 1e-5 * np.max(np.abs(h_n))
+        logits, (h_n, c_n) = model.logits(ids)
+    zeros = np.zeros((2, 1, 6), np.float32)
+    got = run_ort(tmp_path / "lm.onnx", {"ids": ids, "h0": zeros, "c0": zeros})
+    for name, value in (("logits", logits), ("h_n", h_n), ("c_n", c_n)):
+        assert np.max(np.abs(got[name] - value)) < 1e-5 * np.max(np.abs(value)), name
     again = load(tmp_path / "lm.safetensors")
     assert again.get_config() == model.get_config()
     with rnncore.no_grad():
