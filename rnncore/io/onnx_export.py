@@ -148,26 +148,26 @@ def _recurrent(g, layer, x, lengths=None, h0=None, c0=None, prefix=""):
     if lengths:  # the operators take int32 sequence_lens
         seq_lens = g.node("Cast", [lengths], base=f"{prefix}seq_lens", to=g.onnx.TensorProto.INT32)
     finals_h, finals_c, top_h = [], [], None
-    for l, w in enumerate(weights):
-        names = [x, g.const(f"{prefix}W_l{l}", w["W"]), g.const(f"{prefix}R_l{l}", w["R"]),
-                 g.const(f"{prefix}B_l{l}", w["B"]) if w["B"] is not None else "", seq_lens]
+    for k, w in enumerate(weights):
+        names = [x, g.const(f"{prefix}W_l{k}", w["W"]), g.const(f"{prefix}R_l{k}", w["R"]),
+                 g.const(f"{prefix}B_l{k}", w["B"]) if w["B"] is not None else "", seq_lens]
         for state in (h0, c0) if cell == "lstm" else (h0,):
             if state is None:
                 names.append("")
             else:
-                names.append(g.node("Slice", [state, g.ints("start", [l * D]), g.ints("end", [(l + 1) * D]),
-                                              g.ints("axis", [0])], base=f"{state}_l{l}"))
-        outs = g.node(op, names, 3 if cell == "lstm" else 2, base=f"{prefix}{cell}_l{l}", **attrs)
+                names.append(g.node("Slice", [state, g.ints("start", [k * D]), g.ints("end", [(k + 1) * D]),
+                                              g.ints("axis", [0])], base=f"{state}_l{k}"))
+        outs = g.node(op, names, 3 if cell == "lstm" else 2, base=f"{prefix}{cell}_l{k}", **attrs)
         y, y_h = outs[0], outs[1]
         finals_h.append(y_h)
         if cell == "lstm":
             finals_c.append(outs[2])
         top_h = y_h
         if D == 1:  # (T, 1, B, H) -> (T, B, H)
-            x = g.node("Squeeze", [y, g.ints("axes", [1])], base=f"{prefix}out_l{l}")
+            x = g.node("Squeeze", [y, g.ints("axes", [1])], base=f"{prefix}out_l{k}")
         else:  # (T, 2, B, H) -> (T, B, 2, H) -> (T, B, 2H)
-            t = g.node("Transpose", [y], base=f"{prefix}out_l{l}_tbdh", perm=[0, 2, 1, 3])
-            x = g.node("Reshape", [t, g.ints("shape", [0, 0, -1])], base=f"{prefix}out_l{l}")
+            t = g.node("Transpose", [y], base=f"{prefix}out_l{k}_tbdh", perm=[0, 2, 1, 3])
+            x = g.node("Reshape", [t, g.ints("shape", [0, 0, -1])], base=f"{prefix}out_l{k}")
     h_n = g.node("Concat", finals_h, base=f"{prefix}h_n_all", axis=0) if L > 1 else finals_h[0]
     c_n = None
     if cell == "lstm":
