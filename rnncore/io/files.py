@@ -4,7 +4,8 @@
   over ``path``, then the folder fsynced, so a reader sees the old file or the new one, never half.
 - ``encode_arrays(arrays, metadata)`` / ``read_arrays(path)``: safetensors bytes from numpy arrays
   (always copied to C order first: safetensors 0.8 writes non-contiguous arrays with wrong values
-  and raises nothing, safetensors#825) and arrays plus string metadata back from a file.
+  and raises nothing, safetensors#825) and arrays plus string metadata back from a file (a
+  truncated or corrupted file is a ValueError naming it; safetensors runs no code on load).
 """
 
 import os
@@ -71,7 +72,11 @@ def read_arrays(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such safetensors file")
-    with safe_open(str(path), framework="np") as f:
-        metadata = dict(f.metadata() or {})
-        arrays = {key: f.get_tensor(key) for key in f.keys()}
+    try:
+        with safe_open(str(path), framework="np") as f:
+            metadata = dict(f.metadata() or {})
+            arrays = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as err:  # safetensors' own SafetensorError is not a ValueError
+        raise ValueError(f"{path} is truncated or corrupted: not a readable safetensors file "
+                         f"({type(err).__name__}: {err})") from None
     return arrays, metadata

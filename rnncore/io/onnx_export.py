@@ -31,6 +31,7 @@ Runtimes: onnxruntime runs these operators in float32 only; ``onnx.reference.Ref
 runs float64 (it ignores ``sequence_lens`` and knows only the Tanh activation of ``RNN``).
 """
 
+import inspect
 import json
 from pathlib import Path
 
@@ -116,16 +117,27 @@ class _Graph:
         return model
 
 
+# Constructor options the graphs reproduce; any other option left at a non-default value is refused,
+# so that a layer variant the ONNX operators do not compute is never exported as the plain cell.
+_EXPORTED_OPTIONS = {"input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
+                     "bidirectional", "check_finite", "nonlinearity", "reset_after", "dtype", "seed"}
+
+
 def _cell_of(layer):
+    """``rnn``, ``lstm`` or ``gru`` for an exportable layer; anything else is refused."""
     from rnncore.nn.recurrent import GRU, LSTM, RNN
 
-    if isinstance(layer, LSTM):
-        return "lstm"
-    if isinstance(layer, GRU):
-        return "gru"
-    if isinstance(layer, RNN):
-        return "rnn"
-    raise TypeError(f"not a recurrent layer: {type(layer).__name__}")
+    cells = {RNN: "rnn", LSTM: "lstm", GRU: "gru"}
+    if type(layer) not in cells:  # subclasses compute something else
+        raise TypeError(f"to_onnx exports rnncore.RNN, LSTM and GRU layers, got {type(layer).__name__}")
+    for name, param in inspect.signature(type(layer).__init__).parameters.items():
+        if name == "self" or name in _EXPORTED_OPTIONS or param.default is param.empty:
+            continue
+        value = getattr(layer, name, param.default)
+        if value is not param.default and value != param.default:
+            raise ValueError(f"to_onnx cannot export {type(layer).__name__}({name}={value!r}): the ONNX "
+                             "graph would compute the layer without that option")
+    return cells[type(layer)]
 
 
 def _recurrent(g, layer, x, lengths=None, h0=None, c0=None, prefix=""):
@@ -311,8 +323,6 @@ def to_onnx_model(model, lengths=None, opset=DEFAULT_OPSET, ir_version=DEFAULT_I
                              "export it")
     g = _Graph(dtype)
     if isinstance(model, RecurrentBase):
-        if getattr(model, "proj_size", 0):
-            raise ValueError("an LSTM with projections (proj_size > 0) has no ONNX LSTM form")
         props = _export_layer(g, model, True if lengths is None else lengths)
     elif isinstance(model, LanguageModel):
         props = _export_language_model(g, model, False if lengths is None else lengths)

@@ -26,6 +26,7 @@ import numpy as np
 from rnncore._version import __version__
 from rnncore.io.files import encode_arrays, read_arrays, write_atomic
 from rnncore.nn import GRU, LSTM, RNN, Embedding, GRUCell, Linear, LSTMCell, Module, RNNCell
+from rnncore.nn._checks import check_finite
 
 __all__ = ["encode_module", "load", "module_config", "save"]
 
@@ -78,12 +79,15 @@ def _metadata(module):
 
 def encode_module(module, metadata=None):
     """The safetensors bytes of ``module``: its state_dict in its dtype, with the metadata above
-    (and ``metadata``, string values, added)."""
+    (and ``metadata``, string values, added). NaN or Inf in a parameter is a ValueError."""
     if not isinstance(module, Module):
         raise TypeError(f"module must be an rnncore Module, got {type(module).__name__}")
+    state = module.state_dict()
+    for name, value in state.items():  # never write weights that could not be used
+        check_finite(f"{type(module).__name__} parameter {name!r}", value)
     meta = _metadata(module)
     meta.update(metadata or {})
-    return encode_arrays(module.state_dict(), meta)
+    return encode_arrays(state, meta)
 
 
 def save(module, path, metadata=None):

@@ -138,6 +138,11 @@ def test_graph_metadata_versions_and_symbolic_dims(tmp_path):
     newer = to_onnx_model(layer, opset=22, ir_version=10)
     feeds, expected = layer_case(layer, T=3, B=2)
     assert rel_err(run_ort(newer, feeds)["h_n"], expected["h_n"]) < 1e-5
+    class Variant(rnncore.LSTM):
+        pass
+
+    with pytest.raises(TypeError, match="exports rnncore.RNN, LSTM and GRU layers, got Variant"):
+        to_onnx_model(Variant(2, 3))
     broken = rnncore.GRU(2, 3)
     broken._params["weight_hh_l0"][1, 2] = np.nan
     with pytest.raises(ValueError, match="'weight_hh_l0' holds NaN or Inf"):
@@ -266,3 +271,25 @@ def test_regressor_float32_and_float64():
         pred = model64.forward(x.astype(np.float64))
     got = run_reference(to_onnx_model(model64, lengths=False), {"x": x.astype(np.float64)})
     assert rel_err(got["output"], pred) < 1e-10
+
+
+def test_a_layer_option_the_graph_does_not_compute_is_refused(monkeypatch):
+    """A constructor option outside the exported set, at a non-default value, is refused by name
+    (e.g. an LSTM option the operators have no attribute for)."""
+    original = rnncore.LSTM.__init__
+
+    def init(self, input_size, hidden_size, num_layers=1, proj_size=0, peephole=False, **kwargs):
+        original(self, input_size, hidden_size, num_layers, **kwargs)
+        self.proj_size, self.peephole = proj_size, peephole
+
+    monkeypatch.setattr(rnncore.LSTM, "__init__", init)
+    assert rel_err(run_ort(to_onnx_model(rnncore.LSTM(2, 3, seed=0), lengths=False),
+                           {"x": np.ones((2, 1, 2), np.float32), "h0": np.zeros((1, 1, 3), np.float32),
+                            "c0": np.zeros((1, 1, 3), np.float32)})["h_n"],
+                   rnncore.LSTM(2, 3, seed=0)(np.ones((2, 1, 2), np.float32))[1][0]) < 1e-5
+    with pytest.raises(ValueError, match=r"cannot export LSTM\(peephole=True\)"):
+        to_onnx_model(rnncore.LSTM(2, 3, peephole=True))
+    model = LanguageModel(VOCAB, cell="lstm", embedding_dim=2, hidden_size=3)
+    model.rnn.proj_size = 2  # inside a task model too
+    with pytest.raises(ValueError, match=r"cannot export LSTM\(proj_size=2\)"):
+        to_onnx_model(model)

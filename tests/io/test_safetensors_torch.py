@@ -253,6 +253,14 @@ def test_clear_errors(tmp_path):
         load(tmp_path / "missing.safetensors")
     with pytest.raises(TypeError, match="must be one of"):
         save(rnncore.Dropout(0.1), tmp_path / "d.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "shape.safetensors").read_bytes()[:-5])
+    with pytest.raises(ValueError, match="cut.safetensors is truncated or corrupted"):
+        load(tmp_path / "cut.safetensors", rnncore.Linear(2, 3))
+    broken = rnncore.Linear(2, 3)
+    broken._params["bias"][1] = np.inf
+    with pytest.raises(ValueError, match="'bias' contains NaN or Inf"):
+        save(broken, tmp_path / "inf.safetensors")
+    assert not (tmp_path / "inf.safetensors").exists()
 
 
 def test_a_checkpoint_weights_file_is_a_standalone_file(tmp_path):
