@@ -310,7 +310,11 @@ def to_onnx_model(model, lengths=None, opset=DEFAULT_OPSET, ir_version=DEFAULT_I
     from rnncore.models.tagger import SequenceRegressor, SequenceTagger
     from rnncore.nn.recurrent import RecurrentBase
 
+    from rnncore.nn.module import Module
+
     onnx = _onnx()
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be an rnncore layer or task model, got {type(model).__name__}")
     if opset not in SUPPORTED_OPSETS:
         raise ValueError(f"opset must lie in {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}, "
                          f"got {opset!r}")

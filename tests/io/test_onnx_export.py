@@ -151,6 +151,8 @@ def test_graph_metadata_versions_and_symbolic_dims(tmp_path):
         to_onnx_model(layer, opset=7)
     with pytest.raises(TypeError, match="exports RNN, LSTM, GRU, LanguageModel, SequenceClassifier"):
         to_onnx_model(rnncore.Linear(2, 3))
+    with pytest.raises(TypeError, match="must be an rnncore layer or task model, got dict"):
+        to_onnx_model({"weight_ih_l0": np.zeros((4, 2))})
 
 
 # -- language model ---------------------------------------------------------------------------------------
