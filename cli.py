@@ -368,6 +368,34 @@ def predict(run_dir, input_file, length, temperature):
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the model as an ONNX graph (language models, classifiers, taggers).")
+@click.option("--safetensors", "st_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the weights (torch.nn names) with the config in the metadata, as one file.")
+@click.option("--opset", type=click.IntRange(14, 22), default=14, help="ONNX opset.")
+@click.option("--lengths/--no-lengths", default=None,
+              help="ONNX: a 'lengths' input for variable-length batches [default: yes, except for "
+                   "language models].")
+def export(run_dir, onnx_path, st_path, opset, lengths):
+    """Export a trained model: ONNX (runs in onnxruntime) and/or a single safetensors file."""
+    from rnncore import io
+
+    if onnx_path is None and st_path is None:
+        raise click.ClickException("give --onnx PATH and/or --safetensors PATH")
+    model = _load_task_model(run_dir)
+    try:
+        if onnx_path is not None:
+            io.to_onnx(model, onnx_path, lengths=lengths, opset=opset)
+            click.echo(f"wrote {onnx_path}")
+        if st_path is not None:
+            io.save(model, st_path)
+            click.echo(f"wrote {st_path}")
+    except (TypeError, ValueError, ImportError, OSError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+@main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/verify"),
               help="Directory for report.html, report.md, results.json and the plots.")
 @click.option("--quick", is_flag=True, help="Smaller networks, fewer points and seeds (what the tests run).")

@@ -16,9 +16,10 @@ from rnncore.nn import (
     is_grad_enabled,
     no_grad,
 )
+from rnncore import io  # safetensors files and ONNX export (onnx itself is imported on use)
 
 _apply_environment()
 
 __all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell", "Dropout", "Embedding", "Linear", "Module",
-           "__version__", "is_grad_enabled", "no_grad",
+           "__version__", "io", "is_grad_enabled", "no_grad",
            "num_threads", "set_num_threads"]

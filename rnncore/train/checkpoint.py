@@ -24,17 +24,13 @@ Loading the weights into PyTorch::
 """
 
 import json
-import os
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from safetensors.numpy import load as st_load
-from safetensors.numpy import save as st_save
-
 from rnncore._version import __version__
+from rnncore.io.files import encode_arrays, read_arrays, write_atomic
+from rnncore.io.weights import encode_module
 
 __all__ = ["Checkpoint", "FORMAT", "POINTER", "load_checkpoint", "load_model", "save_checkpoint",
            "save_model", "weights_path", "write_atomic"]
@@ -42,47 +38,6 @@ __all__ = ["Checkpoint", "FORMAT", "POINTER", "load_checkpoint", "load_model", "
 FORMAT = "rnncore-checkpoint"
 FORMAT_VERSION = 1
 POINTER = "checkpoint.json"
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path, data):
-    """Write bytes (or str, as UTF-8) to ``path`` atomically: a temporary file in the same folder,
-    flushed and fsynced, renamed over ``path``, then the folder fsynced. On any error the
-    temporary file is removed and ``path`` is untouched."""
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _contiguous(arrays):
-    # safetensors 0.8 writes non-contiguous arrays with wrong values (safetensors#825): always copy
-    return {str(k): np.ascontiguousarray(v) for k, v in arrays.items()}
 
 
 def _read_pointer(path):
@@ -107,10 +62,9 @@ def save_checkpoint(path, model, optimizer=None, train_state=None, arrays=None):
     dtype = model.dtype.name
     config = model.get_config()
     weights_name = f"model-{tag}.safetensors"
-    metadata = {"format": "pt", "dtype": dtype, "kind": str(config.get("kind")), "rnncore": __version__}
     written = []
     try:
-        write_atomic(path / weights_name, st_save(_contiguous(model.state_dict()), metadata=metadata))
+        write_atomic(path / weights_name, encode_module(model))
         written.append(weights_name)
         train_name = None
         opt_spec = None
@@ -122,7 +76,7 @@ def save_checkpoint(path, model, optimizer=None, train_state=None, arrays=None):
         train_arrays.update({f"state/{k}": v for k, v in (arrays or {}).items()})
         if train_arrays:
             train_name = f"train-{tag}.safetensors"
-            data = st_save(_contiguous(train_arrays), metadata={"rnncore": __version__})
+            data = encode_arrays(train_arrays, {"rnncore": __version__})
             write_atomic(path / train_name, data)
             written.append(train_name)
         spec = {
@@ -180,10 +134,6 @@ def weights_path(path):
     return Path(path) / _read_pointer(path)["weights"]
 
 
-def _read_safetensors(file):
-    return st_load(Path(file).read_bytes())
-
-
 def load_checkpoint(path):
     """Everything saved in the checkpoint directory ``path`` (see ``Checkpoint``)."""
     from rnncore.models.base import TaskModel
@@ -191,13 +141,13 @@ def load_checkpoint(path):
     path = Path(path)
     spec = _read_pointer(path)
     model = TaskModel.from_config(spec["model"]["config"], spec["model"]["vocabs"])
-    weights = _read_safetensors(path / spec["weights"])
+    weights = read_arrays(path / spec["weights"])[0]
     if spec.get("dtype") and spec["dtype"] != model.dtype.name:
         raise ValueError(f"{path}: weights are {spec['dtype']} but the config builds {model.dtype.name}")
     model.load_state_dict(weights)
     opt_state, arrays = None, {}
     if spec.get("train"):
-        stored = _read_safetensors(path / spec["train"])
+        stored = read_arrays(path / spec["train"])[0]
         buffers = {k[len("optimizer/"):]: v for k, v in stored.items() if k.startswith("optimizer/")}
         arrays = {k[len("state/"):]: v for k, v in stored.items() if k.startswith("state/")}
         if spec.get("optimizer") is not None:

@@ -1,0 +1,123 @@
+"""to_onnx_weights / from_onnx_weights: torch.nn names <-> ONNX W (D, G*H, I), R (D, G*H, H), B (D, 2*G*H).
+
+The block orders are checked against the ONNX operator specification (LSTM i, o, f, c; GRU z, r, h;
+B = [W_b, R_b]), the conversions round-trip exactly, and weights drawn in the ONNX layout, run
+through a one-operator graph in onnxruntime, give rnncore's outputs after ``from_onnx_weights``.
+"""
+
+import numpy as np
+import pytest
+
+import rnncore
+from rnncore.io import from_onnx_weights, linear_before_reset, to_onnx_weights
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+LAYERS = {"rnn": rnncore.RNN, "lstm": rnncore.LSTM, "gru": rnncore.GRU}
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_round_trip_is_exact(cell, bias):
+    layer = LAYERS[cell](3, 4, num_layers=3, bidirectional=True, bias=bias, dtype=np.float64, seed=0)
+    sd = layer.state_dict()
+    onnx_layers = to_onnx_weights(sd, cell)
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    assert [w["W"].shape for w in onnx_layers] == [(2, G * 4, 3), (2, G * 4, 8), (2, G * 4, 8)]
+    assert all(w["R"].shape == (2, G * 4, 4) for w in onnx_layers)
+    assert all((w["B"] is None) if not bias else w["B"].shape == (2, 2 * G * 4) for w in onnx_layers)
+    back = from_onnx_weights(onnx_layers, cell, bias=bias)
+    assert list(back) == list(sd)  # torch.nn's key order too
+    for key, value in sd.items():
+        np.testing.assert_array_equal(back[key], value, err_msg=key)
+
+
+def test_block_orders_follow_the_onnx_spec():
+    H = 2
+    sd = rnncore.LSTM(3, H, seed=1).state_dict()
+    (w,) = to_onnx_weights(sd, "lstm")
+    i, f, g, o = np.split(sd["weight_ih_l0"], 4)  # torch.nn: i, f, g, o
+    np.testing.assert_array_equal(w["W"][0], np.concatenate([i, o, f, g]))  # ONNX: i, o, f, c
+    bi, bf, bg, bo = np.split(sd["bias_hh_l0"], 4)
+    np.testing.assert_array_equal(w["B"][0, 4 * H:], np.concatenate([bi, bo, bf, bg]))  # [Wb, Rb]
+    sd = rnncore.GRU(3, H, bidirectional=True, seed=1).state_dict()
+    (w,) = to_onnx_weights(sd, "gru")
+    r, z, n = np.split(sd["weight_hh_l0_reverse"], 3)  # torch.nn: r, z, n
+    np.testing.assert_array_equal(w["R"][1], np.concatenate([z, r, n]))  # ONNX: z, r, h
+    r, z, n = np.split(sd["bias_ih_l0"], 3)
+    np.testing.assert_array_equal(w["B"][0, :3 * H], np.concatenate([z, r, n]))
+
+
+def test_task_model_prefix():
+    from rnncore.data import Vocab
+    from rnncore.models.language_model import LanguageModel
+
+    model = LanguageModel(Vocab(list("abc")), cell="gru", embedding_dim=3, hidden_size=4, num_layers=2)
+    layers = to_onnx_weights(model.state_dict(), "gru", prefix="rnn.")
+    assert len(layers) == 2
+    back = from_onnx_weights(layers, "gru", prefix="rnn.")
+    assert set(back) == {k for k in model.state_dict() if k.startswith("rnn.")}
+
+
+def test_refusals_are_clear():
+    sd = rnncore.LSTM(3, 4, seed=0).state_dict()
+    with_proj = dict(sd, weight_hr_l0=np.zeros((2, 4), np.float32))  # torch.nn.LSTM(proj_size=2)'s key
+    with pytest.raises(ValueError, match=r"weight_hr_l0.*projections \(proj_size > 0\) has no ONNX"):
+        to_onnx_weights(with_proj, "lstm")
+    missing = {k: v for k, v in sd.items() if k != "bias_hh_l0"}
+    with pytest.raises(ValueError, match=r"missing \['bias_hh_l0'\]"):
+        to_onnx_weights(missing, "lstm")
+    with pytest.raises(ValueError, match=r"weight_hh must be \(G\*H, H\) = \(12, 4\)"):
+        to_onnx_weights(sd, "gru")  # LSTM weights are not a GRU's
+    with pytest.raises(ValueError, match="cell must be one of"):
+        to_onnx_weights(sd, "transformer")
+    with pytest.raises(ValueError, match="no recurrent weights under prefix 'rnn.'"):
+        to_onnx_weights(sd, "lstm", prefix="rnn.")
+    layers = to_onnx_weights(sd, "lstm")
+    with pytest.raises(ValueError, match="B is not zero, so the layer needs bias=True"):
+        from_onnx_weights(layers, "lstm", bias=False)
+    with pytest.raises(ValueError, match=r"R must be \(D, G\*H, H\) with G = 3"):
+        from_onnx_weights(layers, "gru")
+    assert linear_before_reset(rnncore.GRU(2, 2)) == 1
+    assert linear_before_reset(rnncore.GRU(2, 2, reset_after=False)) == 0
+    assert linear_before_reset(rnncore.GRUCell(2, 2, reset_after=False)) == 0
+    with pytest.raises(TypeError, match="must be a GRU"):
+        linear_before_reset(rnncore.LSTM(2, 2))
+
+
+@pytest.mark.parametrize(("cell", "lbr"), [("rnn", None), ("lstm", None), ("gru", 1), ("gru", 0)])
+def test_weights_in_onnx_layout_run_the_same_in_onnxruntime_and_rnncore(cell, lbr):
+    """ONNX -> rnncore: random W, R, B in the ONNX layout through one ONNX operator in onnxruntime
+    (the reference), and through rnncore after from_onnx_weights."""
+    rng = np.random.default_rng(3)
+    G, H, I, T, B, D = {"rnn": 1, "lstm": 4, "gru": 3}[cell], 4, 3, 6, 2, 2
+    W = rng.uniform(-0.7, 0.7, (D, G * H, I)).astype(np.float32)
+    R = rng.uniform(-0.7, 0.7, (D, G * H, H)).astype(np.float32)
+    Bias = rng.uniform(-0.7, 0.7, (D, 2 * G * H)).astype(np.float32)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    op = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[cell]
+    attrs = {"hidden_size": H, "direction": "bidirectional"}
+    if lbr is not None:
+        attrs["linear_before_reset"] = lbr
+    node = helper.make_node(op, ["x", "W", "R", "B"], ["Y", "Y_h"], **attrs)
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph([node], "one", [helper.make_tensor_value_info("x", f32, ["T", "B", I])],
+                              [helper.make_tensor_value_info("Y", f32, ["T", D, "B", H]),
+                               helper.make_tensor_value_info("Y_h", f32, [D, "B", H])],
+                              [numpy_helper.from_array(a, n) for a, n in ((W, "W"), (R, "R"), (Bias, "B"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_operatorsetid("", 14)])
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    Y, Y_h = sess.run(None, {"x": x})
+    kwargs = {"reset_after": bool(lbr)} if cell == "gru" else {}
+    layer = LAYERS[cell](I, H, bidirectional=True, seed=0, **kwargs)
+    layer.load_state_dict(from_onnx_weights([{"W": W, "R": R, "B": Bias}], cell))
+    with rnncore.no_grad():
+        out, state = layer(x)
+    h_n = state[0] if isinstance(state, tuple) else state
+    expected_out = Y.transpose(0, 2, 1, 3).reshape(T, B, D * H)
+    assert np.max(np.abs(out - expected_out)) < 1e-5 * np.max(np.abs(expected_out))
+    assert np.max(np.abs(h_n - Y_h)) < 1e-5 * np.max(np.abs(Y_h))
