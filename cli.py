@@ -1,5 +1,6 @@
 """The ``rnncore`` command line: one root group, one thin function per subcommand."""
 
+import io
 import json
 from pathlib import Path
 
@@ -165,11 +166,16 @@ def _run_task(ctx, task, options):
         run_dir = options["resume"]
         try:
             config = read_run_config(run_dir)
-        except FileNotFoundError as err:
+        except (FileNotFoundError, ValueError) as err:
             raise click.ClickException(f"--resume: {err}") from None
         if config.get("task") != task:
             raise click.ClickException(f"--resume: {run_dir} is a 'train {config.get('task')}' run, "
                                        f"not '{task}'")
+        known = {p.name for p in ctx.command.params} | {"task", "out", "resume"}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise click.ClickException(f"--resume: {run_dir}/config.json has unknown keys {unknown} "
+                                       f"(not options of 'rnncore train {task}')")
         for name in ("epochs", "max_steps", "quiet", "blas_threads"):
             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
                 config[name] = options[name]
@@ -348,16 +354,22 @@ def evaluate(run_dir, data, split, batch_size, as_json):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--input", "input_file", type=click.File("r", encoding="utf-8"), default="-",
-              help="Lines to predict for [default: standard input].")
+@click.option("--input", "input_file", type=click.File("rb"), default="-",
+              help="UTF-8 lines to predict for [default: standard input].")
 @click.option("--length", type=click.IntRange(min=1), default=50,
               help="Language models: tokens to add per line.")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.0,
               help="Language models: 0 is greedy.")
 def predict(run_dir, input_file, length, temperature):
     """One prediction per input line: a class with its probability, tags, a translation or a continuation."""
+    from rnncore.data.tokenize import decode_utf8
+
     model = _load_task_model(run_dir)
-    lines = [line.rstrip("\n") for line in input_file]
+    try:
+        text = decode_utf8(input_file.read(), getattr(input_file, "name", "--input"))
+    except ValueError as err:
+        raise click.ClickException(f"--input: {err}") from None
+    lines = [line.rstrip("\n") for line in io.StringIO(text, newline=None)]  # as a text-mode file reads
     options = {"length": length, "temperature": temperature} if hasattr(model, "generate") else {}
     try:
         outputs = model.predict_lines(lines, **options)

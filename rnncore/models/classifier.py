@@ -68,7 +68,10 @@ class SequenceClassifier(TaskModel):
     def _inputs(self, inputs):
         if self.embedding is not None:
             return self.embedding(np.asarray(inputs))
-        return np.asarray(inputs, dtype=self.dtype)
+        inputs = np.asarray(inputs)
+        if inputs.dtype.kind not in "iuf":
+            raise TypeError(f"inputs must be real-valued features (T, B, F), got dtype {inputs.dtype}")
+        return inputs.astype(self.dtype, copy=False)
 
     def logits(self, inputs, lengths=None):
         """logits (B, K) for ids (T, B) or features (T, B, F)."""
@@ -166,10 +169,10 @@ class SequenceClassifier(TaskModel):
 
 def read_labelled_lines(path):
     """``(label, text)`` pairs from a UTF-8 file of ``label<TAB>text`` lines (blank lines skipped)."""
-    from pathlib import Path
+    from rnncore.data.tokenize import read_text
 
     pairs = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         label, tab, text = line.partition("\t")

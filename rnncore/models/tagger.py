@@ -189,10 +189,10 @@ def read_tagged_lines(path, tokenizer):
     """(tokens, tags) pairs from a UTF-8 file of ``text<TAB>tags`` lines (blank lines skipped): the
     text is tokenised by ``tokenizer``; the tags are whitespace-separated, or, with no whitespace,
     one character per tag. There must be one tag per token."""
-    from pathlib import Path
+    from rnncore.data.tokenize import read_text
 
     pairs = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         text, tab, tags = line.partition("\t")

@@ -4,7 +4,8 @@ A cell is a one-layer, one-direction recurrent layer run for one time step: it s
 layer's kernels and parameter arrays (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``),
 so there is one implementation of each cell's math. Under ``no_grad()`` it calls the generation
 step kernel; otherwise it keeps what ``backward`` needs for its last call.
-Shapes: x (B, I) or (I,); h, c (B, H) or (H,).
+Shapes: x (B, I) or (I,); h, c (B, H) or (H,). ``check_finite=True`` rejects NaN/Inf in the
+inputs, the states and the weights, as the layers do.
 """
 
 import numpy as np
@@ -82,8 +83,10 @@ class RNNCell(CellBase):
 
     layer_class = RNN
 
-    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=np.float32, seed=None):
-        super().__init__(input_size, hidden_size, bias, dtype, seed, nonlinearity=nonlinearity)
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=np.float32, seed=None,
+                 check_finite=False):
+        super().__init__(input_size, hidden_size, bias, dtype, seed, nonlinearity=nonlinearity,
+                         check_finite=check_finite)
 
 
 class LSTMCell(CellBase):
@@ -91,11 +94,16 @@ class LSTMCell(CellBase):
 
     layer_class = LSTM
 
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, check_finite=False):
+        super().__init__(input_size, hidden_size, bias, dtype, seed, check_finite=check_finite)
+
 
 class GRUCell(CellBase):
     """GRU step, gate order r, z, n; ``reset_after`` as in ``GRU``."""
 
     layer_class = GRU
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, reset_after=True):
-        super().__init__(input_size, hidden_size, bias, dtype, seed, reset_after=reset_after)
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, reset_after=True,
+                 check_finite=False):
+        super().__init__(input_size, hidden_size, bias, dtype, seed, reset_after=reset_after,
+                         check_finite=check_finite)
