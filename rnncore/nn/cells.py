@@ -10,7 +10,7 @@ inputs, the states and the weights, as the layers do.
 
 import numpy as np
 
-from rnncore.nn._checks import float_array, shape_error
+from rnncore.nn._checks import check_finite, check_finite_params, float_array, shape_error
 from rnncore.nn.module import Module, is_grad_enabled
 from rnncore.nn.recurrent import GRU, LSTM, RNN
 
@@ -54,6 +54,9 @@ class CellBase(Module):
         x = float_array("x", x, self.dtype)
         if x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
             raise shape_error("x", f"(B, I={self.input_size}) or (I,)", x.shape)
+        if self._layer.check_finite:  # here, so that the errors name the cell's shapes and parameters
+            check_finite("x", x)
+            check_finite_params(self)
         states = self._states_in(hx, x)
         if is_grad_enabled():
             _, finals = self._layer(x[None], states)
