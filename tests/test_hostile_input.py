@@ -570,9 +570,41 @@ def test_a_corrupted_data_value_names_the_step_and_the_tensor(tmp_path):
     bad_batch = next(i for i, b in enumerate(source.batches(0)) if np.isnan(b.inputs).any())
     model = SequenceClassifier(LABELS, None, input_size=3, hidden_size=4, seed=0)
     _, snapshots, message = _fit_until_failure(tmp_path, model, Adam(model, lr=0.01), source)
-    assert re.match(rf"step {bad_batch + 1} \(epoch 1, batch {bad_batch + 1}\): logits contains NaN or Inf "
-                    r"\(first at index \(\d+, 0\)\); training stopped", message)
+    position = tuple(int(i) for i in np.argwhere(np.isnan(list(source.batches(0))[bad_batch].inputs))[0])
+    assert position[0] == 1 and position[2] == 2
+    assert message.startswith(f"step {bad_batch + 1} (epoch 1, batch {bad_batch + 1}): inputs contains NaN or "
+                              f"Inf (first at index {position}); training stopped, the last good checkpoint, "
+                              f"step {bad_batch}, is kept")
     _assert_last_good_checkpoint(tmp_path, snapshots, bad_batch)
+
+
+def test_real_valued_inputs_are_checked_inside_the_lengths_only():
+    from rnncore.models.conditioned import ConditionedDecoder
+    from rnncore.models.tagger import SequenceRegressor
+
+    x, y = x_of((6, 2, 1), np.float64), x_of((6, 2, 1), np.float64, seed=1)
+    reg = SequenceRegressor(1, 1, hidden_size=3, dtype="float64", seed=0)
+    x[4, 1, 0] = np.inf  # padding of sequence 1 (length 3): never read
+    assert np.isfinite(reg.loss_and_backward(Batch(inputs=x, targets=y, lengths=np.array([6, 3]))).loss)
+    with pytest.raises(NonFiniteError, match=r"inputs contains NaN or Inf \(first at index \(4, 1, 0\)\)"):
+        reg.loss_and_backward(Batch(inputs=x, targets=y, lengths=np.array([6, 5])))
+    cap = ConditionedDecoder(VOCAB, 3, embedding_dim=2, hidden_size=3, seed=0)
+    features = x_of((2, 3))
+    features[1, 0] = np.nan
+    with pytest.raises(NonFiniteError, match=r"features contains NaN or Inf \(first at index \(1, 0\)\)"):
+        cap.loss_and_backward(Batch(features=features, targets=np.ones((2, 2), np.int64),
+                                    target_lengths=np.array([2, 1])))
+    with pytest.raises(TypeError, match="model must be a task model"):
+        save_checkpoint("unused", rnncore.LSTM(2, 2))
+
+
+def test_cli_commands_on_a_corrupted_run(saved):
+    path, spec = saved
+    (path / spec["weights"]).write_bytes(b"\x00" * 7)
+    for command in (["generate", str(path)], ["evaluate", str(path)], ["predict", str(path)]):
+        result = CliRunner().invoke(main, command, input="ab\n")
+        assert result.exit_code == 1, command
+        assert f"{spec['weights']} is truncated or corrupted" in result.output, command
 
 
 def test_resume_drops_a_metrics_line_torn_by_a_kill(tmp_path):

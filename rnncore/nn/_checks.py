@@ -27,6 +27,22 @@ def check_finite(name, value):
         raise NonFiniteError(f"{name} contains NaN or Inf (first at index {bad})")
 
 
+def check_finite_inputs(name, x, lengths=None):
+    """``check_finite`` on a time-major (T, B, ...) array, at the positions inside each sequence's
+    length only (padding may hold anything: the layers never read it)."""
+    x = np.asarray(x)
+    if lengths is None or x.ndim < 2:
+        return check_finite(name, x)
+    lengths = np.asarray(lengths)
+    if lengths.shape != (x.shape[1],) or lengths.dtype.kind not in "iu":
+        return check_finite(name, x)  # the layer reports the bad lengths
+    inside = np.arange(x.shape[0])[:, None] < lengths[None, :]
+    bad = ~np.isfinite(x) & inside.reshape(inside.shape + (1,) * (x.ndim - 2))
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise NonFiniteError(f"{name} contains NaN or Inf (first at index {where})")
+
+
 def check_finite_params(module):
     """``check_finite`` on every parameter of ``module``, each named by its state_dict key."""
     for name, value in module.named_parameters():

@@ -125,6 +125,8 @@ def save_checkpoint(path, model, optimizer=None, train_state=None, arrays=None):
     """Save ``model`` (and optionally the optimizer, a JSON-ready ``train_state`` dict and extra
     ``arrays``) to the checkpoint directory ``path`` (created if needed). Returns the path."""
     path = Path(path)
+    if not all(hasattr(model, a) for a in ("get_config", "state_dict", "vocabs", "dtype")):
+        raise TypeError(f"model must be a task model (rnncore.models), got {type(model).__name__}")
     state = model.state_dict()
     for name, value in state.items():  # a checkpoint is never written with weights it could not load
         check_finite(f"save_checkpoint: model parameter {name!r}", value)
