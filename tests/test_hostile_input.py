@@ -21,7 +21,8 @@ from rnncore.models.base import TaskModel
 from rnncore.models.classifier import SequenceClassifier
 from rnncore.models.language_model import LanguageModel
 from rnncore.nn._checks import NonFiniteError
-from rnncore.train.checkpoint import POINTER, load_checkpoint, load_model, save_checkpoint, weights_path
+from rnncore.train.checkpoint import (POINTER, load_checkpoint, load_model, save_checkpoint, weights_path,
+                                      write_atomic)
 from rnncore.train.clip import clip_grad_norm, clip_grad_value
 from rnncore.train.loop import Trainer, read_metrics
 from rnncore.train.optim import SGD, Adam
@@ -446,10 +447,14 @@ def test_temporary_files_of_a_killed_save_are_removed_by_the_next(saved):
                  "model-deadbeef0000.safetensors"):
         (path / name).write_bytes(b"partial")
     (path / "notes.txt").write_text("not ours")
+    (path.parent / ".config.json.k3j.tmp").write_bytes(b"partial")  # write_atomic's own temporary files
+    (path.parent / ".config.json.extra").write_bytes(b"not one of them")
     model = lm()
     save_checkpoint(path, model)
     spec = json.loads((path / POINTER).read_text())
     assert sorted(p.name for p in path.iterdir()) == sorted([POINTER, spec["weights"], "notes.txt"])
+    write_atomic(path.parent / "config.json", "{}")
+    assert sorted(p.name for p in path.parent.iterdir()) == [".config.json.extra", "ckpt", "config.json"]
 
 
 def test_config_with_unknown_keys_and_the_cli_resume_of_a_garbled_run(tmp_path):
