@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import rnncore
 from cli import main
 from rnncore.data import Vocab
-from rnncore.data.batching import Batch
+from rnncore.data.batching import Batch, pad_sequences
 from rnncore.data.sources import SequenceSource, StreamSource, collate_classification
 from rnncore.data.tokenize import read_text
 from rnncore.models.base import TaskModel
@@ -235,6 +235,8 @@ def test_task_models_on_empty_batches_and_bad_lengths():
     (lambda m: Adam(m, betas=(0.9,)), ValueError, r"betas must be a pair \(beta1, beta2\), got \(0.9,\)"),
     (lambda m: SGD(m, momentum=True), TypeError, r"momentum must be a number in \[0, 1\), got True"),
     (lambda m: SGD(m, lr=float("nan")), ValueError, "lr must be a finite number >= 0, got nan"),
+    (lambda m: SGD([("w", np.arange(3), np.zeros(3, np.int64))]), TypeError,
+     "w: param must be a floating-point array \\(updated in place\\), got int64"),
 ])
 def test_optimizer_arguments(make, error, match):
     with pytest.raises(error, match=match):
@@ -301,6 +303,9 @@ def test_vocab_and_sources():
         Vocab.from_dict({"tokens": ["a"], "extra": 1})
     with pytest.raises(ValueError, match="a vocabulary's tokens must be a list of strings"):
         Vocab.from_dict({"tokens": ["a", 3]})
+    with pytest.raises(ValueError, match=r"every sequence must have elements of shape \(3,\) \(as sequence 0\), "
+                                         r"got \(4,\) in sequence 1"):
+        pad_sequences([np.zeros((2, 3)), np.zeros((2, 4))], 0.0, dtype=f32)
     ids = np.arange(100) % 6
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         StreamSource(ids, 0, 8)

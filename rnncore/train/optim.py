@@ -40,6 +40,8 @@ def param_triples(params):
         name, p, g = t
         if not isinstance(p, np.ndarray) or not isinstance(g, np.ndarray):
             raise TypeError(f"{name}: param and grad must be numpy arrays")
+        if p.dtype.kind != "f":
+            raise TypeError(f"{name}: param must be a floating-point array (updated in place), got {p.dtype}")
         if p.shape != g.shape or p.dtype != g.dtype:
             raise ValueError(f"{name}: grad {g.shape} {g.dtype} does not match param {p.shape} {p.dtype}")
         if name in seen:
