@@ -33,7 +33,8 @@ class StreamSource:
     def __init__(self, ids, batch_size, bptt, shuffle=True, seed=0):
         ids = np.asarray(ids)
         if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
-            raise TypeError(f"ids must be a 1-D stream of integer token ids, got {ids.dtype} shape {ids.shape}")
+            raise TypeError(f"ids must be a 1-D stream of integer token ids, got {ids.dtype} shape "
+                            f"{ids.shape}")
         self.ids = ids.astype(np.int64)
         self.batch_size = _positive_int("batch_size", batch_size)
         self.bptt = _positive_int("bptt", bptt)

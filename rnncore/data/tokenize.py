@@ -9,7 +9,8 @@
 import re
 from pathlib import Path
 
-__all__ = ["CharTokenizer", "WordTokenizer", "decode_utf8", "make_tokenizer", "read_text", "tokenizer_from_dict"]
+__all__ = ["CharTokenizer", "WordTokenizer", "decode_utf8", "make_tokenizer", "read_text",
+           "tokenizer_from_dict"]
 
 
 def decode_utf8(data, name):
@@ -21,7 +22,8 @@ def decode_utf8(data, name):
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise ValueError(f"{name} is not UTF-8 text: byte 0x{data[err.start]:02x} at offset {err.start} "
-                         f"(line {line}) cannot be decoded ({err.reason}); convert the file to UTF-8") from None
+                         f"(line {line}) cannot be decoded ({err.reason}); convert the file to UTF-8"
+                         ) from None
 
 
 def read_text(path):

@@ -108,7 +108,8 @@ class Module:
         array is a TypeError; missing or unexpected keys (with ``strict``), every shape mismatch
         and any NaN or Inf are a ValueError that lists them all."""
         if not hasattr(state_dict, "items"):
-            raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
+            raise TypeError("state_dict must be a mapping of names to arrays, got "
+                            f"{type(state_dict).__name__}")
         own = dict(self.named_parameters())
         incoming = {str(k): as_numpy(v) for k, v in state_dict.items()}
         not_float = [f"state_dict[{k!r}] must hold floating-point values, got {v.dtype}"

@@ -112,7 +112,8 @@ def _read_pointer(path):
         raise ValueError(f"{pointer} is not an rnncore checkpoint (no \"format\": \"{FORMAT}\")")
     version = spec.get("format_version", 0)
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(f"{pointer} has format version {version!r}; this rnncore reads up to {FORMAT_VERSION}")
+        raise ValueError(f"{pointer} has format version {version!r}; this rnncore reads up to "
+                         f"{FORMAT_VERSION}")
     model = spec.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("config"), dict) \
             or not isinstance(model.get("vocabs", {}), dict):

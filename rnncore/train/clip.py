@@ -26,8 +26,8 @@ def _arrays(grads):
         try:
             arrays = list(grads)
         except TypeError:
-            raise TypeError("grads must be a Module, an optimizer, a dict of arrays or an iterable of arrays, "
-                            f"got {type(grads).__name__}") from None
+            raise TypeError("grads must be a Module, an optimizer, a dict of arrays or an iterable of "
+                            f"arrays, got {type(grads).__name__}") from None
     for i, g in enumerate(arrays):
         if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
             what = f"a {g.dtype} array" if isinstance(g, np.ndarray) else type(g).__name__

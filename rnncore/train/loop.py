@@ -316,7 +316,8 @@ class Trainer:
                 self._epoch_sums = [self._epoch_sums[0] + loss, self._epoch_sums[1] + 1]
                 if self.step % self.log_every == 0:
                     elapsed = max(time.perf_counter() - t_window, 1e-9)
-                    record = {"step": self.step, "epoch": self.epoch, "loss": self._window[0] / self._window[1],
+                    record = {"step": self.step, "epoch": self.epoch,
+                              "loss": self._window[0] / self._window[1],
                               "grad_norm": norm, "lr": self.optimizer.lr,
                               "tokens_per_s": self._window[2] / elapsed}
                     self._log(record)

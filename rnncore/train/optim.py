@@ -140,8 +140,8 @@ class Optimizer:
         known = {"lr", "initial_lr", "weight_decay", *self.hyper_names}
         unknown = sorted(set(state.get("hyper", {})) - known)
         if unknown:
-            raise ValueError(f"optimizer state for {type(self).__name__} has unknown hyper-parameters {unknown}; "
-                             f"known: {sorted(known)}")
+            raise ValueError(f"optimizer state for {type(self).__name__} has unknown hyper-parameters "
+                             f"{unknown}; known: {sorted(known)}")
         shapes = {name: p for name, p, _ in self.params}
         new = {kind: {} for kind in self.buffer_names}
         for key, value in state.get("buffers", {}).items():

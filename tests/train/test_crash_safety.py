@@ -123,5 +123,6 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
         [r["train_loss"] for r in reference.train_state["history"]]
     # nothing a killed save left behind survives the next save: the pointer and its two files only
     assert _leftovers(ckpt) == []
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "config.json", "curve.png", "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "config.json", "curve.png",
+                                                     "metrics.jsonl"]
     print(f"{kills} kills at steps {steps_at_kill}; {cut_saves} of them inside a save")
