@@ -639,6 +639,40 @@ def test_resume_drops_a_metrics_line_torn_by_a_kill(tmp_path):
     assert [r["step"] for r in read_metrics(log) if "loss" in r] == [1, 2, 3, 4, 5, 6, 7]
 
 
+def _comparable(records):
+    keys = ("step", "epoch", "loss", "grad_norm", "lr", "train_loss")  # not the times
+    return [{k: r[k] for k in keys if k in r} for r in records]
+
+
+def test_resume_after_a_stop_between_the_epoch_record_and_its_save(tmp_path, monkeypatch):
+    """The log holds the epoch record, the checkpoint (of the same step) not yet: resuming must neither
+    lose nor repeat it, and the epoch's train_loss must cover all its batches."""
+    model = lm()
+    reference = Trainer(model, Adam(model, lr=0.01), out_dir=tmp_path / "ref", checkpoint_every=4, log_every=3)
+    reference.fit(_stream(), epochs=2)
+
+    real = Trainer.save
+
+    def dies_at_the_end_of_epoch_1(self, path=None):
+        if self.epoch == 1 and self.batch_in_epoch == 0:
+            raise KeyboardInterrupt
+        return real(self, path)
+
+    monkeypatch.setattr(Trainer, "save", dies_at_the_end_of_epoch_1)
+    model = lm()
+    trainer = Trainer(model, Adam(model, lr=0.01), out_dir=tmp_path / "run", checkpoint_every=4, log_every=3)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(_stream(), epochs=2)
+    monkeypatch.undo()
+    resumed = Trainer.resume(tmp_path / "run", checkpoint_every=4, log_every=3)
+    assert resumed.epoch == 0 and resumed.batch_in_epoch < len(_stream())
+    resumed.fit(_stream(), epochs=2)
+    assert _comparable(read_metrics(tmp_path / "run" / "metrics.jsonl")) == \
+        _comparable(read_metrics(tmp_path / "ref" / "metrics.jsonl"))
+    for name, value in reference.model.state_dict().items():
+        np.testing.assert_array_equal(resumed.model.state_dict()[name], value, err_msg=name)
+
+
 def test_resume_of_a_checkpoint_with_a_garbled_training_state(tmp_path):
     model = lm()
     trainer = Trainer(model, Adam(model, lr=0.01), out_dir=tmp_path / "run")
