@@ -1,11 +1,23 @@
 """The ``rnncore`` command line: one root group, one thin function per subcommand."""
 
+import io
 import json
+import math
 from pathlib import Path
 
 import click
 
 from rnncore._version import __version__
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (which compare False with any bound)."""
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -94,18 +106,18 @@ def train_options(**defaults):
             click.option("--embedding-dim", type=click.IntRange(min=0), default=d["embedding_dim"],
                          help="Token embedding size; 0 feeds one-hot vectors."),
             click.option("--layers", "num_layers", type=click.IntRange(min=1), default=d["num_layers"]),
-            click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=d["dropout"]),
+            click.option("--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=d["dropout"]),
             click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw", "adagrad", "rmsprop"]),
                          default=d["optimizer"]),
-            click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=d["lr"],
+            click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=d["lr"],
                          help="Learning rate."),
-            click.option("--weight-decay", type=click.FloatRange(min=0), default=d["weight_decay"]),
-            click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=d["momentum"],
+            click.option("--weight-decay", type=FiniteFloatRange(min=0), default=d["weight_decay"]),
+            click.option("--momentum", type=FiniteFloatRange(0, 1, max_open=True), default=d["momentum"],
                          help="SGD / RMSprop momentum."),
             click.option("--nesterov", is_flag=True, help="Nesterov momentum (SGD)."),
-            click.option("--clip", type=click.FloatRange(min=0), default=d["clip"],
+            click.option("--clip", type=FiniteFloatRange(min=0), default=d["clip"],
                          help="Clip gradients to this global norm (0: off)."),
-            click.option("--clip-value", type=click.FloatRange(min=0), default=0.0,
+            click.option("--clip-value", type=FiniteFloatRange(min=0), default=0.0,
                          help="Clip each gradient element to [-v, v] (0: off)."),
             click.option("--schedule", type=click.Choice(["constant", "step", "cosine"]),
                          default=d["schedule"], help="Learning-rate schedule."),
@@ -113,13 +125,13 @@ def train_options(**defaults):
                          help="Linear warm-up steps."),
             click.option("--step-size", type=click.IntRange(min=1), default=None,
                          help="Steps between decays of the step schedule [default: a third of the run]."),
-            click.option("--gamma", type=click.FloatRange(min=0, min_open=True), default=0.5,
+            click.option("--gamma", type=FiniteFloatRange(min=0, min_open=True), default=0.5,
                          help="Decay factor of the step schedule."),
             click.option("--batch-size", type=click.IntRange(min=1), default=d["batch_size"]),
             click.option("--epochs", type=click.IntRange(min=1), default=d["epochs"]),
             click.option("--max-steps", type=click.IntRange(min=1), default=None,
                          help="Stop after this many updates."),
-            click.option("--valid-fraction", type=click.FloatRange(0, 0.5, min_open=True),
+            click.option("--valid-fraction", type=FiniteFloatRange(0, 0.5, min_open=True),
                          default=d["valid_fraction"],
                          help="Fraction of the data held out for validation."),
             click.option("--seed", type=int, default=d["seed"]),
@@ -165,11 +177,16 @@ def _run_task(ctx, task, options):
         run_dir = options["resume"]
         try:
             config = read_run_config(run_dir)
-        except FileNotFoundError as err:
+        except (FileNotFoundError, ValueError) as err:
             raise click.ClickException(f"--resume: {err}") from None
         if config.get("task") != task:
             raise click.ClickException(f"--resume: {run_dir} is a 'train {config.get('task')}' run, "
                                        f"not '{task}'")
+        known = {p.name for p in ctx.command.params} | {"task", "out", "resume"}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise click.ClickException(f"--resume: {run_dir}/config.json has unknown keys {unknown} "
+                                       f"(not options of 'rnncore train {task}')")
         for name in ("epochs", "max_steps", "quiet", "blas_threads"):
             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
                 config[name] = options[name]
@@ -208,7 +225,7 @@ def train():
 @click.option("--sample-length", type=click.IntRange(min=1), default=200, help="Tokens per printed sample.")
 @click.option("--sample-every", type=click.IntRange(min=0), default=100,
               help="Print a sample every N steps (0: at the end only).")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.7,
+@click.option("--temperature", type=FiniteFloatRange(min=0), default=0.7,
               help="Sampling temperature of the samples.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="Sample among the k most likely tokens.")
@@ -293,7 +310,7 @@ def _load_task_model(run_dir):
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--prime", default="", help="Text to continue [default: <bos> for line models, else 'The ']")
 @click.option("--length", type=click.IntRange(min=1), default=200, help="Tokens to generate.")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.8, help="0: greedy.")
+@click.option("--temperature", type=FiniteFloatRange(min=0), default=0.8, help="0: greedy.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None)
 @click.option("--num-samples", "-n", type=click.IntRange(min=1), default=1)
 @click.option("--seed", type=int, default=0)
@@ -348,16 +365,22 @@ def evaluate(run_dir, data, split, batch_size, as_json):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--input", "input_file", type=click.File("r", encoding="utf-8"), default="-",
-              help="Lines to predict for [default: standard input].")
+@click.option("--input", "input_file", type=click.File("rb"), default="-",
+              help="UTF-8 lines to predict for [default: standard input].")
 @click.option("--length", type=click.IntRange(min=1), default=50,
               help="Language models: tokens to add per line.")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.0,
+@click.option("--temperature", type=FiniteFloatRange(min=0), default=0.0,
               help="Language models: 0 is greedy.")
 def predict(run_dir, input_file, length, temperature):
     """One prediction per input line: a class with its probability, tags, a translation or a continuation."""
+    from rnncore.data.tokenize import decode_utf8
+
     model = _load_task_model(run_dir)
-    lines = [line.rstrip("\n") for line in input_file]
+    try:
+        text = decode_utf8(input_file.read(), getattr(input_file, "name", "--input"))
+    except ValueError as err:
+        raise click.ClickException(f"--input: {err}") from None
+    lines = [line.rstrip("\n") for line in io.StringIO(text, newline=None)]  # as a text-mode file reads
     options = {"length": length, "temperature": temperature} if hasattr(model, "generate") else {}
     try:
         outputs = model.predict_lines(lines, **options)

@@ -45,6 +45,10 @@ def pad_sequences(seqs, pad_id=0, max_len=None, dtype=np.int64, time_major=True)
     T = int(lengths.max()) if max_len is None else int(max_len)
     lengths = np.minimum(lengths, T)
     tail = seqs[0].shape[1:]
+    for b, s in enumerate(seqs):
+        if s.shape[1:] != tail:
+            raise ValueError(f"every sequence must have elements of shape {tail} (as sequence 0), "
+                             f"got {s.shape[1:]} in sequence {b}")
     out = np.full((len(seqs), T) + tail, pad_id, dtype=dtype)
     for b, s in enumerate(seqs):
         out[b, : lengths[b]] = s[: lengths[b]]

@@ -17,6 +17,12 @@ __all__ = ["IGNORE_INDEX", "SequenceSource", "StreamSource", "collate_classifica
 IGNORE_INDEX = -100
 
 
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
 class StreamSource:
     """Truncated-BPTT chunks of a token stream: ``Batch(inputs (t, B), targets (t, B), reset_state)``.
 
@@ -25,8 +31,13 @@ class StreamSource:
     the carried state needs."""
 
     def __init__(self, ids, batch_size, bptt, shuffle=True, seed=0):
-        self.ids = np.asarray(ids, dtype=np.int64)
-        self.batch_size, self.bptt = int(batch_size), int(bptt)
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+            raise TypeError(f"ids must be a 1-D stream of integer token ids, got {ids.dtype} shape "
+                            f"{ids.shape}")
+        self.ids = ids.astype(np.int64)
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.bptt = _positive_int("bptt", bptt)
         self.shuffle, self.seed = bool(shuffle), int(seed)
         if (len(self.ids) - self.bptt) // self.batch_size < 1:
             raise ValueError(f"{len(self.ids)} tokens are too few for batch size {self.batch_size} and bptt "
@@ -60,7 +71,7 @@ class SequenceSource:
             raise ValueError("lengths must have one entry per example")
         if not self.examples:
             raise ValueError("SequenceSource needs at least one example")
-        self.batch_size, self.collate = int(batch_size), collate
+        self.batch_size, self.collate = _positive_int("batch_size", batch_size), collate
         self.shuffle, self.seed, self.bucket_factor = bool(shuffle), int(seed), int(bucket_factor)
 
     def __len__(self):

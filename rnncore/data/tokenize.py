@@ -7,8 +7,28 @@
 """
 
 import re
+from pathlib import Path
 
-__all__ = ["CharTokenizer", "WordTokenizer", "make_tokenizer", "tokenizer_from_dict"]
+__all__ = ["CharTokenizer", "WordTokenizer", "decode_utf8", "make_tokenizer", "read_text",
+           "tokenizer_from_dict"]
+
+
+def decode_utf8(data, name):
+    """``data`` (bytes) decoded as UTF-8 (a leading byte-order mark dropped). Bytes that are not UTF-8
+    are a ValueError naming ``name``, the byte offset and the line; there is no silent fallback to
+    another encoding (convert the file first, e.g. ``iconv -f latin1 -t utf-8``)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"{name} is not UTF-8 text: byte 0x{data[err.start]:02x} at offset {err.start} "
+                         f"(line {line}) cannot be decoded ({err.reason}); convert the file to UTF-8"
+                         ) from None
+
+
+def read_text(path):
+    """The contents of the UTF-8 text file ``path``; see ``decode_utf8`` for bytes that are not UTF-8."""
+    return decode_utf8(Path(path).read_bytes(), path)
 
 
 class CharTokenizer:

@@ -28,7 +28,12 @@ class Vocab:
         self.specials = specials
         self.stoi = {t: i for i, t in enumerate(self.itos)}
         if len(self.stoi) != len(self.itos):
-            raise ValueError("vocabulary tokens must be unique")
+            seen, dups = set(), []
+            for t in self.itos:
+                if t in seen and t not in dups:
+                    dups.append(t)
+                seen.add(t)
+            raise ValueError(f"vocabulary tokens must be unique, got duplicates {dups[:10]}")
 
     @classmethod
     def build(cls, sequences, min_freq=1, max_size=None, specials=SPECIALS, order="frequency"):
@@ -111,9 +116,15 @@ class Vocab:
 
     def decode(self, ids, strip_specials=True, stop_at_eos=True):
         """Tokens from ids; by default up to the first <eos>, without <pad>/<bos>/<eos>."""
+        ids = np.asarray(ids).reshape(-1)
+        if ids.dtype.kind not in "iu" and ids.size:
+            raise TypeError(f"ids must be integers, got dtype {ids.dtype}")
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
+            bad = int(ids[(ids < 0) | (ids >= len(self))][0])
+            raise ValueError(f"ids must lie in [0, {len(self)}) (the vocabulary size), got {bad}")
         out = []
         eos = self.eos_id
-        for i in np.asarray(ids).reshape(-1).tolist():
+        for i in ids.tolist():
             if stop_at_eos and eos is not None and i == eos:
                 break
             token = self.itos[i]
@@ -127,4 +138,15 @@ class Vocab:
 
     @classmethod
     def from_dict(cls, d):
-        return cls(d["tokens"], d.get("specials", SPECIALS))
+        """The inverse of ``to_dict``: ``{"tokens": [...], "specials": [...]}`` with string entries."""
+        if not isinstance(d, dict) or not isinstance(d.get("tokens"), list):
+            got = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"a vocabulary must be a dict with a 'tokens' list (and 'specials'), got {got}")
+        unknown = sorted(set(d) - {"tokens", "specials"})
+        if unknown:
+            raise ValueError(f"a vocabulary dict has unknown keys {unknown}; known: ['specials', 'tokens']")
+        specials = d.get("specials", SPECIALS)
+        for name, items in (("tokens", d["tokens"]), ("specials", specials)):
+            if not isinstance(items, (list, tuple)) or not all(isinstance(t, str) for t in items):
+                raise ValueError(f"a vocabulary's {name} must be a list of strings")
+        return cls(d["tokens"], specials)

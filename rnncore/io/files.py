@@ -8,6 +8,7 @@
   truncated or corrupted file is a ValueError naming it; safetensors runs no code on load).
 """
 
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -35,10 +36,16 @@ def _fsync_dir(path):
 def write_atomic(path, data):
     """Write bytes (or str, as UTF-8) to ``path`` atomically: a temporary file in the same folder,
     flushed and fsynced, renamed over ``path``, then the folder fsynced. On any error the
-    temporary file is removed and ``path`` is untouched."""
+    temporary file is removed and ``path`` is untouched. Temporary files of ``path`` that an earlier,
+    killed write left behind are removed first (one writer per file is assumed)."""
     path = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            stale.unlink()
+        except FileNotFoundError:
+            pass
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

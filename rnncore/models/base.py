@@ -29,6 +29,7 @@ own keyword arguments, builds its layers with ``add_module``, and implements ``l
 and ``evaluate`` (and, if its metrics are not just the mean loss, ``metrics``).
 """
 
+import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -106,6 +107,24 @@ class TaskModel(Module):
             target = TaskModel.registry[kind]
         vocabs = {name: v if v is None or isinstance(v, Vocab) else Vocab.from_dict(v)
                   for name, v in (vocabs or {}).items()}
+        params = inspect.signature(target.__init__).parameters
+        known = [p for p in params if p != "self" and p not in target.vocab_args]
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            raise ValueError(f"config for {target.__name__} ({kind!r}) has unknown keys {unknown}; "
+                             f"known keys: {sorted(known)}")
+        missing = [name for name in known if params[name].default is inspect.Parameter.empty
+                   and params[name].kind is not inspect.Parameter.VAR_KEYWORD and name not in config]
+        if missing:
+            raise ValueError(f"config for {target.__name__} ({kind!r}) lacks the keys {missing}")
+        required = [name for name in target.vocab_args
+                    if params[name].default is inspect.Parameter.empty and name not in vocabs]
+        if required:
+            raise ValueError(f"{target.__name__} needs the vocabularies {required}, got {sorted(vocabs)}")
+        unknown = sorted(set(vocabs) - set(target.vocab_args))
+        if unknown:
+            raise ValueError(f"{target.__name__} takes the vocabularies {list(target.vocab_args)}, "
+                             f"got unknown ones {unknown}")
         return target(**vocabs, **config)
 
     def save(self, path, **kwargs):

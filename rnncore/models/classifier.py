@@ -24,6 +24,7 @@ from rnncore.models.base import (
     top_layer_final,
     top_layer_final_backward,
 )
+from rnncore.nn._checks import check_finite_inputs
 from rnncore.nn.layers import Dropout, Embedding, Linear
 from rnncore.nn.module import no_grad
 
@@ -65,14 +66,18 @@ class SequenceClassifier(TaskModel):
         self.head = self.add_module("head", head)
         self.drop = self.add_module("drop", Dropout(dropout, seed=seeds[3], dtype=dtype))
 
-    def _inputs(self, inputs):
+    def _inputs(self, inputs, lengths):
         if self.embedding is not None:
             return self.embedding(np.asarray(inputs))
-        return np.asarray(inputs, dtype=self.dtype)
+        inputs = np.asarray(inputs)
+        if inputs.dtype.kind not in "iuf":
+            raise TypeError(f"inputs must be real-valued features (T, B, F), got dtype {inputs.dtype}")
+        check_finite_inputs("inputs", inputs, lengths)
+        return inputs.astype(self.dtype, copy=False)
 
     def logits(self, inputs, lengths=None):
-        """logits (B, K) for ids (T, B) or features (T, B, F)."""
-        out, state = self.rnn(self._inputs(inputs), None, lengths)
+        """logits (B, K) for ids (T, B) or features (T, B, F) (NaN or Inf inside the lengths is an error)."""
+        out, state = self.rnn(self._inputs(inputs, lengths), None, lengths)
         h_n = state[0] if isinstance(state, tuple) else state
         feat = self.merge.forward(top_layer_final(h_n, self.rnn.num_layers, self.rnn.num_directions))
         return self.head(self.drop(feat))
@@ -166,10 +171,10 @@ class SequenceClassifier(TaskModel):
 
 def read_labelled_lines(path):
     """``(label, text)`` pairs from a UTF-8 file of ``label<TAB>text`` lines (blank lines skipped)."""
-    from pathlib import Path
+    from rnncore.data.tokenize import read_text
 
     pairs = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         label, tab, text = line.partition("\t")

@@ -22,6 +22,7 @@ from rnncore.data.tokenize import make_tokenizer
 from rnncore.models._seq_parts import DecoderMixin, child_seeds
 from rnncore.models.base import TaskModel, make_recurrent
 from rnncore.nn import Dropout, Embedding, Linear
+from rnncore.nn._checks import check_finite
 
 __all__ = ["ConditionedDecoder", "collate_captions"]
 
@@ -63,6 +64,9 @@ class ConditionedDecoder(DecoderMixin, TaskModel):
         f = np.asarray(batch.features)
         if f.ndim != 2 or f.shape[1] != self.feature_size:
             raise ValueError(f"features must be (B, F={self.feature_size}), got shape {f.shape}")
+        if f.dtype.kind not in "iuf":
+            raise TypeError(f"features must be real-valued, got dtype {f.dtype}")
+        check_finite("features", f)
         return np.ascontiguousarray(f, dtype=self.dtype)
 
     def _initial_states(self, batch):

@@ -17,6 +17,7 @@ import numpy as np
 from rnncore.data.tokenize import make_tokenizer
 from rnncore.losses import log_softmax, softmax_cross_entropy
 from rnncore.models.base import StepResult, TaskModel, copy_state, make_recurrent, perplexity
+from rnncore.nn._checks import ids_array
 from rnncore.nn.layers import Dropout, Embedding, Linear
 from rnncore.nn.module import no_grad
 
@@ -68,7 +69,9 @@ class LanguageModel(TaskModel):
 
     # -- forward / backward ------------------------------------------------------------------------
     def _embed(self, ids):
-        return self._eye[ids] if self.one_hot else self.embedding(ids)
+        if self.one_hot:
+            return self._eye[ids_array("inputs", ids, len(self.vocab))]
+        return self.embedding(ids)
 
     def logits(self, inputs, state=None, lengths=None):
         """logits (T, B, V) and the final state for ids (T, B)."""
@@ -176,11 +179,10 @@ class LanguageModel(TaskModel):
     # -- command-line hooks ------------------------------------------------------------------------------
     def read_eval_data(self, path, batch_size=16, bptt=64):
         """A UTF-8 text file: one running stream, or (``bos_eos`` models) one sequence per line."""
-        from pathlib import Path
-
         from rnncore.data.sources import SequenceSource, StreamSource, collate_lm
+        from rnncore.data.tokenize import read_text
 
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(path)
         if self.config["bos_eos"]:
             seqs = [self.vocab.encode(self.tokenizer(line), add_bos=True, add_eos=True)
                     for line in text.splitlines() if line.strip()]

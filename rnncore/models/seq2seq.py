@@ -166,10 +166,10 @@ class Seq2Seq(DecoderMixin, TaskModel):
 def read_pairs(path, src_tokenizer, tgt_tokenizer):
     """(source tokens, target tokens) from a UTF-8 file of ``source<TAB>target`` lines (blank lines
     skipped); the source must not be empty."""
-    from pathlib import Path
+    from rnncore.data.tokenize import read_text
 
     pairs = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         src, tab, tgt = line.partition("\t")

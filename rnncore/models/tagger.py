@@ -28,6 +28,7 @@ from rnncore.losses import mse, softmax_cross_entropy
 from rnncore.models._seq_parts import child_seeds, length_mask
 from rnncore.models.base import DirectionMerge, StepResult, TaskModel, make_recurrent
 from rnncore.nn import Dropout, Embedding, Linear, no_grad
+from rnncore.nn._checks import check_finite_inputs
 
 __all__ = ["SequenceRegressor", "SequenceTagger", "collate_tagging", "read_tagged_lines"]
 
@@ -58,7 +59,7 @@ class _ManyToMany(TaskModel):
     def forward(self, inputs, lengths=None):
         """Per-position outputs (T, B, C or O); outside ``no_grad()`` keeps what ``backward`` needs."""
         inputs, lengths = self._check_batch(inputs, lengths)
-        x = self._embed(inputs)
+        x = self._embed(inputs, lengths)
         out, _ = self.rnn(x, None, lengths)
         y = self.drop_out(self.merge.forward(out))
         return self.head(y)
@@ -102,7 +103,7 @@ class SequenceTagger(_ManyToMany):
         self._build_body(int(embedding_dim), len(tag_vocab), int(hidden_size), cell, int(num_layers),
                          bidirectional, merge, dropout, seeds)
 
-    def _embed(self, ids):
+    def _embed(self, ids, lengths=None):
         return self.drop_in(self.embedding(ids))
 
     def _embed_backward(self, dx):
@@ -189,10 +190,10 @@ def read_tagged_lines(path, tokenizer):
     """(tokens, tags) pairs from a UTF-8 file of ``text<TAB>tags`` lines (blank lines skipped): the
     text is tokenised by ``tokenizer``; the tags are whitespace-separated, or, with no whitespace,
     one character per tag. There must be one tag per token."""
-    from pathlib import Path
+    from rnncore.data.tokenize import read_text
 
     pairs = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         text, tab, tags = line.partition("\t")
@@ -234,10 +235,13 @@ class SequenceRegressor(_ManyToMany):
         self._build_body(self.input_size, self.output_size, int(hidden_size), cell, int(num_layers),
                          bidirectional, merge, dropout, seeds)
 
-    def _embed(self, x):
+    def _embed(self, x, lengths=None):
         x = np.asarray(x)
         if x.ndim != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"inputs must be (T, B, F={self.input_size}), got shape {x.shape}")
+        if x.dtype.kind not in "iuf":
+            raise TypeError(f"inputs must be real-valued (T, B, F), got dtype {x.dtype}")
+        check_finite_inputs("inputs", x, lengths)
         return self.drop_in(np.ascontiguousarray(x, dtype=self.dtype))
 
     def _embed_backward(self, dx):

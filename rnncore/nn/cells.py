@@ -4,12 +4,13 @@ A cell is a one-layer, one-direction recurrent layer run for one time step: it s
 layer's kernels and parameter arrays (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``),
 so there is one implementation of each cell's math. Under ``no_grad()`` it calls the generation
 step kernel; otherwise it keeps what ``backward`` needs for its last call.
-Shapes: x (B, I) or (I,); h, c (B, H) or (H,).
+Shapes: x (B, I) or (I,); h, c (B, H) or (H,). ``check_finite=True`` rejects NaN/Inf in the
+inputs, the states and the weights, as the layers do.
 """
 
 import numpy as np
 
-from rnncore.nn._checks import float_array, shape_error
+from rnncore.nn._checks import check_finite, check_finite_params, float_array, shape_error
 from rnncore.nn.module import Module, is_grad_enabled
 from rnncore.nn.recurrent import GRU, LSTM, RNN
 
@@ -53,6 +54,9 @@ class CellBase(Module):
         x = float_array("x", x, self.dtype)
         if x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
             raise shape_error("x", f"(B, I={self.input_size}) or (I,)", x.shape)
+        if self._layer.check_finite:  # here, so that the errors name the cell's shapes and parameters
+            check_finite("x", x)
+            check_finite_params(self)
         states = self._states_in(hx, x)
         if is_grad_enabled():
             _, finals = self._layer(x[None], states)
@@ -82,8 +86,10 @@ class RNNCell(CellBase):
 
     layer_class = RNN
 
-    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=np.float32, seed=None):
-        super().__init__(input_size, hidden_size, bias, dtype, seed, nonlinearity=nonlinearity)
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=np.float32, seed=None,
+                 check_finite=False):
+        super().__init__(input_size, hidden_size, bias, dtype, seed, nonlinearity=nonlinearity,
+                         check_finite=check_finite)
 
 
 class LSTMCell(CellBase):
@@ -91,11 +97,16 @@ class LSTMCell(CellBase):
 
     layer_class = LSTM
 
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, check_finite=False):
+        super().__init__(input_size, hidden_size, bias, dtype, seed, check_finite=check_finite)
+
 
 class GRUCell(CellBase):
     """GRU step, gate order r, z, n; ``reset_after`` as in ``GRU``."""
 
     layer_class = GRU
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, reset_after=True):
-        super().__init__(input_size, hidden_size, bias, dtype, seed, reset_after=reset_after)
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, reset_after=True,
+                 check_finite=False):
+        super().__init__(input_size, hidden_size, bias, dtype, seed, reset_after=reset_after,
+                         check_finite=check_finite)

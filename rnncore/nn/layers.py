@@ -6,7 +6,7 @@ into ``grads`` and returns the gradient for its input.
 
 import numpy as np
 
-from rnncore.nn._checks import float_array, shape_error
+from rnncore.nn._checks import check_finite, check_finite_params, float_array, ids_array, shape_error
 from rnncore.nn.module import Module, is_grad_enabled
 
 
@@ -24,10 +24,13 @@ def _positive_int(name, value):
 
 class Embedding(Module):
     """Lookup table: ids of any shape (...) -> vectors (..., embedding_dim). Init N(0, 1) as torch;
-    the row ``padding_idx`` is zero and receives no gradient."""
+    the row ``padding_idx`` is zero and receives no gradient. ``check_finite=True`` rejects NaN/Inf
+    in the weights at every forward."""
 
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=np.float32, seed=None):
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=np.float32, seed=None,
+                 check_finite=False):
         super().__init__(dtype)
+        self.check_finite = bool(check_finite)
         self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
         self.embedding_dim = _positive_int("embedding_dim", embedding_dim)
         if padding_idx is not None:
@@ -46,12 +49,9 @@ class Embedding(Module):
         return f"{self.num_embeddings}, {self.embedding_dim}{pad}, dtype={self.dtype.name}"
 
     def forward(self, ids):
-        ids = np.asarray(ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"ids must be an integer array, got dtype {ids.dtype}")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
-            bad = ids[(ids < 0) | (ids >= self.num_embeddings)].flat[0]
-            raise ValueError(f"ids must lie in [0, {self.num_embeddings}), got {bad}")
+        ids = ids_array("ids", ids, self.num_embeddings)
+        if self.check_finite:
+            check_finite_params(self)
         self._ids = ids if is_grad_enabled() else None
         return self._params["weight"][ids]
 
@@ -74,10 +74,12 @@ class Embedding(Module):
 
 class Linear(Module):
     """y = x W^T + b over the last axis; x (..., in_features) -> (..., out_features).
-    Init U(-1/sqrt(in), 1/sqrt(in)) for weight and bias, as torch."""
+    Init U(-1/sqrt(in), 1/sqrt(in)) for weight and bias, as torch. ``check_finite=True`` rejects
+    NaN/Inf in the input and the weights at every forward."""
 
-    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, seed=None):
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, seed=None, check_finite=False):
         super().__init__(dtype)
+        self.check_finite = bool(check_finite)
         self.in_features = _positive_int("in_features", in_features)
         self.out_features = _positive_int("out_features", out_features)
         self.bias = bool(bias)
@@ -95,6 +97,9 @@ class Linear(Module):
         x = float_array("x", x, self.dtype)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise shape_error("x", f"(..., in_features={self.in_features})", x.shape)
+        if self.check_finite:
+            check_finite("x", x)
+            check_finite_params(self)
         self._x = x if is_grad_enabled() else None
         y = x @ self._params["weight"].T
         if self.bias:

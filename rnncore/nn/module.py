@@ -5,6 +5,8 @@ import threading
 
 import numpy as np
 
+from rnncore.nn._checks import check_finite
+
 _state = threading.local()
 
 
@@ -101,27 +103,38 @@ class Module:
         return {name: value.copy() for name, value in self.named_parameters()}
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy parameters in (cast to this module's dtype). Every key and shape is checked before
-        anything is written, so a failed load leaves the module unchanged."""
+        """Copy parameters in (cast to this module's dtype). Every key, shape and value is checked
+        before anything is written, so a failed load leaves the module unchanged: a non-float
+        array is a TypeError; missing or unexpected keys (with ``strict``), every shape mismatch
+        and any NaN or Inf are a ValueError that lists them all."""
+        if not hasattr(state_dict, "items"):
+            raise TypeError("state_dict must be a mapping of names to arrays, got "
+                            f"{type(state_dict).__name__}")
         own = dict(self.named_parameters())
         incoming = {str(k): as_numpy(v) for k, v in state_dict.items()}
+        not_float = [f"state_dict[{k!r}] must hold floating-point values, got {v.dtype}"
+                     for k, v in incoming.items() if k in own and not np.issubdtype(v.dtype, np.floating)]
+        if not_float:
+            raise TypeError("; ".join(not_float))
         missing = [k for k in own if k not in incoming]
         unexpected = [k for k in incoming if k not in own]
+        problems = []
         if strict and (missing or unexpected):
-            raise ValueError(
-                f"state_dict does not match {type(self).__name__}: missing keys {missing}, "
-                f"unexpected keys {unexpected}; expected keys {list(own)}"
-            )
-        for name, value in incoming.items():
-            if name in own and value.shape != own[name].shape:
-                raise ValueError(
-                    f"state_dict[{name!r}] must have shape {own[name].shape}, got {value.shape}"
-                )
-            if name in own and not np.issubdtype(value.dtype, np.floating):
-                raise TypeError(f"state_dict[{name!r}] must hold floating-point values, got {value.dtype}")
+            problems.append(f"missing keys {missing}, unexpected keys {unexpected}")
+        problems += [f"state_dict[{k!r}] must have shape {own[k].shape}, got {v.shape}"
+                     for k, v in incoming.items() if k in own and v.shape != own[k].shape]
+        if problems:
+            raise ValueError(f"state_dict does not match {type(self).__name__}: " + "; ".join(problems)
+                             + f" (expected keys and shapes: "
+                             + ", ".join(f"{k} {v.shape}" for k, v in own.items()) + ")")
+        cast = {}
         for name, value in incoming.items():
             if name in own:
-                own[name][...] = value
+                with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes Inf: caught here
+                    cast[name] = value.astype(own[name].dtype, copy=False)
+                check_finite(f"state_dict[{name!r}] (as {own[name].dtype})", cast[name])
+        for name, value in cast.items():
+            own[name][...] = value
         self._after_load()
         return self
 

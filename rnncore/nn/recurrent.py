@@ -10,7 +10,7 @@ import numpy as np
 
 from rnncore.kernels import elman, gru, lstm
 from rnncore.kernels.activations import NONLINEARITIES
-from rnncore.nn._checks import check_finite, float_array, lengths_array, shape_error
+from rnncore.nn._checks import check_finite, check_finite_params, float_array, lengths_array, shape_error
 from rnncore.nn.layers import dropout_mask
 from rnncore.nn.module import Module, is_grad_enabled
 
@@ -103,6 +103,7 @@ class RecurrentBase(Module):
             raise ValueError(f"x must have at least one time step, got shape {x.shape}")
         if self.check_finite:
             check_finite("x", x)
+            check_finite_params(self)
         return np.ascontiguousarray(x), batched
 
     def _prepare_states(self, hx, batch, batched):
@@ -225,11 +226,15 @@ class RecurrentBase(Module):
         x = np.ascontiguousarray(x if batched else x[None, :])
         if self.check_finite:
             check_finite("x", x)
+            check_finite_params(self)
         states = self._prepare_states(hx, x.shape[0], batched)
         new = [np.empty_like(s) for s in states]
         for layer in range(self.num_layers):
             self._run_step([n[layer] for n in new], x, [s[layer] for s in states], self._weights(layer, 0))
             x = new[0][layer]
+        if self.check_finite:
+            for name, n in zip(self.state_names, new):
+                check_finite(f"new {name}", n)
         if not batched:
             return x[0], self._pack([n[:, 0, :] for n in new])
         return x.copy(), self._pack(new)

@@ -13,8 +13,13 @@ A checkpoint is a directory::
 
 A save writes new, uniquely named safetensors files (each to a temporary file, flushed, fsynced,
 renamed), then replaces ``checkpoint.json`` the same way and fsyncs the directory; only then are
-the files of the previous checkpoint deleted. Until ``checkpoint.json`` is replaced, a reader sees
-the previous checkpoint complete; afterwards, the new one.
+the files of the previous checkpoint deleted, with any temporary files a killed save left behind.
+Until ``checkpoint.json`` is replaced, a reader sees the previous checkpoint complete; afterwards,
+the new one. A model with NaN or Inf weights is never saved (ValueError, nothing written).
+
+Loading runs no code: JSON and safetensors only (no pickle). A corrupted ``checkpoint.json``, a
+missing, truncated or corrupted safetensors file, or weights that do not fit the model the config
+describes are each a ValueError (FileNotFoundError for a missing file) naming the file.
 
 Loading the weights into PyTorch::
 
@@ -28,9 +33,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from rnncore._version import __version__
 from rnncore.io.files import encode_arrays, read_arrays, write_atomic
 from rnncore.io.weights import encode_module
+from rnncore.nn._checks import check_finite
 
 __all__ = ["Checkpoint", "FORMAT", "POINTER", "load_checkpoint", "load_model", "save_checkpoint",
            "save_model", "weights_path", "write_atomic"]
@@ -41,15 +49,33 @@ POINTER = "checkpoint.json"
 
 
 def _read_pointer(path):
+    """The checkpoint.json of the checkpoint directory ``path``, checked: an rnncore checkpoint of a
+    version this code reads, whose file names stay inside the directory."""
     pointer = Path(path) / POINTER
     if not pointer.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint ({POINTER} not found)")
-    spec = json.loads(pointer.read_text(encoding="utf-8"))
-    if spec.get("format") != FORMAT:
-        raise ValueError(f"{pointer} is not an rnncore checkpoint")
-    if spec.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{pointer} has format version {spec['format_version']}; this rnncore reads up to "
+    try:
+        spec = json.loads(pointer.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{pointer} is corrupted: not valid JSON ({err})") from None
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+        raise ValueError(f"{pointer} is not an rnncore checkpoint (no \"format\": \"{FORMAT}\")")
+    version = spec.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{pointer} has format version {version!r}; this rnncore reads up to "
                          f"{FORMAT_VERSION}")
+    model = spec.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("config"), dict) \
+            or not isinstance(model.get("vocabs", {}), dict):
+        raise ValueError(f"{pointer} is corrupted: it needs a \"model\" entry with a \"config\" dict")
+    for key in ("weights", "train"):
+        name = spec.get(key)
+        if key == "train" and name is None:
+            continue
+        if not isinstance(name, str) or not name.endswith(".safetensors") or Path(name).name != name \
+                or name.startswith("."):
+            raise ValueError(f"{pointer}: {key!r} must name a .safetensors file in the checkpoint directory, "
+                             f"got {name!r}")
     return spec
 
 
@@ -57,6 +83,9 @@ def save_checkpoint(path, model, optimizer=None, train_state=None, arrays=None):
     """Save ``model`` (and optionally the optimizer, a JSON-ready ``train_state`` dict and extra
     ``arrays``) to the checkpoint directory ``path`` (created if needed). Returns the path."""
     path = Path(path)
+    if not all(hasattr(model, a) for a in ("get_config", "state_dict", "vocabs", "dtype")):
+        raise TypeError(f"model must be a task model (rnncore.models), got {type(model).__name__}")
+    weights = encode_module(model)  # a checkpoint is never written with weights it could not load
     path.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:12]
     dtype = model.dtype.name
@@ -64,7 +93,7 @@ def save_checkpoint(path, model, optimizer=None, train_state=None, arrays=None):
     weights_name = f"model-{tag}.safetensors"
     written = []
     try:
-        write_atomic(path / weights_name, encode_module(model))
+        write_atomic(path / weights_name, weights)
         written.append(weights_name)
         train_name = None
         opt_spec = None
@@ -74,6 +103,8 @@ def save_checkpoint(path, model, optimizer=None, train_state=None, arrays=None):
             train_arrays.update({f"optimizer/{k}": v for k, v in opt_state["buffers"].items()})
             opt_spec = {"name": opt_state["name"], "hyper": opt_state["hyper"], "step": opt_state["step"]}
         train_arrays.update({f"state/{k}": v for k, v in (arrays or {}).items()})
+        for name, value in train_arrays.items():
+            check_finite(f"save_checkpoint: {name!r}", np.asarray(value))
         if train_arrays:
             train_name = f"train-{tag}.safetensors"
             data = encode_arrays(train_arrays, {"rnncore": __version__})
@@ -104,7 +135,9 @@ def save_checkpoint(path, model, optimizer=None, train_state=None, arrays=None):
     keep = set(written) | {POINTER}
     for old in path.iterdir():
         ours = old.name.startswith(("model-", "train-")) and old.suffix == ".safetensors"
-        if ours and old.name not in keep:
+        # temporary files of a save that was killed before its rename (write_atomic's names)
+        stale = old.name.startswith((".model-", ".train-", f".{POINTER}.")) and old.suffix == ".tmp"
+        if (ours and old.name not in keep) or stale:
             try:
                 old.unlink()
             except FileNotFoundError:
@@ -134,20 +167,37 @@ def weights_path(path):
     return Path(path) / _read_pointer(path)["weights"]
 
 
+def _read_safetensors(file):
+    """The arrays of a safetensors file (no code runs: safetensors holds only a JSON header and raw
+    tensor bytes). A missing, truncated or corrupted file is a clear error naming it."""
+    file = Path(file)
+    if not file.is_file():
+        raise FileNotFoundError(f"{file.parent}: {POINTER} names {file.name}, which does not exist "
+                                "(the checkpoint directory is incomplete)")
+    return read_arrays(file)[0]
+
+
 def load_checkpoint(path):
     """Everything saved in the checkpoint directory ``path`` (see ``Checkpoint``)."""
     from rnncore.models.base import TaskModel
 
     path = Path(path)
     spec = _read_pointer(path)
-    model = TaskModel.from_config(spec["model"]["config"], spec["model"]["vocabs"])
-    weights = read_arrays(path / spec["weights"])[0]
+    try:
+        model = TaskModel.from_config(spec["model"]["config"], spec["model"].get("vocabs", {}))
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"{path / POINTER}: its model config does not build a model: {err}") from None
+    weights = _read_safetensors(path / spec["weights"])
     if spec.get("dtype") and spec["dtype"] != model.dtype.name:
         raise ValueError(f"{path}: weights are {spec['dtype']} but the config builds {model.dtype.name}")
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path / spec['weights']} does not hold the weights of the model {POINTER} "
+                         f"describes: {err}") from None
     opt_state, arrays = None, {}
     if spec.get("train"):
-        stored = read_arrays(path / spec["train"])[0]
+        stored = _read_safetensors(path / spec["train"])
         buffers = {k[len("optimizer/"):]: v for k, v in stored.items() if k.startswith("optimizer/")}
         arrays = {k[len("state/"):]: v for k, v in stored.items() if k.startswith("state/")}
         if spec.get("optimizer") is not None:

@@ -15,14 +15,36 @@ __all__ = ["clip_grad_norm", "clip_grad_value", "global_norm"]
 
 def _arrays(grads):
     if hasattr(grads, "params") and hasattr(grads, "step"):  # an Optimizer
-        return [g for _, _, g in grads.params]
-    if hasattr(grads, "grads") and hasattr(grads, "named_parameters"):  # a Module
-        return list(grads.grads.values())
-    if isinstance(grads, dict):
-        return list(grads.values())
-    if isinstance(grads, np.ndarray):
-        return [grads]
-    return list(grads)
+        arrays = [g for _, _, g in grads.params]
+    elif hasattr(grads, "grads") and hasattr(grads, "named_parameters"):  # a Module
+        arrays = list(grads.grads.values())
+    elif isinstance(grads, dict):
+        arrays = list(grads.values())
+    elif isinstance(grads, np.ndarray):
+        arrays = [grads]
+    else:
+        try:
+            arrays = list(grads)
+        except TypeError:
+            raise TypeError("grads must be a Module, an optimizer, a dict of arrays or an iterable of "
+                            f"arrays, got {type(grads).__name__}") from None
+    for i, g in enumerate(arrays):
+        if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
+            what = f"a {g.dtype} array" if isinstance(g, np.ndarray) else type(g).__name__
+            raise TypeError(f"grads[{i}] must be a floating-point numpy array (clipped in place), got {what}")
+    return arrays
+
+
+def _positive(name, value):
+    if isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{name} must be a number > 0, got {value!r}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number > 0, got {value!r}") from None
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value
 
 
 def global_norm(grads):
@@ -38,9 +60,7 @@ def global_norm(grads):
 def clip_grad_norm(grads, max_norm, eps=1e-6):
     """Scale every gradient by max_norm / (norm + eps) when the global norm exceeds max_norm (torch's
     ``clip_grad_norm_``). Returns the global norm before clipping."""
-    max_norm = float(max_norm)
-    if not max_norm > 0:
-        raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
+    max_norm = _positive("max_norm", max_norm)
     arrays = _arrays(grads)
     norm = global_norm(arrays)
     if math.isfinite(norm) and norm > max_norm:
@@ -53,9 +73,7 @@ def clip_grad_norm(grads, max_norm, eps=1e-6):
 def clip_grad_value(grads, clip_value):
     """Clamp every gradient element to [-clip_value, clip_value] (min-char-rnn's ``np.clip``, torch's
     ``clip_grad_value_``). Returns the global norm before clipping."""
-    clip_value = float(clip_value)
-    if not clip_value > 0:
-        raise ValueError(f"clip_value must be > 0, got {clip_value!r}")
+    clip_value = _positive("clip_value", clip_value)
     arrays = _arrays(grads)
     norm = global_norm(arrays)
     for g in arrays:

@@ -10,14 +10,20 @@ length-bucketed example source. The recurrent state a model returns is carried (
 gradient flows back into the previous batch) into its next batch until a batch has
 ``reset_state`` set; models that carry nothing return None.
 
-Every step checks the loss and the gradient norm for finiteness (NaN inside jitted code is
-silent) and raises ``FloatingPointError`` naming the step. The metrics log ``metrics.jsonl``
+Every step checks the loss, the gradients and the updated parameters for finiteness (NaN inside
+jitted code is silent) and stops with a ``FloatingPointError`` naming the step, the epoch, the batch
+and the tensor (the loss, the first parameter whose gradient or value is not finite, or whatever
+array a check inside the model rejected); nothing is saved after that, so the run directory keeps
+its last good checkpoint. The metrics log ``metrics.jsonl``
 has one record per logged step (``{"step", "epoch", "loss", "grad_norm", "lr", "tokens_per_s"}``)
 and one per validation (``{"epoch", "step", "valid_loss", ...}``); ``plot_curves`` draws it.
 
 Resume: ``Trainer.resume(dir, ...)`` rebuilds model, optimizer state, step, epoch, position in the
-epoch, carried state and every random generator from the checkpoint in ``dir``, so ``fit`` continues
-with exactly the batches and losses of an uninterrupted run.
+epoch, carried state, the partial sums of the epoch and of the metrics window, and every random
+generator from the checkpoint in ``dir``, so ``fit`` continues with exactly the batches, losses,
+weights and log records of an uninterrupted run, wherever the previous process stopped (even
+killed in the middle of a save: see ``rnncore.train.checkpoint``). The records a killed run logged
+after its last checkpoint, and a line torn by the kill, are dropped from the metrics log.
 """
 
 import json
@@ -29,9 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from rnncore.models.base import copy_state
+from rnncore.nn._checks import NonFiniteError, check_finite
 from rnncore.nn.module import no_grad
 from rnncore.threads import blas_threads
-from rnncore.train.checkpoint import load_checkpoint, save_checkpoint
+from rnncore.train.checkpoint import load_checkpoint, save_checkpoint, write_atomic
 from rnncore.train.clip import clip_grad_norm, clip_grad_value, global_norm
 from rnncore.train.optim import OPTIMIZERS
 from rnncore.train.schedules import Constant, apply_schedule
@@ -139,6 +146,9 @@ class Trainer:
         self.state = None
         self.history = []
         self.last_loss = None
+        self.saved_step = None  # the step of the last checkpoint written or resumed from
+        self._epoch_sums = [0.0, 0]  # loss sum and batches of the current epoch
+        self._window = [0.0, 0, 0]  # loss sum, steps and tokens since the last metrics record
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -157,8 +167,11 @@ class Trainer:
             "model_rng": self.model.rng_state(), "history": self.history,
             "state_is_tuple": isinstance(self.state, tuple), "run": self.run_info,
             "clip_norm": self.clip_norm, "clip_value": self.clip_value,
+            "epoch_sums": list(self._epoch_sums), "window": list(self._window),
         }
-        return save_checkpoint(path, self.model, self.optimizer, train_state, _state_arrays(self.state))
+        out = save_checkpoint(path, self.model, self.optimizer, train_state, _state_arrays(self.state))
+        self.saved_step = self.step
+        return out
 
     @classmethod
     def resume(cls, path, schedule=None, **kwargs):
@@ -171,20 +184,27 @@ class Trainer:
         ckpt = load_checkpoint(path)
         if ckpt.optimizer_state is None or ckpt.train_state is None:
             raise ValueError(f"{path} holds a model but no training state to resume from")
-        opt_cls = {cls_.__name__: cls_ for cls_ in OPTIMIZERS.values()}[ckpt.optimizer_state["name"]]
-        hyper = dict(ckpt.optimizer_state["hyper"])
-        init = {k: v for k, v in hyper.items() if k not in ("initial_lr",)}
-        init["lr"] = hyper.get("initial_lr", hyper["lr"])
-        optimizer = opt_cls(ckpt.model, **init)
-        optimizer.load_state_dict(ckpt.optimizer_state)
         ts = ckpt.train_state
+        try:
+            opt_cls = {cls_.__name__: cls_ for cls_ in OPTIMIZERS.values()}[ckpt.optimizer_state["name"]]
+            hyper = dict(ckpt.optimizer_state["hyper"])
+            init = {k: v for k, v in hyper.items() if k not in ("initial_lr",)}
+            init["lr"] = hyper.get("initial_lr", hyper["lr"])
+            optimizer = opt_cls(ckpt.model, **init)
+            optimizer.load_state_dict(ckpt.optimizer_state)
+            step, epoch, batch_in_epoch = int(ts["step"]), int(ts["epoch"]), int(ts["batch_in_epoch"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: the training state in the checkpoint is unusable "
+                             f"({type(err).__name__}: {err})") from None
         kwargs.setdefault("clip_norm", ts.get("clip_norm"))
         kwargs.setdefault("clip_value", ts.get("clip_value"))
         kwargs.setdefault("run_info", ts.get("run"))
         trainer = cls(ckpt.model, optimizer, schedule=schedule, **kwargs)
-        trainer.step, trainer.epoch = int(ts["step"]), int(ts["epoch"])
-        trainer.batch_in_epoch = int(ts["batch_in_epoch"])
+        trainer.step, trainer.epoch, trainer.batch_in_epoch = step, epoch, batch_in_epoch
+        trainer.saved_step = step
         trainer.history = list(ts.get("history", []))
+        trainer._epoch_sums = list(ts.get("epoch_sums", [0.0, 0]))
+        trainer._window = list(ts.get("window", [0.0, 0, 0]))
         trainer.model.set_rng_state(ts.get("model_rng", {}))
         trainer.state = _state_from_arrays(ckpt.arrays, ts.get("state_is_tuple", False))
         trainer._truncate_log()
@@ -201,13 +221,21 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     def _truncate_log(self):
-        """Drop records written after the checkpoint (an interrupted run may have logged more)."""
+        """Drop the records an interrupted run wrote after its checkpoint: step records past its step,
+        epoch records beyond its history, and a last line torn by a kill. Rewritten atomically."""
         path = self.metrics_path
         if path is None or not path.exists():
             return
-        keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= self.step]
-        path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+        keep, epochs = [], 0
+        for record in _parse_records(path.read_bytes().decode("utf-8", errors="replace")):
+            if "train_loss" in record:  # an epoch record: kept if the checkpoint's history has it
+                epochs += 1
+                if epochs > len(self.history):
+                    continue
+            elif record.get("step", 0) > self.step:
+                continue
+            keep.append(json.dumps(record) + "\n")
+        write_atomic(path, "".join(keep))
 
     # -- training --------------------------------------------------------------------------------
     def train_step(self, batch):
@@ -216,9 +244,12 @@ class Trainer:
             self.state = None
         apply_schedule(self.optimizer, self.schedule, self.step)
         self.model.zero_grad()
-        result = self.model.loss_and_backward(batch, self.state)
+        try:
+            result = self.model.loss_and_backward(batch, self.state)
+        except NonFiniteError as err:  # a check inside the model: the logits, a state, a target, ...
+            raise FloatingPointError(self._stop_message(str(err))) from None
         if not math.isfinite(result.loss):
-            raise FloatingPointError(f"step {self.step + 1}: the loss is {result.loss}")
+            raise FloatingPointError(self._stop_message(f"the loss is {result.loss}"))
         if self.clip_norm is not None:
             norm = clip_grad_norm(self.optimizer, self.clip_norm)
             if self.clip_value is not None:
@@ -228,12 +259,36 @@ class Trainer:
         else:
             norm = global_norm(self.optimizer)
         if not math.isfinite(norm):
-            raise FloatingPointError(f"step {self.step + 1}: the gradient norm is {norm}")
+            raise FloatingPointError(self._stop_message(f"the gradient norm is {norm}: "
+                                                        + self._first_non_finite("gradient", 2)))
         self.optimizer.step()
+        if not all(np.isfinite(p).all() for _, p, _ in self.optimizer.params):
+            raise FloatingPointError(self._stop_message("the update made the parameters non-finite: "
+                                                        + self._first_non_finite("parameter", 1)
+                                                        + " (the model in memory is no longer usable)"))
         self.state = copy_state(result.state)
         self.step += 1
         self.last_loss = result.loss
         return result.loss, norm
+
+    def _first_non_finite(self, what, index):
+        """'the <what> of 'name' contains NaN or Inf (first at index ...)' for the first bad array."""
+        for triple in self.optimizer.params:
+            try:
+                check_finite(f"the {what} of {triple[0]!r}", triple[index])
+            except NonFiniteError as err:
+                return str(err)
+        return f"every {what} is finite"  # the sum of squares overflowed
+
+    def _stop_message(self, what):
+        where = f"step {self.step + 1} (epoch {self.epoch + 1}, batch {self.batch_in_epoch + 1})"
+        if self.saved_step is not None and self.checkpoint_dir is not None:
+            kept = f"the last good checkpoint, step {self.saved_step}, is kept in {self.checkpoint_dir}"
+        elif self.checkpoint_dir is not None:
+            kept = "no checkpoint had been written yet"
+        else:
+            kept = "nothing was saved (no out_dir)"
+        return f"{where}: {what}; training stopped, {kept}"
 
     def fit(self, train, valid=None, epochs=1, max_steps=None, on_epoch_end=None, on_step=None):
         """Train until ``epochs`` epochs (or ``max_steps`` steps in all) are done; validate on ``valid``
@@ -242,11 +297,12 @@ class Trainer:
         (or part of an epoch, when max_steps stops inside one)."""
         n_batches = len(train)
         total = epochs * n_batches if max_steps is None else min(epochs * n_batches, max_steps)
-        window_loss, window_n, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
+        t_window = time.perf_counter()
         while self.epoch < epochs and (max_steps is None or self.step < max_steps):
             self.model.train()
             t_epoch = time.perf_counter()
-            epoch_loss, epoch_n = 0.0, 0
+            if self.batch_in_epoch == 0:
+                self._epoch_sums = [0.0, 0]
             finished = False  # until the source runs out of batches (max_steps may stop the epoch before)
             for i, batch in enumerate(train.batches(self.epoch)):
                 if i < self.batch_in_epoch:
@@ -255,18 +311,17 @@ class Trainer:
                 self.batch_in_epoch = i + 1
                 if on_step is not None:
                     on_step(self, loss, norm)
-                window_loss += loss
-                window_n += 1
-                epoch_loss += loss
-                epoch_n += 1
-                window_tokens += _batch_tokens(batch)
+                self._window = [self._window[0] + loss, self._window[1] + 1,
+                                self._window[2] + _batch_tokens(batch)]
+                self._epoch_sums = [self._epoch_sums[0] + loss, self._epoch_sums[1] + 1]
                 if self.step % self.log_every == 0:
                     elapsed = max(time.perf_counter() - t_window, 1e-9)
-                    record = {"step": self.step, "epoch": self.epoch, "loss": window_loss / window_n,
+                    record = {"step": self.step, "epoch": self.epoch,
+                              "loss": self._window[0] / self._window[1],
                               "grad_norm": norm, "lr": self.optimizer.lr,
-                              "tokens_per_s": window_tokens / elapsed}
+                              "tokens_per_s": self._window[2] / elapsed}
                     self._log(record)
-                    window_loss, window_n, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
+                    self._window, t_window = [0.0, 0, 0], time.perf_counter()
                     self.progress.update(self.step, total,
                                          f"epoch {self.epoch + 1} loss {record['loss']:.4f} "
                                          f"|g| {norm:.2f} lr {self.optimizer.lr:.2e} "
@@ -278,13 +333,15 @@ class Trainer:
             else:
                 finished = True
             record = {"epoch": self.epoch + 1, "step": self.step,
-                      "train_loss": epoch_loss / max(epoch_n, 1), "seconds": time.perf_counter() - t_epoch}
+                      "train_loss": self._epoch_sums[0] / max(self._epoch_sums[1], 1),
+                      "seconds": time.perf_counter() - t_epoch}
             if valid is not None and (finished or max_steps is not None):
                 record.update({f"valid_{k}": v for k, v in evaluate_source(self.model, valid).items()})
             if finished:
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 self.state = None
+                self._epoch_sums = [0.0, 0]
             self.history.append(record)
             self._log(record)
             self.progress.message("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
@@ -296,9 +353,23 @@ class Trainer:
         return self.history
 
 
+def _parse_records(text):
+    """JSON records, one per line; a last line that does not parse (torn by a kill) is left out."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise ValueError(f"metrics log line {i + 1} is not JSON: {line[:60]!r}") from None
+    return records
+
+
 def read_metrics(path):
-    """The records of a metrics.jsonl file."""
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The records of a metrics.jsonl file (without a last line torn by an interrupted run)."""
+    return _parse_records(Path(path).read_text(encoding="utf-8", errors="replace"))
 
 
 def plot_curves(metrics_path, png_path, title=None):

@@ -20,6 +20,8 @@ Every update is computed in the parameter's dtype (float32 or float64). ``state_
 
 import numpy as np
 
+from rnncore.nn._checks import check_finite
+
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "OPTIMIZERS", "make_optimizer",
            "param_triples"]
 
@@ -38,6 +40,8 @@ def param_triples(params):
         name, p, g = t
         if not isinstance(p, np.ndarray) or not isinstance(g, np.ndarray):
             raise TypeError(f"{name}: param and grad must be numpy arrays")
+        if p.dtype.kind != "f":
+            raise TypeError(f"{name}: param must be a floating-point array (updated in place), got {p.dtype}")
         if p.shape != g.shape or p.dtype != g.dtype:
             raise ValueError(f"{name}: grad {g.shape} {g.dtype} does not match param {p.shape} {p.dtype}")
         if name in seen:
@@ -48,15 +52,24 @@ def param_triples(params):
     return triples
 
 
+def _number(name, value, expected):
+    if isinstance(value, (bool, str, bytes)) or not np.ndim(value) == 0:
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be {expected}, got {value!r}") from None
+
+
 def _nonneg(name, value):
-    value = float(value)
+    value = _number(name, value, "a finite number >= 0")
     if not value >= 0.0 or not np.isfinite(value):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return value
 
 
 def _unit(name, value):
-    value = float(value)
+    value = _number(name, value, "a number in [0, 1)")
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
     return value
@@ -124,6 +137,11 @@ class Optimizer:
         """Restore hyper-parameters, step and buffers; every buffer is checked before anything is set."""
         if state.get("name", type(self).__name__) != type(self).__name__:
             raise ValueError(f"optimizer state is for {state['name']}, not {type(self).__name__}")
+        known = {"lr", "initial_lr", "weight_decay", *self.hyper_names}
+        unknown = sorted(set(state.get("hyper", {})) - known)
+        if unknown:
+            raise ValueError(f"optimizer state for {type(self).__name__} has unknown hyper-parameters "
+                             f"{unknown}; known: {sorted(known)}")
         shapes = {name: p for name, p, _ in self.params}
         new = {kind: {} for kind in self.buffer_names}
         for key, value in state.get("buffers", {}).items():
@@ -135,7 +153,12 @@ class Optimizer:
                 raise ValueError(f"optimizer buffer {key!r} has shape {value.shape}, "
                                  f"expected {shapes[name].shape}")
             new[kind][name] = np.array(value, dtype=shapes[name].dtype, order="C")
-        for key, value in state.get("hyper", {}).items():
+            check_finite(f"optimizer buffer {key!r}", new[kind][name])
+        hyper = dict(state.get("hyper", {}))
+        for key in ("lr", "initial_lr", "weight_decay"):
+            if key in hyper:
+                hyper[key] = _nonneg(f"optimizer state hyper-parameter {key}", hyper[key])
+        for key, value in hyper.items():
             setattr(self, key, value)
         self.step_count = int(state.get("step", 0))
         self.buffers = new
@@ -182,6 +205,8 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr, weight_decay)
+        if np.ndim(betas) != 1 or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         b1, b2 = betas
         self.betas = [_unit("betas[0]", b1), _unit("betas[1]", b2)]
         self.eps = _nonneg("eps", eps)

@@ -21,7 +21,7 @@ import numpy as np
 
 from rnncore.data.batching import split_indices
 from rnncore.data.sources import SequenceSource, StreamSource, collate_classification, collate_lm
-from rnncore.data.tokenize import make_tokenizer
+from rnncore.data.tokenize import make_tokenizer, read_text
 from rnncore.data.vocab import Vocab
 from rnncore.train.loop import Progress, Trainer, blas_threads, evaluate_source, plot_curves
 from rnncore.train.optim import make_optimizer
@@ -66,7 +66,13 @@ def read_run_config(path):
     file = path / "config.json"
     if not file.is_file():
         raise FileNotFoundError(f"{path}: not a run directory (no config.json)")
-    return json.loads(file.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(file.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{file} is corrupted: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{file} is corrupted: expected a JSON object, got {type(config).__name__}")
+    return config
 
 
 def find_checkpoint(path):
@@ -119,11 +125,10 @@ def finish_run(trainer, config, echo):
 # -- language model ------------------------------------------------------------------------------
 def _read_text(config):
     if config.get("text"):
-        path = Path(config["text"])
         try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise ValueError(f"--text: {path} is not UTF-8 text ({err})") from None
+            text = read_text(config["text"])
+        except ValueError as err:
+            raise ValueError(f"--text: {err}") from None
     else:
         from rnncore.data.corpora import python_docs_text
 
