@@ -4,6 +4,9 @@ Each configuration (tests/fixtures/make_keras_fixtures.py) checks both direction
 input: random Keras weights converted into rnncore give Keras's output sequence and final states,
 and random rnncore weights (both biases nonzero) converted for Keras give what Keras computes with
 them. Error measure: max |rnncore - Keras| (float32 within 1e-5, float64 within 1e-12).
+The ``masked_*`` configurations run right- and left-padded batches through a Bidirectional Keras
+layer called with the matching ``mask`` (and zero_output_for_mask=True) against rnncore's
+``lengths`` with ``padding_side``: out, h_n, c_n and the gradient for x (torch autograd through Keras).
 
 Keras 3.15's ``ops.matmul`` returns float32 for two float64 operands (its type promotion maps 64-bit
 results to 32-bit, "aligned with JAX's default behavior"), so its float64 SimpleRNN and GRU
@@ -111,14 +114,38 @@ def check_both_directions(cfg, arrays):
     return err_from, err_to
 
 
+def check_masked(cfg, arrays):
+    """A right- or left-padded batch through rnncore (``lengths``, ``padding_side``) against the
+    masked Keras Bidirectional layer: out, h_n, c_n and dx; returns the max abs error."""
+    cell = make.CELL_OF[cfg["keras_class"]]
+    module = from_keras_weights(cell, [layer_lists(arrays, "keras", 1)[0]], bidirectional=True)
+    out, state = module(arrays["x"], lengths=arrays["lengths"], padding_side=cfg["padding_side"])
+    lstm = isinstance(state, tuple)
+    grad_state = (arrays["upstream.h_n"], None) if lstm else arrays["upstream.h_n"]
+    dx, _ = module.backward(arrays["upstream.out"], grad_state)
+    got = {"out": out, "h_n": state[0] if lstm else state, "grad_x": dx}
+    if lstm:
+        got["c_n"] = state[1]
+    worst = 0.0
+    for name, value in got.items():
+        err = float(np.max(np.abs(value - arrays[f"keras.{name}"])))
+        assert err <= TOLERANCE["float32"], f"{cfg['name']} {name}: max abs error {err:.3g}"
+        worst = max(worst, err)
+    return worst
+
+
 def test_fixtures_present():
-    assert {p.stem for p in FIXTURES} == {c["name"] for c in make.configs()}, make.REGENERATE
+    names = {c["name"] for c in make.configs() + make.masked_configs()}
+    assert {p.stem for p in FIXTURES} == names, make.REGENERATE
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
 def test_fixture(path):
     cfg, arrays = load(path)
-    check_both_directions(cfg, arrays)
+    if cfg.get("masked"):
+        check_masked(cfg, arrays)
+    else:
+        check_both_directions(cfg, arrays)
 
 
 LIVE = make.configs() + [dict(c, name=c["name"] + "_float64", dtype="float64") for c in make.configs()]
@@ -128,6 +155,12 @@ LIVE = make.configs() + [dict(c, name=c["name"] + "_float64", dtype="float64") f
 def test_live(cfg):
     _keras()
     check_both_directions(cfg, make.keras_reference(cfg, seed=12345))
+
+
+@pytest.mark.parametrize("cfg", make.masked_configs(), ids=[c["name"] for c in make.masked_configs()])
+def test_live_masked(cfg):
+    _keras()
+    check_masked(cfg, make.keras_masked_reference(cfg, seed=54321))
 
 
 # -- Keras layer objects (live) --------------------------------------------------------------------
