@@ -1,5 +1,5 @@
 """Left-padded batches: pad_sequences / length_mask, and the models that read ``padding_side``
-(the classifier and the seq2seq encoder) give the right-padded results and gradients."""
+(classifier, seq2seq encoder, tagger, regressor) give the right-padded results and gradients."""
 
 import numpy as np
 import pytest
@@ -72,3 +72,33 @@ def test_seq2seq_left_padded_sources():
     ids_l, _ = pad_sequences([s for s, _ in examples], src.pad_id, padding_side="left")
     left_batch = Batch(**{**right_batch.fields, "inputs": ids_l, "padding_side": "left"})
     _assert_same(_grads(model, left_batch), _grads(model, right_batch))
+
+
+def test_tagger_and_regressor_left_padding():
+    from rnncore.models.tagger import SequenceRegressor, SequenceTagger
+
+    rng = np.random.default_rng(2)
+    lengths_in = (4, 1, 3)
+    seqs = [rng.integers(4, len(VOCAB), size=n) for n in lengths_in]
+    tags = [rng.integers(0, len(LABELS), size=n) for n in lengths_in]
+    tagger = SequenceTagger(VOCAB, LABELS, embedding_dim=3, hidden_size=4, num_layers=2, bidirectional=True,
+                            dtype="float64", seed=1)
+    batches = {}
+    for side in ("right", "left"):
+        ids, lengths = pad_sequences(seqs, VOCAB.pad_id, padding_side=side)
+        targets, _ = pad_sequences(tags, -100, padding_side=side)
+        batches[side] = Batch(inputs=ids, targets=targets, lengths=lengths, padding_side=side)
+    _assert_same(_grads(tagger, batches["left"]), _grads(tagger, batches["right"]))
+    pred_r = tagger.predict_ids(batches["right"].inputs, batches["right"].lengths)
+    pred_l = tagger.predict_ids(batches["left"].inputs, batches["left"].lengths, padding_side="left")
+    for b, n in enumerate(lengths_in):
+        assert pred_l[-n:, b].tolist() == pred_r[:n, b].tolist() and (pred_l[:-n, b] == -1).all()
+    regressor = SequenceRegressor(3, 2, hidden_size=4, cell="gru", bidirectional=True, dtype="float64",
+                                  seed=2)
+    xs = [rng.standard_normal((n, 3)) for n in lengths_in]
+    ys = [rng.standard_normal((n, 2)) for n in lengths_in]
+    for side in ("right", "left"):
+        x, lengths = pad_sequences(xs, 0, dtype=np.float64, padding_side=side)
+        y, _ = pad_sequences(ys, 0, dtype=np.float64, padding_side=side)
+        batches[side] = Batch(inputs=x, targets=y, lengths=lengths, padding_side=side)
+    _assert_same(_grads(regressor, batches["left"]), _grads(regressor, batches["right"]))
