@@ -223,6 +223,8 @@ class RecurrentBase(Module):
             grad_out = float_array("grad_out", grad_out, self.dtype)
             T, B, axis = self._cache["T"], self._cache["B"], int(self.batch_first)
             if grad_out.ndim == 3 and grad_out.shape[axis] == T and grad_out.shape[1 - axis] == B:
+                if self.check_finite:
+                    check_finite("grad_out", grad_out)
                 grad_out = roll_padding(grad_out, left, axis, to_right=True)
         dx, d_states0 = self._backward(grad_out, grad_state)
         if left is not None:
@@ -237,6 +239,8 @@ class RecurrentBase(Module):
         if x.ndim != 3:
             raise ValueError(f"padding_side='left' applies to batched 3-D x with lengths, got shape "
                              f"{x.shape}")
+        if self.check_finite:
+            check_finite("x", x)  # here, so that the index is the caller's, not the rolled one
         axis = int(self.batch_first)
         return lengths_array(lengths, x.shape[1 - axis], x.shape[axis])
 

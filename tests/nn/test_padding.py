@@ -179,3 +179,16 @@ def test_roll_padding_round_trip_and_bad_input():
     layer(a.astype(np.float32), lengths=lengths, padding_side="left")
     with pytest.raises(ValueError, match=r"grad_out must have shape \(5, 3, 3\), got \(4, 3, 3\)"):
         layer.backward(np.zeros((4, 3, 3), np.float32))
+
+
+def test_left_padding_check_finite_reports_the_callers_index():
+    layer = rnncore.LSTM(2, 3, check_finite=True, batch_first=True)
+    x = np.zeros((3, 5, 2), np.float32)
+    x[1, 4, 0] = np.nan  # the last (valid) step of a sequence of length 2
+    with pytest.raises(ValueError, match=r"x contains NaN or Inf \(first at index \(1, 4, 0\)\)"):
+        layer(x, lengths=[5, 2, 1], padding_side="left")
+    out, _ = layer(np.zeros_like(x), lengths=[5, 2, 1], padding_side="left")
+    g = np.zeros_like(out)
+    g[2, 3, 1] = np.inf
+    with pytest.raises(ValueError, match=r"grad_out contains NaN or Inf \(first at index \(2, 3, 1\)\)"):
+        layer.backward(g)
