@@ -212,7 +212,7 @@ class RecurrentBase(Module):
         out, finals = self._forward(x, hx, lengths)
         if left is not None:
             out = roll_padding(out, left, int(self.batch_first), to_right=False)
-            if self._cache is not None:
+            if is_grad_enabled():  # the cache this forward made (a no_grad() forward leaves any alone)
                 self._cache["left_lengths"] = left
         return out, self._pack(finals)
 

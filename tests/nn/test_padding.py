@@ -192,3 +192,25 @@ def test_left_padding_check_finite_reports_the_callers_index():
     g[2, 3, 1] = np.inf
     with pytest.raises(ValueError, match=r"grad_out contains NaN or Inf \(first at index \(2, 3, 1\)\)"):
         layer.backward(g)
+
+
+def test_no_grad_forward_between_forward_and_backward_keeps_the_padding_side():
+    """A left-padded training forward, then a no_grad() forward with other lengths, then backward:
+    where the no_grad() forward leaves the pending backward alone, that backward still reads
+    grad_out in the left-padded layout of its own forward."""
+    rng = np.random.default_rng(8)
+    layer = rnncore.GRU(I, H, bidirectional=True, dtype=np.float64, seed=0)
+    x = rng.standard_normal((T, len(LENGTHS), I))
+    g = rng.standard_normal((T, len(LENGTHS), 2 * H))
+    layer(x, None, LENGTHS, padding_side="left")
+    dx_ref, dh_ref = layer.backward(g)
+    layer(x, None, LENGTHS, padding_side="left")
+    with rnncore.no_grad():
+        layer(x, None, [1] * len(LENGTHS), padding_side="left")
+    try:
+        dx, dh = layer.backward(g)
+    except RuntimeError as exc:  # where a no_grad() forward drops the pending backward, nothing to check
+        assert "needs a forward pass" in str(exc)
+        return
+    np.testing.assert_array_equal(dx, dx_ref)
+    np.testing.assert_array_equal(dh, dh_ref)
