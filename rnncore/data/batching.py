@@ -8,7 +8,9 @@ length (positions past it hold the pad id and count for nothing).
 
 import numpy as np
 
-__all__ = ["Batch", "bucket_batches", "pad_sequences", "split_indices", "stream_batches"]
+from rnncore.nn._padding import check_padding_side
+
+__all__ = ["Batch", "bucket_batches", "length_mask", "pad_sequences", "split_indices", "stream_batches"]
 
 
 class Batch:
@@ -29,12 +31,15 @@ class Batch:
         return f"Batch({', '.join(parts)})"
 
 
-def pad_sequences(seqs, pad_id=0, max_len=None, dtype=np.int64, time_major=True):
+def pad_sequences(seqs, pad_id=0, max_len=None, dtype=np.int64, time_major=True, padding_side="right"):
     """Sequences of ids (or of feature vectors) -> a padded array and the true lengths (B,) int64.
 
     Id sequences give (T, B) (``time_major``) or (B, T); sequences of vectors (n, F) give (T, B, F)
     or (B, T, F). T is the longest length, or ``max_len`` (longer sequences are cut; lengths report
-    the cut length). Every sequence must have at least one element."""
+    the cut length). ``padding_side="right"`` puts sequence b at positions 0 .. n_b-1, "left" at the
+    last n_b positions (pass the same ``padding_side`` to the recurrent layer). Sequences longer than
+    T keep their first T elements either way. Every sequence must have at least one element."""
+    check_padding_side(padding_side)
     seqs = [np.asarray(s) for s in seqs]
     if not seqs:
         raise ValueError("pad_sequences needs at least one sequence")
@@ -51,10 +56,21 @@ def pad_sequences(seqs, pad_id=0, max_len=None, dtype=np.int64, time_major=True)
                              f"got {s.shape[1:]} in sequence {b}")
     out = np.full((len(seqs), T) + tail, pad_id, dtype=dtype)
     for b, s in enumerate(seqs):
-        out[b, : lengths[b]] = s[: lengths[b]]
+        start = 0 if padding_side == "right" else T - lengths[b]
+        out[b, start : start + lengths[b]] = s[: lengths[b]]
     if time_major:
         out = np.ascontiguousarray(np.swapaxes(out, 0, 1))
     return out, lengths
+
+
+def length_mask(lengths, T, padding_side="right", time_major=True):
+    """(T, B) bool (or (B, T) without ``time_major``): True at the positions inside each sequence,
+    the first lengths[b] (right padding) or the last lengths[b] (left padding)."""
+    check_padding_side(padding_side)
+    lengths = np.asarray(lengths)
+    t = np.arange(T)[:, None]
+    mask = t < lengths[None, :] if padding_side == "right" else t >= T - lengths[None, :]
+    return mask if time_major else np.ascontiguousarray(mask.T)
 
 
 def bucket_batches(lengths, batch_size, rng=None, bucket_factor=50, drop_last=False):

@@ -6,6 +6,7 @@
   the RNN / LSTM / GRU operators (``rnncore.io.onnx_export``; needs ``rnncore[onnx]``).
 - ``to_onnx_weights`` / ``from_onnx_weights``: torch.nn-named weights <-> ONNX W, R, B
   (``rnncore.io.onnx_layout``).
+- ``rnncore.io.keras``: Keras 3 LSTM / GRU / SimpleRNN weights to and from rnncore layers.
 - ``write_atomic``, ``encode_arrays``, ``read_arrays``: the file helpers the checkpoints use too.
 """
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rnncore.data.batching import length_mask
+
 
 def child_seeds(seed, n):
     """n independent integer seeds from one model seed (None stays random)."""
@@ -65,11 +67,6 @@ def unmerge_states(grads, saved, bidirectional, merge):
             d[0::2], d[1::2] = g * r, g * f
         out.append(d)
     return out
-
-
-def length_mask(lengths, T):
-    """(T, B) bool: True at positions inside each sequence."""
-    return np.arange(T)[:, None] < np.asarray(lengths)[None, :]
 
 
 # -- decoding ------------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ Input is token ids (T, B) through an embedding (``vocab`` given), or real-valued
 each sequence's final state is taken at its own last step; a bidirectional layer contributes the
 forward state there and the reverse state at step 0, merged by concatenation, sum or product.
 
-``Batch(inputs, lengths, labels (B,))``. Parameter names: ``embedding.weight`` (ids only),
-``rnn.*``, ``head.weight``, ``head.bias``.
+``Batch(inputs, lengths, labels (B,))``, with ``padding_side="left"`` among the fields for batches
+whose sequences end at the last position (``pad_sequences(..., padding_side="left")``). Parameter
+names: ``embedding.weight`` (ids only), ``rnn.*``, ``head.weight``, ``head.bias``.
 """
 
 import numpy as np
@@ -66,25 +67,27 @@ class SequenceClassifier(TaskModel):
         self.head = self.add_module("head", head)
         self.drop = self.add_module("drop", Dropout(dropout, seed=seeds[3], dtype=dtype))
 
-    def _inputs(self, inputs, lengths):
+    def _inputs(self, inputs, lengths, padding_side="right"):
         if self.embedding is not None:
             return self.embedding(np.asarray(inputs))
         inputs = np.asarray(inputs)
         if inputs.dtype.kind not in "iuf":
             raise TypeError(f"inputs must be real-valued features (T, B, F), got dtype {inputs.dtype}")
-        check_finite_inputs("inputs", inputs, lengths)
+        check_finite_inputs("inputs", inputs, lengths, padding_side)
         return inputs.astype(self.dtype, copy=False)
 
-    def logits(self, inputs, lengths=None):
-        """logits (B, K) for ids (T, B) or features (T, B, F) (NaN or Inf inside the lengths is an error)."""
-        out, state = self.rnn(self._inputs(inputs, lengths), None, lengths)
+    def logits(self, inputs, lengths=None, padding_side="right"):
+        """logits (B, K) for ids (T, B) or features (T, B, F), right- or left-padded (NaN or Inf
+        inside the lengths is an error)."""
+        x = self._inputs(inputs, lengths, padding_side)
+        out, state = self.rnn(x, None, lengths, padding_side=padding_side)
         h_n = state[0] if isinstance(state, tuple) else state
         feat = self.merge.forward(top_layer_final(h_n, self.rnn.num_layers, self.rnn.num_directions))
         return self.head(self.drop(feat))
 
     def _loss(self, batch):
         labels = np.asarray(batch.labels)
-        logits = self.logits(batch.inputs, batch.get("lengths"))
+        logits = self.logits(batch.inputs, batch.get("lengths"), batch.get("padding_side", "right"))
         loss, dlogits = softmax_cross_entropy(logits, labels)
         n = len(labels)
         correct = int(np.sum(np.argmax(logits, axis=1) == labels))
@@ -96,9 +99,9 @@ class SequenceClassifier(TaskModel):
         self.backward(dlogits)
         return result
 
-    def forward(self, inputs, lengths=None):
+    def forward(self, inputs, lengths=None, padding_side="right"):
         """``logits(...)``: logits (B, K)."""
-        return self.logits(inputs, lengths)
+        return self.logits(inputs, lengths, padding_side)
 
     def backward(self, dlogits):
         """Backpropagate dL/dlogits (B, K) of the last forward run outside ``no_grad()``; parameter
@@ -124,13 +127,13 @@ class SequenceClassifier(TaskModel):
                 "examples": int(sums.get("count", 0))}
 
     # -- prediction ------------------------------------------------------------------------------------
-    def predict_proba(self, inputs, lengths=None):
+    def predict_proba(self, inputs, lengths=None, padding_side="right"):
         """Class probabilities (B, K)."""
         was_training = self.training
         self.eval()
         try:
             with no_grad():
-                return softmax(self.logits(inputs, lengths).astype(np.float64), axis=1)
+                return softmax(self.logits(inputs, lengths, padding_side).astype(np.float64), axis=1)
         finally:
             self.train(was_training)
 

@@ -15,7 +15,8 @@ flows from the decoder's initial states back into the encoder. Decoding runs the
 at a time (``greedy`` or ``beam_search``).
 
 Batches (``rnncore.data.Batch``), time-major: ``inputs`` (S, B) source ids, ``lengths`` (B,),
-``targets`` (T, B) target ids without <bos> / <eos>, ``target_lengths`` (B,).
+``targets`` (T, B) target ids without <bos> / <eos>, ``target_lengths`` (B,); the sources may be
+left-padded (``padding_side="left"`` among the fields).
 """
 
 import sys
@@ -90,7 +91,7 @@ class Seq2Seq(DecoderMixin, TaskModel):
     def _initial_states(self, batch):
         lengths = getattr(batch, "lengths", None)
         x = self.drop_src(self.src_embedding(batch.inputs))
-        _, finals = self.encoder(x, None, lengths)
+        _, finals = self.encoder(x, None, lengths, padding_side=getattr(batch, "padding_side", "right"))
         merged, self._merge_saved = merge_states(states_list(finals), self.num_layers, self.bidirectional,
                                                  self.merge_mode)
         return [np.ascontiguousarray(m) for m in merged]

@@ -15,17 +15,18 @@ squared error over positions inside the lengths. Unidirectional, it forecasts: `
 its own predictions back for as many steps as asked.
 
 Batches (``rnncore.data.Batch``), time-major: ``inputs`` (T, B) ids (tagger) or (T, B, F) floats
-(regressor), ``targets`` (T, B) tag ids or (T, B, O) floats, ``lengths`` (B,).
+(regressor), ``targets`` (T, B) tag ids or (T, B, O) floats, ``lengths`` (B,), and optionally
+``padding_side="left"`` when the sequences (inputs and targets alike) end at the last position.
 """
 
 import sys
 
 import numpy as np
 
-from rnncore.data.batching import Batch, pad_sequences
+from rnncore.data.batching import Batch, length_mask, pad_sequences
 from rnncore.data.tokenize import make_tokenizer
 from rnncore.losses import mse, softmax_cross_entropy
-from rnncore.models._seq_parts import child_seeds, length_mask
+from rnncore.models._seq_parts import child_seeds
 from rnncore.models.base import DirectionMerge, StepResult, TaskModel, make_recurrent
 from rnncore.nn import Dropout, Embedding, Linear, no_grad
 from rnncore.nn._checks import check_finite_inputs
@@ -56,11 +57,12 @@ class _ManyToMany(TaskModel):
             lengths = np.full(B, T, dtype=np.int64)
         return inputs, np.asarray(lengths, dtype=np.int64)
 
-    def forward(self, inputs, lengths=None):
-        """Per-position outputs (T, B, C or O); outside ``no_grad()`` keeps what ``backward`` needs."""
+    def forward(self, inputs, lengths=None, padding_side="right"):
+        """Per-position outputs (T, B, C or O); outside ``no_grad()`` keeps what ``backward`` needs.
+        ``padding_side="left"``: each sequence fills the last lengths[b] positions."""
         inputs, lengths = self._check_batch(inputs, lengths)
-        x = self._embed(inputs, lengths)
-        out, _ = self.rnn(x, None, lengths)
+        x = self._embed(inputs, lengths, padding_side)
+        out, _ = self.rnn(x, None, lengths, padding_side=padding_side)
         y = self.drop_out(self.merge.forward(out))
         return self.head(y)
 
@@ -70,8 +72,11 @@ class _ManyToMany(TaskModel):
         dx, _ = self.rnn.backward(g, None)
         self._embed_backward(dx)
 
-    def _mask(self, targets_shape, lengths):
-        return length_mask(lengths, targets_shape[0])
+    def _mask(self, targets_shape, lengths, padding_side="right"):
+        return length_mask(lengths, targets_shape[0], padding_side)
+
+    def _forward_batch(self, batch):
+        return self.forward(batch.inputs, batch.lengths, batch.get("padding_side", "right"))
 
 
 class SequenceTagger(_ManyToMany):
@@ -103,14 +108,14 @@ class SequenceTagger(_ManyToMany):
         self._build_body(int(embedding_dim), len(tag_vocab), int(hidden_size), cell, int(num_layers),
                          bidirectional, merge, dropout, seeds)
 
-    def _embed(self, ids, lengths=None):
+    def _embed(self, ids, lengths=None, padding_side="right"):
         return self.drop_in(self.embedding(ids))
 
     def _embed_backward(self, dx):
         self.embedding.backward(self.drop_in.backward(dx))
 
     def _loss(self, logits, batch):
-        mask = self._mask(batch.targets.shape, batch.lengths)
+        mask = self._mask(batch.targets.shape, batch.lengths, batch.get("padding_side", "right"))
         loss, dlogits = softmax_cross_entropy(logits, np.asarray(batch.targets), mask=mask)
         pred = np.argmax(logits, axis=-1)
         right = (pred == batch.targets) | ~mask
@@ -120,14 +125,14 @@ class SequenceTagger(_ManyToMany):
         return StepResult(loss, n, None, sums), dlogits
 
     def loss_and_backward(self, batch, state=None):
-        logits = self.forward(batch.inputs, batch.lengths)
+        logits = self._forward_batch(batch)
         result, dlogits = self._loss(logits, batch)
         self.backward(dlogits)
         return result
 
     def evaluate(self, batch, state=None):
         with no_grad():
-            logits = self.forward(batch.inputs, batch.lengths)
+            logits = self._forward_batch(batch)
         return self._loss(logits, batch)[0]
 
     def metrics(self, sums):
@@ -135,13 +140,13 @@ class SequenceTagger(_ManyToMany):
         return {"loss": sums.get("loss", 0.0) / count, "accuracy": sums.get("correct", 0) / count,
                 "exact_match": sums.get("exact", 0) / max(sums.get("sequences", 0), 1)}
 
-    def predict_ids(self, ids, lengths=None):
-        """Tag ids (T, B) by argmax, under ``no_grad``; positions past the lengths hold -1."""
+    def predict_ids(self, ids, lengths=None, padding_side="right"):
+        """Tag ids (T, B) by argmax, under ``no_grad``; padding positions hold -1."""
         ids, lengths = self._check_batch(ids, lengths)
         with no_grad():
-            logits = self.forward(ids, lengths)
+            logits = self.forward(ids, lengths, padding_side)
         pred = np.argmax(logits, axis=-1)
-        pred[~length_mask(lengths, pred.shape[0])] = -1
+        pred[~length_mask(lengths, pred.shape[0], padding_side)] = -1
         return pred
 
     def tag(self, sequences, batch_size=256):
@@ -235,34 +240,34 @@ class SequenceRegressor(_ManyToMany):
         self._build_body(self.input_size, self.output_size, int(hidden_size), cell, int(num_layers),
                          bidirectional, merge, dropout, seeds)
 
-    def _embed(self, x, lengths=None):
+    def _embed(self, x, lengths=None, padding_side="right"):
         x = np.asarray(x)
         if x.ndim != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"inputs must be (T, B, F={self.input_size}), got shape {x.shape}")
         if x.dtype.kind not in "iuf":
             raise TypeError(f"inputs must be real-valued (T, B, F), got dtype {x.dtype}")
-        check_finite_inputs("inputs", x, lengths)
+        check_finite_inputs("inputs", x, lengths, padding_side)
         return self.drop_in(np.ascontiguousarray(x, dtype=self.dtype))
 
     def _embed_backward(self, dx):
         self._dx = self.drop_in.backward(dx)
 
     def _loss(self, pred, batch):
-        mask = self._mask(pred.shape, batch.lengths)
+        mask = self._mask(pred.shape, batch.lengths, batch.get("padding_side", "right"))
         target = np.asarray(batch.targets, dtype=self.dtype)
         loss, dpred = mse(pred, target, mask=mask)
         n = int(mask.sum()) * pred.shape[-1]
         return StepResult(loss, n, None, {"loss": loss * n, "count": n}), dpred
 
     def loss_and_backward(self, batch, state=None):
-        pred = self.forward(batch.inputs, batch.lengths)
+        pred = self._forward_batch(batch)
         result, dpred = self._loss(pred, batch)
         self.backward(dpred)
         return result
 
     def evaluate(self, batch, state=None):
         with no_grad():
-            pred = self.forward(batch.inputs, batch.lengths)
+            pred = self._forward_batch(batch)
         return self._loss(pred, batch)[0]
 
     def metrics(self, sums):

@@ -27,16 +27,21 @@ def check_finite(name, value):
         raise NonFiniteError(f"{name} contains NaN or Inf (first at index {bad})")
 
 
-def check_finite_inputs(name, x, lengths=None):
+def check_finite_inputs(name, x, lengths=None, padding_side="right"):
     """``check_finite`` on a time-major (T, B, ...) array, at the positions inside each sequence's
-    length only (padding may hold anything: the layers never read it)."""
+    length only (padding may hold anything: the layers never read it). With ``padding_side="left"``
+    sequence b fills the last lengths[b] positions."""
     x = np.asarray(x)
     if lengths is None or x.ndim < 2:
         return check_finite(name, x)
     lengths = np.asarray(lengths)
     if lengths.shape != (x.shape[1],) or lengths.dtype.kind not in "iu":
         return check_finite(name, x)  # the layer reports the bad lengths
-    inside = np.arange(x.shape[0])[:, None] < lengths[None, :]
+    steps = np.arange(x.shape[0])[:, None]
+    if padding_side == "left":
+        inside = steps >= x.shape[0] - lengths[None, :]
+    else:
+        inside = steps < lengths[None, :]
     bad = ~np.isfinite(x) & inside.reshape(inside.shape + (1,) * (x.ndim - 2))
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])

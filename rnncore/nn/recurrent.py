@@ -11,6 +11,7 @@ import numpy as np
 from rnncore.kernels import elman, gru, lstm
 from rnncore.kernels.activations import NONLINEARITIES
 from rnncore.nn._checks import check_finite, check_finite_params, float_array, lengths_array, shape_error
+from rnncore.nn._padding import check_padding_side, roll_padding
 from rnncore.nn.layers import dropout_mask
 from rnncore.nn.module import Module, is_grad_enabled
 
@@ -200,15 +201,49 @@ class RecurrentBase(Module):
             out = np.ascontiguousarray(out.transpose(1, 0, 2))
         return out, finals
 
-    def forward(self, x, hx=None, lengths=None):
-        """out, h_n (RNN, GRU) or out, (h_n, c_n) (LSTM). hx: h0, (h0, c0) or None for zeros."""
+    def forward(self, x, hx=None, lengths=None, padding_side="right"):
+        """out, h_n (RNN, GRU) or out, (h_n, c_n) (LSTM). hx: h0, (h0, c0) or None for zeros.
+        ``padding_side="left"``: sequence b's valid steps are the last lengths[b] positions of x and
+        of out (zeros before them); h_n is still the state after each sequence's last step and the
+        reverse direction starts there. ``backward`` then takes grad_out and returns dx in the same
+        left-padded layout."""
+        left = self._left_padded_lengths(x, lengths, padding_side)
+        if left is not None:
+            x = roll_padding(x, left, int(self.batch_first), to_right=True)
         out, finals = self._forward(x, hx, lengths)
+        if left is not None:
+            out = roll_padding(out, left, int(self.batch_first), to_right=False)
+            if is_grad_enabled():  # the cache this forward made (a no_grad() forward leaves any alone)
+                self._cache["left_lengths"] = left
         return out, self._pack(finals)
 
     def backward(self, grad_out=None, grad_state=None):
         """dx, dh0 (RNN, GRU) or dx, (dh0, dc0) (LSTM); None arguments count as zeros."""
+        left = self._cache.get("left_lengths") if self._cache is not None else None
+        if left is not None and grad_out is not None:
+            grad_out = float_array("grad_out", grad_out, self.dtype)
+            T, B, axis = self._cache["T"], self._cache["B"], int(self.batch_first)
+            if grad_out.ndim == 3 and grad_out.shape[axis] == T and grad_out.shape[1 - axis] == B:
+                if self.check_finite:
+                    check_finite("grad_out", grad_out)
+                grad_out = roll_padding(grad_out, left, axis, to_right=True)
         dx, d_states0 = self._backward(grad_out, grad_state)
+        if left is not None:
+            dx = roll_padding(dx, left, int(self.batch_first), to_right=False)
         return dx, self._pack(d_states0)
+
+    def _left_padded_lengths(self, x, lengths, padding_side):
+        """The validated lengths (B,) when x is a left-padded batch with lengths; None otherwise."""
+        if check_padding_side(padding_side) == "right" or lengths is None:
+            return None
+        x = float_array("x", x, self.dtype)
+        if x.ndim != 3:
+            raise ValueError(f"padding_side='left' applies to batched 3-D x with lengths, got shape "
+                             f"{x.shape}")
+        if self.check_finite:
+            check_finite("x", x)  # here, so that the index is the caller's, not the rolled one
+        axis = int(self.batch_first)
+        return lengths_array(lengths, x.shape[1 - axis], x.shape[axis])
 
     def _pack(self, states):
         return states[0] if len(states) == 1 else tuple(states)
