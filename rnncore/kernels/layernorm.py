@@ -59,13 +59,14 @@ def backward_rows(dv, dy, xhat, rstd, gain):
         m2 = m1
         for j in range(G):
             g = dy[r, j] * gain[j]
+            dv[r, j] = g  # kept rounded, so that g - mean(g) is exactly 0 for G = 1 (no fused multiply-add)
             m1 += g
             m2 += g * xhat[r, j]
         m1 *= inv_g
         m2 *= inv_g
         rs = rstd[r]
         for j in range(G):
-            dv[r, j] = rs * (dy[r, j] * gain[j] - m1 - xhat[r, j] * m2)
+            dv[r, j] = rs * (dv[r, j] - m1 - xhat[r, j] * m2)
 
 
 @kernel
