@@ -88,8 +88,8 @@ def train_options(**defaults):
                          default=None,
                          help="Continue the run in this directory (its config; --epochs/--max-steps may "
                               "extend it); the losses match an uninterrupted run."),
-            click.option("--cell", type=click.Choice(["rnn", "rnn_relu", "lstm", "gru"]), default=d["cell"],
-                         help="Recurrent cell (rnn = Elman tanh)."),
+            click.option("--cell", type=click.Choice(["rnn", "rnn_relu", "lstm", "gru", "lstm_ln", "gru_ln"]),
+                         default=d["cell"], help="Recurrent cell (rnn = Elman tanh; *_ln = layer-normalised)."),
             click.option("--hidden-size", type=click.IntRange(min=1), default=d["hidden_size"]),
             click.option("--embedding-dim", type=click.IntRange(min=0), default=d["embedding_dim"],
                          help="Token embedding size; 0 feeds one-hot vectors."),
