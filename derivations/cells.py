@@ -233,8 +233,8 @@ class SymbolicNet:
         return sp.Add(*terms)
 
     def _step(self, x, state, key, w):
-        """One step of the layer and direction ``key`` ('l0', 'l0_reverse', ...); w = (w_ih, w_hh, b_ih, b_hh).
-        Networks with more parameters per direction override it."""
+        """One step of the layer and direction ``key`` ('l0', 'l0_reverse', ...), w = (w_ih, w_hh, b_ih,
+        b_hh). Networks with more parameters per direction override it."""
         return cell_step(self.spec, x, state, *w)
 
     def arrays(self):

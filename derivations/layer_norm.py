@@ -40,8 +40,9 @@ class LNSpec(NetSpec):
 
     def layer(self, layer_class=None):
         cls = layer_class or {"lstm": rnncore.LSTM, "gru": rnncore.GRU}[self.cell]
-        return cls(self.I, self.H, num_layers=self.num_layers, bias=self.bias, bidirectional=self.bidirectional,
-                   dtype=np.float64, seed=0, layer_norm=True, layer_norm_eps=self.eps)
+        return cls(self.I, self.H, num_layers=self.num_layers, bias=self.bias,
+                   bidirectional=self.bidirectional, dtype=np.float64, seed=0, layer_norm=True,
+                   layer_norm_eps=self.eps)
 
     def describe(self):
         text = super().describe()
@@ -80,7 +81,8 @@ def ln_cell_step(spec, x, state, w_ih, w_hh, b_ih, b_hh, ln):
     r = [S.sigmoid(sp.Add(u[j], v[j])) for j in range(H)]
     z = [S.sigmoid(sp.Add(u[H + j], v[H + j])) for j in range(H)]
     n = [sp.tanh(sp.Add(u[2 * H + j], sp.Mul(r[j], v[2 * H + j]))) for j in range(H)]
-    return ([sp.Add(sp.Mul(sp.Add(1, sp.Mul(-1, z_)), n_), sp.Mul(z_, h_)) for z_, n_, h_ in zip(z, n, h, strict=True)],)
+    return ([sp.Add(sp.Mul(sp.Add(1, sp.Mul(-1, z_)), n_), sp.Mul(z_, h_))
+             for z_, n_, h_ in zip(z, n, h, strict=True)],)
 
 
 class LNSymbolicNet(SymbolicNet):
@@ -96,7 +98,8 @@ class LNSymbolicNet(SymbolicNet):
                 for part, rows in PARTS[spec.cell]:
                     for kind in ("weight", "bias"):
                         name = f"layernorm_{part}_{kind}_{key}"
-                        self.params[name] = self.ln[key][f"{part}_{kind}"] = S.symbol_array(name, (rows * spec.H,))
+                        arr = S.symbol_array(name, (rows * spec.H,))
+                        self.params[name] = self.ln[key][f"{part}_{kind}"] = arr
         return super()._loss()
 
     def _step(self, x, state, key, w):
@@ -124,7 +127,8 @@ def specs(quick):
                   bidirectional=True, lengths=(1, T))]
     if quick:
         return out + [LNSpec("lstm_H1", "lstm", T=3, B=1, I=2, H=1),
-                      LNSpec("gru_nobias_eps1e-2", "gru", "reset_after", T=2, B=2, I=2, H=2, bias=False, eps=1e-2)]
+                      LNSpec("gru_nobias_eps1e-2", "gru", "reset_after", T=2, B=2, I=2, H=2, bias=False,
+                             eps=1e-2)]
     for cell, option in (("lstm", ""), ("gru", "reset_after")):
         out += [LNSpec(f"{cell}_T4_H1_B1", cell, option, T=4, B=1, I=1, H=1),
                 LNSpec(f"{cell}_H3", cell, option, T=2, B=1, I=3, H=3),
@@ -147,18 +151,20 @@ def check_network(spec, points=2, seed=0):
     layer_name = {"lstm": "LSTM", "gru": "GRU"}[spec.cell] + "(layer_norm=True)"
     where = f"{spec.describe()}; {points} random points"
     worst = max(range(points), key=lambda k: abs(refs[k][0] - meas[k][0]) / max(abs(refs[k][0]), 1e-300))
-    checks = [value_check(FAMILY, f"{FAMILY}/{spec.label}/loss", f"loss value (forward pass), {where}; the worst "
-                          "point", "SymPy unrolled loss, lambdified", f"rnncore.{layer_name} forward (float64)",
-                          refs[worst][0], meas[worst][0], TOLERANCE)]
+    checks = [value_check(FAMILY, f"{FAMILY}/{spec.label}/loss", f"loss value (forward pass), {where}; the "
+                          "worst point", "SymPy unrolled loss, lambdified",
+                          f"rnncore.{layer_name} forward (float64)", refs[worst][0], meas[worst][0],
+                          TOLERANCE)]
     for name in compiled.shapes:
         ref = np.stack([r[1][name] for r in refs])
         got = np.stack([m[1][name] for m in meas])
         label = f"{FAMILY}/{spec.label}/{name}"
         if not np.any(ref) and spec.H == 1 and name.startswith("layernorm_c_weight"):
             # LN of one unit: xhat = c - mean(c) = 0 exactly, so LN(c) = beta_c and the gain has no effect
-            checks.append(bound_check(FAMILY, label, f"dL/d{name} = 0 (LN over the one unit of c is its bias), "
-                                      f"{where}", "SymPy: the reference gradient is exactly 0",
-                                      f"max |rnncore.{layer_name}.backward|", float(np.max(np.abs(got))), 0.0))
+            checks.append(bound_check(FAMILY, label, f"dL/d{name} = 0 (LN over the one unit of c is its "
+                                      f"bias), {where}", "SymPy: the reference gradient is exactly 0",
+                                      f"max |rnncore.{layer_name}.backward|", float(np.max(np.abs(got))),
+                                      0.0))
             continue
         check = array_check(FAMILY, label, f"dL/d{name}, {where}", "SymPy gradient of the unrolled loss, "
                             "lambdified", f"rnncore.{layer_name}.backward (float64)", ref, got, TOLERANCE)
@@ -171,19 +177,23 @@ def check_network(spec, points=2, seed=0):
 
 # -- the local derivative of LN ------------------------------------------------------------------------
 LN_LATEX = [
-    ("LN", r"\mathrm{LN}(v;\gamma,\beta) = \gamma \odot \hat v + \beta,\quad \hat v = \frac{v - \mu}{\sqrt{\sigma^2"
-           r" + \epsilon}},\quad \mu = \frac{1}{N}\sum_k v_k,\quad \sigma^2 = \frac{1}{N}\sum_k (v_k - \mu)^2"),
-    ("LayerNorm LSTM", r"a_t = \mathrm{LN}(W_{ih} x_t; \gamma_{ih}, \beta_{ih}) + \mathrm{LN}(W_{hh} h_{t-1};"
-                       r" \gamma_{hh}, \beta_{hh}) + b_{ih} + b_{hh},\quad c_t = f_t \odot c_{t-1} + i_t \odot g_t,"
-                       r"\quad h_t = o_t \odot \tanh(\mathrm{LN}(c_t; \gamma_c, \beta_c))"),
-    ("LayerNorm GRU", r"a^x_t = \mathrm{LN}(W_{ih} x_t) + b_{ih},\ a^h_t = \mathrm{LN}(W_{hh} h_{t-1}) + b_{hh},"
-                      r"\ (r_t, z_t) = \sigma(a^x_{rz} + a^h_{rz}),\ n_t = \tanh(a^x_n + r_t \odot a^h_n),\ "
-                      r"h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}"),
+    ("LN", r"\mathrm{LN}(v;\gamma,\beta) = \gamma \odot \hat v + \beta,\quad "
+           r"\hat v = \frac{v - \mu}{\sqrt{\sigma^2 + \epsilon}},\quad \mu = \frac{1}{N}\sum_k v_k,\quad "
+           r"\sigma^2 = \frac{1}{N}\sum_k (v_k - \mu)^2"),
+    ("LayerNorm LSTM",
+     r"a_t = \mathrm{LN}(W_{ih} x_t; \gamma_{ih}, \beta_{ih}) + \mathrm{LN}(W_{hh} h_{t-1}; \gamma_{hh}, "
+     r"\beta_{hh}) + b_{ih} + b_{hh},\quad c_t = f_t \odot c_{t-1} + i_t \odot g_t,\quad "
+     r"h_t = o_t \odot \tanh(\mathrm{LN}(c_t; \gamma_c, \beta_c))"),
+    ("LayerNorm GRU",
+     r"a^x_t = \mathrm{LN}(W_{ih} x_t) + b_{ih},\ a^h_t = \mathrm{LN}(W_{hh} h_{t-1}) + b_{hh},\ "
+     r"(r_t, z_t) = \sigma(a^x_{rz} + a^h_{rz}),\ n_t = \tanh(a^x_n + r_t \odot a^h_n),\ "
+     r"h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}"),
 ]
-JACOBIAN_LATEX = (r"\frac{\partial\, \mathrm{LN}(v)_i}{\partial v_j} = \frac{\gamma_i}{\sqrt{\sigma^2 + \epsilon}}"
-                  r"\left(\delta_{ij} - \frac{1}{N} - \frac{\hat v_i \hat v_j}{N}\right),\qquad "
-                  r"\bar v = \frac{1}{\sqrt{\sigma^2+\epsilon}}\left(\bar{\hat v} - \overline{\bar{\hat v}} - "
-                  r"\hat v\, \overline{\bar{\hat v} \odot \hat v}\right),\ \bar{\hat v} = \gamma \odot \bar y")
+JACOBIAN_LATEX = (
+    r"\frac{\partial\, \mathrm{LN}(v)_i}{\partial v_j} = \frac{\gamma_i}{\sqrt{\sigma^2 + \epsilon}}"
+    r"\left(\delta_{ij} - \frac{1}{N} - \frac{\hat v_i \hat v_j}{N}\right),\qquad "
+    r"\bar v = \frac{1}{\sqrt{\sigma^2+\epsilon}}\left(\bar{\hat v} - \overline{\bar{\hat v}} - "
+    r"\hat v\, \overline{\bar{\hat v} \odot \hat v}\right),\ \bar{\hat v} = \gamma \odot \bar y")
 
 
 def _ln_symbols(n):
@@ -210,8 +220,9 @@ def jacobian_identity(n):
     form = sp.diag(*gamma) * (sp.eye(n) - sp.ones(n, n) / n - vhat * vhat.T / n) / s
     residual = (J - form).applyfunc(lambda e: sp.simplify(sp.together(e)))
     return identity_check(FAMILY, f"{FAMILY}/ln_jacobian_identity_N{n}",
-                          f"SymPy's Jacobian of LN's definition over N = {n} units equals gamma / sqrt(var + eps) "
-                          "(I - 1 1^T / N - vhat vhat^T / N)", residual.norm(), latex=JACOBIAN_LATEX)
+                          f"SymPy's Jacobian of LN's definition over N = {n} units equals gamma / "
+                          "sqrt(var + eps) (I - 1 1^T / N - vhat vhat^T / N)", residual.norm(),
+                          latex=JACOBIAN_LATEX)
 
 
 def kernel_checks(rng, n, points):
@@ -223,22 +234,24 @@ def kernel_checks(rng, n, points):
     vjp = (dy.T * y.jacobian(v)).T
     args = [*v, *gamma, *beta, eps, *dy]
     f_vhat, f_vjp = S.lambdify(args, list(vhat)), S.lambdify(args, list(vjp))
-    vs = rng.standard_normal((points, n)) * rng.uniform(0.1, 3.0, (points, 1)) + rng.standard_normal((points, 1))
+    scale, shift = rng.uniform(0.1, 3.0, (points, 1)), rng.standard_normal((points, 1))
+    vs = rng.standard_normal((points, n)) * scale + shift
     gain, dys = 1 + 0.3 * rng.standard_normal(n), rng.standard_normal((points, n))
     zeros = np.zeros(n)
-    ref_hat = np.array([f_vhat(*row, *gain, *zeros, 1e-5, *g) for row, g in zip(vs, dys, strict=True)], dtype=float)
-    ref_vjp = np.array([f_vjp(*row, *gain, *zeros, 1e-5, *g) for row, g in zip(vs, dys, strict=True)], dtype=float)
+    rows = list(zip(vs, dys, strict=True))
+    ref_hat = np.array([f_vhat(*row, *gain, *zeros, 1e-5, *g) for row, g in rows], dtype=float)
+    ref_vjp = np.array([f_vjp(*row, *gain, *zeros, 1e-5, *g) for row, g in rows], dtype=float)
     xhat, mean, rstd = vs.copy(), np.empty(points), np.empty(points)
     K.normalize_rows(xhat, mean, rstd, np.float64(1e-5))
     dv = np.empty_like(vs)
     K.backward_rows(dv, dys, xhat, rstd, gain)
     where = f"N = {n}, {points} random rows"
     return [array_check(FAMILY, f"{FAMILY}/ln_forward_kernel_N{n}", f"LN's normalised row vhat, {where}",
-                        "SymPy's definition, lambdified", "rnncore.kernels.layernorm.normalize_rows", ref_hat, xhat,
-                        LOCAL_TOLERANCE),
+                        "SymPy's definition, lambdified", "rnncore.kernels.layernorm.normalize_rows", ref_hat,
+                        xhat, LOCAL_TOLERANCE),
             array_check(FAMILY, f"{FAMILY}/ln_backward_kernel_N{n}", f"dy^T d LN / d v, {where}",
-                        "SymPy's Jacobian of the definition, lambdified", "rnncore.kernels.layernorm.backward_rows",
-                        ref_vjp, dv, LOCAL_TOLERANCE)]
+                        "SymPy's Jacobian of the definition, lambdified",
+                        "rnncore.kernels.layernorm.backward_rows", ref_vjp, dv, LOCAL_TOLERANCE)]
 
 
 def run(quick=False):
@@ -251,19 +264,21 @@ def run(quick=False):
         checks += check_network(spec, points=2 if quick else 3)
     description = (
         "The layer-normalised LSTM (Ba, Kiros & Hinton 2016) and GRU (torch's reset placement) of "
-        "`rnncore.LSTM(..., layer_norm=True)` and `rnncore.GRU(..., layer_norm=True)`. LN normalises the whole "
-        "4H (LSTM) or 3H (GRU) vector of each projection, W_ih x and W_hh h, with one mean and variance per row, "
-        "and the LSTM's new cell state over its H units; the carried cell state is the un-normalised one. "
-        "The unrolled loss of tiny networks is written out in SymPy from these equations and LN's definition, "
-        "and differentiated with respect to every weight, bias, LN gain and bias, input and initial state "
-        "(reverse accumulation of SymPy's local derivatives, as in `cells`); the float64 layers are compared "
-        f"with it at random points. {len(spec_list)} configurations, each named in its checks: both cells at "
-        "input and hidden size 2, a 2-layer bidirectional stack with unequal lengths, and hidden size 1, where "
-        "LN over the one unit of the cell state is exactly its bias (the gain's gradient is then 0: checked as "
-        "such)" + ("" if quick else "; also H = 3, T = 4 with batch 2, no biases with eps = 0.01") + ".\n\n"
+        "`rnncore.LSTM(..., layer_norm=True)` and `rnncore.GRU(..., layer_norm=True)`. LN normalises the "
+        "whole 4H (LSTM) or 3H (GRU) vector of each projection, W_ih x and W_hh h, with one mean and "
+        "variance per row, and the LSTM's new cell state over its H units; the carried cell state is the "
+        "un-normalised one. The unrolled loss of tiny networks is written out in SymPy from these "
+        "equations and LN's definition, and differentiated with respect to every weight, bias, LN gain "
+        "and bias, input and initial state (reverse accumulation of SymPy's local derivatives, as in "
+        "`cells`); the float64 layers are compared with it at random points. "
+        f"{len(spec_list)} configurations, each named in its checks: both cells at input and hidden size "
+        "2, a 2-layer bidirectional stack with unequal lengths, no biases with eps = 0.01, and hidden "
+        "size 1, where LN over the one unit of the cell state is exactly its bias (the gain's gradient is"
+        " then 0: checked as such)"
+        + ("" if quick else "; also H = 3 and T = 4 with batch 2") + ".\n\n"
         "The local derivative d LN / d v is derived by SymPy from the definition and proven equal to the "
-        "closed form the kernels use; the kernels' LN rows (forward and backward) are compared with SymPy at "
-        "random points, including N = 1.")
+        "closed form the kernels use; the kernels' LN rows (forward and backward) are compared with SymPy"
+        " at random points, including N = 1.")
     return DerivationResult(FAMILY, "LayerNorm LSTM and GRU: SymPy reference gradients and d LN / d v",
-                            description, checks, LN_LATEX + [("d LN / d v (and the backward the kernels compute)",
-                                                              JACOBIAN_LATEX)])
+                            description, checks,
+                            LN_LATEX + [("d LN / d v (and the kernels' backward)", JACOBIAN_LATEX)])

@@ -83,7 +83,7 @@ def add_gain_grads(dgain, dbeta, dy, xhat):
 def project_normalized(xhat, mean, rstd, x, w_ih, eps):
     """The input projection of all steps as one GEMM, normalised row by row: xhat = LN's xhat of x W_ih^T.
     xhat (T, B, G), mean, rstd (T, B): outputs; x (T, B, I); w_ih (G, I)."""
-    T, B, I = x.shape
+    T, B, I = x.shape  # noqa: E741  (the project's dimension letters)
     G = w_ih.shape[0]
     xh2 = xhat.reshape(T * B, G)
     np.dot(x.reshape(T * B, I), w_ih.T, xh2)

@@ -17,6 +17,7 @@ semantics: see ``_common``. Every function lists outputs first, then inputs, the
 
 import numpy as np
 
+from rnncore.kernels import activations
 from rnncore.kernels._common import (
     INFER_CHUNK,
     add_output_grad,
@@ -30,13 +31,13 @@ from rnncore.kernels._common import (
     write_output,
 )
 from rnncore.kernels._jit import kernel
-from rnncore.kernels import activations
 from rnncore.kernels.activations import sigmoid, tanh
 from rnncore.kernels.layernorm import backward_projections, backward_rows, normalize_rows, project_normalized
 
 
 @kernel
-def cell(h_new, a, aux, xh, mean_h, rstd_h, xi, h_prev, lengths, t, w_hh, bias_x, bias_h, gain_ih, gain_hh, eps):
+def cell(h_new, a, aux, xh, mean_h, rstd_h, xi, h_prev, lengths, t, w_hh, bias_x, bias_h, gain_ih, gain_hh,
+         eps):
     """One step for the whole batch.
     h_new (B, H): output state; a (B, 3H): output, the activated gates r, z, n
     aux (B, H): output, a_h[n]; xh (B, 3H): output, the normalised recurrent projection
@@ -76,8 +77,8 @@ def forward_train(out, hs, gates, aux, xhat_ih, xhat_hh, mean, rstd, x, lengths,
     copy_into(hs[first], h0)
     for s in range(T):
         t = time_index(s, T, reverse)
-        cell(hs[t + 1], gates[t], aux[t], xhat_hh[t], mean[1, t], rstd[1, t], xhat_ih[t], hs[t + off], lengths, t,
-             w_hh, bias_x, bias_h, gain_ih, gain_hh, eps)
+        cell(hs[t + 1], gates[t], aux[t], xhat_hh[t], mean[1, t], rstd[1, t], xhat_ih[t], hs[t + off],
+             lengths, t, w_hh, bias_x, bias_h, gain_ih, gain_hh, eps)
         write_output(out, hs[t + 1], lengths, t, col)
 
 
@@ -125,8 +126,8 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh
 
 
 @kernel
-def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, grad_out, grad_hn, x,
-             lengths, hs, gates, aux, xhat_ih, xhat_hh, rstd, w_ih, w_hh, gain_ih, gain_hh, reverse, col):
+def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, grad_out, grad_hn,
+             x, lengths, hs, gates, aux, xhat_ih, xhat_hh, rstd, w_ih, w_hh, gain_ih, gain_hh, reverse, col):
     """BPTT through one direction of one layer; every output is accumulated into (``+=``).
     dx (T, B, I); dh0 (B, H); dw_ih (3H, I); dw_hh (3H, H); db_ih, db_hh, dgain_*, dbeta_* (3H,)
     grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn (B, H)
@@ -170,5 +171,5 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, 
         carry_inactive(dh_prev, dh, lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh
-    backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, d_ax, d_ah, d_rec,
-                         x, hs[off : off + T], xhat_ih, xhat_hh, rstd[0], w_ih, gain_ih)
+    backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, d_ax, d_ah,
+                         d_rec, x, hs[off : off + T], xhat_ih, xhat_hh, rstd[0], w_ih, gain_ih)

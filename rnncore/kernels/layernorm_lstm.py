@@ -1,4 +1,4 @@
-"""LayerNorm LSTM kernels (Ba, Kiros & Hinton 2016, the layer-normalised LSTM), torch.nn gate order i, f, g, o:
+"""LayerNorm LSTM kernels (Ba, Kiros & Hinton 2016, the layer-normalised LSTM), gate order i, f, g, o:
 
     a = LN(W_ih x; gain_ih, beta_ih) + LN(W_hh h; gain_hh, beta_hh) + b_ih + b_hh      (rows i | f | g | o)
     i, f, o = sigmoid(.), g = tanh(.)   of the rows of a
@@ -17,6 +17,7 @@ projection, [1] the recurrent projection, [2] the cell state.
 
 import numpy as np
 
+from rnncore.kernels import activations
 from rnncore.kernels._common import (
     INFER_CHUNK,
     add_output_grad,
@@ -30,14 +31,13 @@ from rnncore.kernels._common import (
     write_output,
 )
 from rnncore.kernels._jit import kernel
-from rnncore.kernels import activations
 from rnncore.kernels.activations import sigmoid, tanh
 from rnncore.kernels.layernorm import backward_projections, backward_rows, normalize_rows, project_normalized
 
 
 @kernel
-def cell(h_new, c_new, a, xh, chat, mean_h, rstd_h, mean_c, rstd_c, xi, h_prev, c_prev, lengths, t, w_hh, bias,
-         gain_ih, gain_hh, gain_c, beta_c, eps):
+def cell(h_new, c_new, a, xh, chat, mean_h, rstd_h, mean_c, rstd_c, xi, h_prev, c_prev, lengths, t, w_hh,
+         bias, gain_ih, gain_hh, gain_c, beta_c, eps):
     """One step for the whole batch.
     h_new, c_new (B, H): output states; a (B, 4H): output, the activated gates i, f, g, o
     xh (B, 4H): output, the normalised recurrent projection; chat (B, H): output, the normalised c'
@@ -68,8 +68,8 @@ def cell(h_new, c_new, a, xh, chat, mean_h, rstd_h, mean_c, rstd_c, xi, h_prev, 
 
 
 @kernel
-def forward_train(out, hs, cs, gates, xhat_ih, xhat_hh, chat, mean, rstd, x, lengths, h0, c0, w_ih, w_hh, b_ih,
-                  b_hh, gain_ih, beta_ih, gain_hh, beta_hh, gain_c, beta_c, eps, reverse, col):
+def forward_train(out, hs, cs, gates, xhat_ih, xhat_hh, chat, mean, rstd, x, lengths, h0, c0, w_ih, w_hh,
+                  b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh, gain_c, beta_c, eps, reverse, col):
     """Forward that keeps what backward needs.
     out (T, B, O): writes out[:, :, col:col+H]; hs, cs (T+2, B, H): states (layout in ``_common``)
     gates (T, B, 4H): activated i, f, g, o; xhat_ih, xhat_hh (T, B, 4H): the normalised projections
@@ -84,14 +84,15 @@ def forward_train(out, hs, cs, gates, xhat_ih, xhat_hh, chat, mean, rstd, x, len
     copy_into(cs[first], c0)
     for s in range(T):
         t = time_index(s, T, reverse)
-        cell(hs[t + 1], cs[t + 1], gates[t], xhat_hh[t], chat[t], mean[1, t], rstd[1, t], mean[2, t], rstd[2, t],
-             xhat_ih[t], hs[t + off], cs[t + off], lengths, t, w_hh, bias, gain_ih, gain_hh, gain_c, beta_c, eps)
+        cell(hs[t + 1], cs[t + 1], gates[t], xhat_hh[t], chat[t], mean[1, t], rstd[1, t], mean[2, t],
+             rstd[2, t], xhat_ih[t], hs[t + off], cs[t + off], lengths, t, w_hh, bias, gain_ih, gain_hh,
+             gain_c, beta_c, eps)
         write_output(out, hs[t + 1], lengths, t, col)
 
 
 @kernel
-def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh,
-                  gain_c, beta_c, eps, reverse, col):
+def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh,
+                  beta_hh, gain_c, beta_c, eps, reverse, col):
     """Forward that keeps nothing; the input projection is done a block of steps at a time.
     out (T, B, O): writes out[:, :, col:col+H]; h_n, c_n (B, H): final states; other arguments as in
     ``forward_train``."""
@@ -111,8 +112,8 @@ def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, gai
         project_normalized(xi, block_stats[0, :n], block_stats[1, :n], x[start : start + n], w_ih, eps)
         for s in range(n):
             t = start + time_index(s, n, reverse)
-            cell(h_new, c_new, a, xh, chat, stats[0], stats[1], stats[2], stats[3], xi[t - start], h, c, lengths,
-                 t, w_hh, bias, gain_ih, gain_hh, gain_c, beta_c, eps)
+            cell(h_new, c_new, a, xh, chat, stats[0], stats[1], stats[2], stats[3], xi[t - start], h, c,
+                 lengths, t, w_hh, bias, gain_ih, gain_hh, gain_c, beta_c, eps)
             write_output(out, h_new, lengths, t, col)
             h, h_new = h_new, h
             c, c_new = c_new, c
@@ -121,7 +122,8 @@ def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, gai
 
 
 @kernel
-def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh, gain_c, beta_c, eps):
+def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh, gain_c, beta_c,
+         eps):
     """One generation step, nothing kept. h_new, c_new (B, H); x (B, I); h, c (B, H)."""
     B = x.shape[0]
     G = w_ih.shape[0]
@@ -132,14 +134,14 @@ def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_h
     chat = np.empty_like(h)
     lengths = np.full(B, 1, dtype=np.int64)
     bias = b_ih + b_hh + beta_ih + beta_hh
-    cell(h_new, c_new, a, xh, chat, stats[0], stats[1], stats[2], stats[3], xi[0], h, c, lengths, 0, w_hh, bias,
-         gain_ih, gain_hh, gain_c, beta_c, eps)
+    cell(h_new, c_new, a, xh, chat, stats[0], stats[1], stats[2], stats[3], xi[0], h, c, lengths, 0, w_hh,
+         bias, gain_ih, gain_hh, gain_c, beta_c, eps)
 
 
 @kernel
-def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, dgain_c, dbeta_c,
-             grad_out, grad_hn, grad_cn, x, lengths, hs, cs, gates, xhat_ih, xhat_hh, chat, rstd, w_ih, w_hh,
-             gain_ih, gain_hh, gain_c, beta_c, reverse, col):
+def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, dgain_c,
+             dbeta_c, grad_out, grad_hn, grad_cn, x, lengths, hs, cs, gates, xhat_ih, xhat_hh, chat, rstd,
+             w_ih, w_hh, gain_ih, gain_hh, gain_c, beta_c, reverse, col):
     """BPTT through one direction of one layer; every output is accumulated into (``+=``).
     dx (T, B, I); dh0, dc0 (B, H); dw_ih (4H, I); dw_hh (4H, H); db_ih, db_hh (4H,)
     dgain_ih, dbeta_ih, dgain_hh, dbeta_hh (4H,); dgain_c, dbeta_c (H,)
@@ -196,5 +198,5 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain
         dh, dh_prev = dh_prev, dh
     dh0 += dh
     dc0 += dc
-    backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, dgates, dgates,
-                         d_rec, x, hs[off : off + T], xhat_ih, xhat_hh, rstd[0], w_ih, gain_ih)
+    backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, dgates,
+                         dgates, d_rec, x, hs[off : off + T], xhat_ih, xhat_hh, rstd[0], w_ih, gain_ih)

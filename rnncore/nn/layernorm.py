@@ -35,7 +35,8 @@ class _LayerNorm:
 
     def _init_layer_norm(self, layer_norm, layer_norm_eps):
         if layer_norm is not True:
-            raise ValueError(f"{type(self).__name__} is the layer_norm=True layer; got layer_norm={layer_norm!r}")
+            raise ValueError(f"{type(self).__name__} is the layer_norm=True layer; got "
+                             f"layer_norm={layer_norm!r}")
         eps = float(layer_norm_eps)
         if not (math.isfinite(eps) and eps > 0):
             raise ValueError(f"layer_norm_eps must be a finite number > 0, got {layer_norm_eps!r}")
@@ -63,11 +64,12 @@ class _LayerNorm:
 
     def _weights(self, layer, direction):
         """(w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh[, gain_c, beta_c])."""
-        return super()._weights(layer, direction) + tuple(self._params[n] for n in self._ln_names(layer, direction))
+        names = self._ln_names(layer, direction)
+        return super()._weights(layer, direction) + tuple(self._params[n] for n in names)
 
     def _weight_grads(self, layer, direction):
-        return super()._weight_grads(layer, direction) + tuple(self._grads[n]
-                                                               for n in self._ln_names(layer, direction))
+        names = self._ln_names(layer, direction)
+        return super()._weight_grads(layer, direction) + tuple(self._grads[n] for n in names)
 
     def extra_repr(self):
         eps = "" if self.layer_norm_eps == 1e-5 else f", layer_norm_eps={self.layer_norm_eps:g}"
@@ -93,16 +95,16 @@ class LayerNormLSTM(_LayerNorm, LSTM):
         gates, xhat_ih, xhat_hh = (np.empty((T, B, 4 * H), dtype=dt) for _ in range(3))
         chat = np.empty((T, B, H), dtype=dt)
         mean, rstd = np.empty((3, T, B), dtype=dt), np.empty((3, T, B), dtype=dt)
-        layernorm_lstm.forward_train(out, hs, cs, gates, xhat_ih, xhat_hh, chat, mean, rstd, x, lengths, s0[0],
-                                     s0[1], *w, self._eps, reverse, col)
+        layernorm_lstm.forward_train(out, hs, cs, gates, xhat_ih, xhat_hh, chat, mean, rstd, x, lengths,
+                                     s0[0], s0[1], *w, self._eps, reverse, col)
         last = 1 if reverse else T
         finals[0][...] = hs[last]
         finals[1][...] = cs[last]
         return hs, cs, gates, xhat_ih, xhat_hh, chat, rstd
 
     def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col):
-        layernorm_lstm.forward_infer(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, self._eps, reverse,
-                                     col)
+        layernorm_lstm.forward_infer(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, self._eps,
+                                     reverse, col)
 
     def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col):
         # w: w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh, gain_c, beta_c
@@ -124,8 +126,8 @@ class LayerNormGRU(_LayerNorm, GRU):
     def __init__(self, *args, layer_norm=True, layer_norm_eps=1e-5, **kwargs):
         super().__init__(*args, **kwargs)
         if not self.reset_after:
-            raise ValueError("GRU(layer_norm=True) supports reset_after=True only (the reset gate multiplies the "
-                             "normalised recurrent n-block); got reset_after=False")
+            raise ValueError("GRU(layer_norm=True) supports reset_after=True only (the reset gate multiplies "
+                             "the normalised recurrent n-block); got reset_after=False")
         self._init_layer_norm(layer_norm, layer_norm_eps)
 
     def _run_train(self, out, finals, x, lengths, s0, w, reverse, col):

@@ -313,8 +313,8 @@ class RNN(RecurrentBase):
 
 
 def _layer_norm_class(cls, base, layer_norm):
-    """The class ``base(..., layer_norm=...)`` builds: its layer-normalised subclass (``rnncore.nn.layernorm``)
-    when layer_norm is True."""
+    """The class ``base(..., layer_norm=...)`` builds: its layer-normalised subclass (in
+    ``rnncore.nn.layernorm``) when layer_norm is True."""
     if not isinstance(layer_norm, (bool, np.bool_)):
         raise TypeError(f"layer_norm must be True or False, got {layer_norm!r}")
     if layer_norm and cls is base:

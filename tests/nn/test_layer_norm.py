@@ -33,9 +33,9 @@ def _perturb(layer, rng, scale=0.3):
 
 
 def _make(cell, config, dtype=np.float64, seed=0, eps=1e-5):
-    T, B, I, H, L, bi, bf, lengths, with_state, bias = config
-    layer = CELLS[cell](I, H, num_layers=L, bidirectional=bi, batch_first=bf, bias=bias, dtype=dtype, seed=seed,
-                        layer_norm=True, layer_norm_eps=eps)
+    T, B, I, H, L, bi, bf, lengths, with_state, bias = config  # noqa: E741
+    layer = CELLS[cell](I, H, num_layers=L, bidirectional=bi, batch_first=bf, bias=bias, dtype=dtype,
+                        seed=seed, layer_norm=True, layer_norm_eps=eps)
     rng = np.random.default_rng(seed + 100)
     _perturb(layer, rng)
     D = 2 if bi else 1
@@ -76,7 +76,8 @@ def test_one_unit_cell_norm_is_its_bias():
     assert np.all(np.isfinite(out)) and np.all(np.isfinite(c_n))
     layer.zero_grad()
     rng = np.random.default_rng(7)
-    layer.backward(rng.standard_normal(out.shape), (rng.standard_normal(h_n.shape), rng.standard_normal(c_n.shape)))
+    g_state = (rng.standard_normal(h_n.shape), rng.standard_normal(c_n.shape))
+    layer.backward(rng.standard_normal(out.shape), g_state)
     assert np.all(layer.grads["layernorm_c_weight_l0"] == 0)
     assert np.all(layer.grads["layernorm_c_bias_l0"] != 0)
     layer._params["layernorm_c_weight_l0"][...] = 5.0
@@ -141,10 +142,12 @@ def test_float32_agrees_with_float64(cell):
         g = np.random.default_rng(3).standard_normal(out.shape).astype(m.dtype)
         m.zero_grad()
         dx, d0 = m.backward(g, None)
-        outs[m.dtype.name] = {"out": out, "dx": dx, **{f"d{k}0": v for k, v in zip("hc", _as_list(d0))},
-                              **{f"final_{k}": v for k, v in zip("hc", _as_list(finals))},
+        outs[m.dtype.name] = {"out": out, "dx": dx,
+                              **{f"d{k}0": v for k, v in zip("hc", _as_list(d0), strict=False)},
+                              **{f"final_{k}": v for k, v in zip("hc", _as_list(finals), strict=False)},
                               **{k: v.copy() for k, v in m.grads.items()}}
-    errors = {name: _rel(outs["float32"][name].astype(np.float64), ref) for name, ref in outs["float64"].items()}
+    errors = {name: _rel(outs["float32"][name].astype(np.float64), ref)
+              for name, ref in outs["float64"].items()}
     print(f"float32 vs float64, {cell}: worst {max(errors.values()):.2e}, out {errors['out']:.2e}")
     worst = max(errors, key=errors.get)
     assert errors[worst] < 1e-4, (worst, errors[worst])
@@ -234,7 +237,8 @@ def _torch_reference(torch, cell, params, x, states, lengths, L, D, H, eps, bias
             for t in (range(T) if d == 0 else reversed(range(T))):
                 u = F.layer_norm(layer_in[t] @ p["weight_ih"].T, (G,), p["layernorm_ih_weight"],
                                  p["layernorm_ih_bias"], eps)
-                v = F.layer_norm(h @ p["weight_hh"].T, (G,), p["layernorm_hh_weight"], p["layernorm_hh_bias"], eps)
+                v = F.layer_norm(h @ p["weight_hh"].T, (G,), p["layernorm_hh_weight"], p["layernorm_hh_bias"],
+                                 eps)
                 if bias:
                     u, v = u + p["bias_ih"], v + p["bias_hh"]
                 m = mask[t]
@@ -267,7 +271,7 @@ def test_against_a_torch_composition(cell, eps):
     (float64, 1e-10 relative): larger than the SymPy networks (T 7, B 4, H 6, 2 layers, bidirectional,
     unequal lengths), with each eps."""
     torch = pytest.importorskip("torch")
-    T, B, I, H, L, D = 7, 4, 5, 6, 2, 2
+    T, B, I, H, L, D = 7, 4, 5, 6, 2, 2  # noqa: E741
     lengths = [7, 5, 1, 3]
     m, x, hx, _ = _make(cell, (T, B, I, H, L, True, False, lengths, True, True), eps=eps)
     out, finals = m(x, hx, lengths)
