@@ -296,3 +296,27 @@ def test_against_a_torch_composition(cell, eps):
         assert _rel(d, ts.grad.numpy()) < 1e-10
     for name, value in m.grads.items():
         assert _rel(value, params[name].grad.numpy()) < 1e-10, name
+
+
+def test_train_and_generate_from_the_command_line(tmp_path):
+    """`rnncore train lm --cell lstm_ln`: trains, saves, and `generate` reloads the layer-normalised model."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 30, encoding="utf-8")
+    out = tmp_path / "run"
+    args = ["train", "lm", "--text", text, "--out", out, "--cell", "lstm_ln", "--bptt", 8, "--max-steps", 3,
+            "--hidden-size", 8, "--embedding-dim", 4, "--batch-size", 4, "--quiet", "--seed", 1]
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    from safetensors.numpy import load_file
+
+    from rnncore.train.checkpoint import weights_path
+
+    assert "rnn.layernorm_c_weight_l0" in load_file(weights_path(out / "checkpoint"))
+    result = CliRunner().invoke(main, ["generate", str(out), "--prime", "the ", "--length", "10", "--seed", "2"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("the ")
