@@ -316,7 +316,7 @@ def test_train_and_generate_from_the_command_line(tmp_path):
     from rnncore.train.checkpoint import weights_path
 
     assert "rnn.layernorm_c_weight_l0" in load_file(weights_path(out / "checkpoint"))
-    result = CliRunner().invoke(main, ["generate", str(out), "--prime", "the ", "--length", "10", "--seed", "2"],
-                                catch_exceptions=False)
+    args = ["generate", str(out), "--prime", "the ", "--length", "10", "--seed", "2"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert result.output.startswith("the ")
