@@ -34,7 +34,7 @@ class _LayerNorm:
     ln_parts = ()
 
     def _init_layer_norm(self, layer_norm, layer_norm_eps):
-        if layer_norm is not True:
+        if not layer_norm:
             raise ValueError(f"{type(self).__name__} is the layer_norm=True layer; got "
                              f"layer_norm={layer_norm!r}")
         eps = float(layer_norm_eps)

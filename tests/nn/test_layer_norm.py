@@ -9,6 +9,7 @@ import pytest
 import rnncore
 from rnncore.gradcheck import check_recurrent
 from rnncore.kernels._common import INFER_CHUNK
+from rnncore.nn.layernorm import LayerNormLSTM
 
 CELLS = {"lstm": rnncore.LSTM, "gru": rnncore.GRU}
 
@@ -212,6 +213,9 @@ def test_bad_options():
             rnncore.GRU(3, 4, layer_norm=True, layer_norm_eps=eps)
     with pytest.raises(ValueError, match="reset_after=True only"):
         rnncore.GRU(3, 4, layer_norm=True, reset_after=False)
+    assert type(rnncore.GRU(3, 4, layer_norm=np.bool_(True))).__name__ == "LayerNormGRU"
+    with pytest.raises(ValueError, match="is the layer_norm=True layer"):
+        LayerNormLSTM(3, 4, layer_norm=False)
     m = rnncore.LSTM(3, 4, layer_norm=False)
     assert type(m) is rnncore.LSTM and not any(k.startswith("layernorm") for k in m.state_dict())
 
