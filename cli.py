@@ -100,8 +100,8 @@ def train_options(**defaults):
                          default=None,
                          help="Continue the run in this directory (its config; --epochs/--max-steps may "
                               "extend it); the losses match an uninterrupted run."),
-            click.option("--cell", type=click.Choice(["rnn", "rnn_relu", "lstm", "gru"]), default=d["cell"],
-                         help="Recurrent cell (rnn = Elman tanh)."),
+            click.option("--cell", type=click.Choice(["rnn", "rnn_relu", "lstm", "gru", "lstm_ln", "gru_ln"]),
+                         default=d["cell"], help="Recurrent cell (rnn = Elman tanh; *_ln layer-normalised)."),
             click.option("--hidden-size", type=click.IntRange(min=1), default=d["hidden_size"]),
             click.option("--embedding-dim", type=click.IntRange(min=0), default=d["embedding_dim"],
                          help="Token embedding size; 0 feeds one-hot vectors."),
@@ -423,7 +423,7 @@ def export(run_dir, onnx_path, st_path, opset, lengths):
               help="Directory for report.html, report.md, results.json and the plots.")
 @click.option("--quick", is_flag=True, help="Smaller networks, fewer points and seeds (what the tests run).")
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this derivation (repeatable): "
-              "cells, local, softmax, scalar, bptt, autoencoder, init.")
+              "cells, local, softmax, scalar, bptt, autoencoder, init, layer_norm.")
 def verify(out, quick, only):
     """Check the kernels against SymPy's reference gradients and the classic results; write a report.
 

@@ -14,5 +14,7 @@ DERIVATIONS = {
     "bptt": ("derivations.bptt", "BPTT recurrence and its closed form"),
     "autoencoder": ("derivations.autoencoder", "Linear autoencoder and PCA"),
     "init": ("derivations.init_study", "Initialisation study: ReLU RNN, recurrent variance g/n"),
+    "layer_norm": ("derivations.layer_norm",
+                   "LayerNorm LSTM and GRU: SymPy reference gradients and d LN / d v"),
 }
 NAMES = tuple(DERIVATIONS)

@@ -216,7 +216,7 @@ class SymbolicNet:
                     state = tuple(list(self.inputs[f"{n}0"][idx, b]) for n in spec.states)
                     steps = range(lengths[b]) if d == 0 else reversed(range(lengths[b]))
                     for t in steps:
-                        state = cell_step(spec, layer_in[t][b], state, *w)
+                        state = self._step(layer_in[t][b], state, key, w)
                         out[t][b][d * H:(d + 1) * H] = state[0]
                     for n, s in zip(spec.states, state, strict=True):
                         finals[(n, idx, b)] = s
@@ -231,6 +231,11 @@ class SymbolicNet:
             g = self.upstream[f"grad_{n}_n"]
             terms += [sp.Mul(s[j], g[idx, b, j]) for j in range(H)]
         return sp.Add(*terms)
+
+    def _step(self, x, state, key, w):
+        """One step of the layer and direction ``key`` ('l0', 'l0_reverse', ...), w = (w_ih, w_hh, b_ih,
+        b_hh). Networks with more parameters per direction override it."""
+        return cell_step(self.spec, x, state, *w)
 
     def arrays(self):
         """Every symbol array by name: parameters, inputs, upstream projections (a fixed order)."""

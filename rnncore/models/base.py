@@ -41,7 +41,7 @@ from rnncore.nn.recurrent import GRU, LSTM, RNN
 __all__ = ["CELLS", "MERGE_MODES", "DirectionMerge", "StepResult", "TaskModel", "copy_state",
            "make_recurrent", "top_layer_final"]
 
-CELLS = ("rnn", "rnn_relu", "lstm", "gru")
+CELLS = ("rnn", "rnn_relu", "lstm", "gru", "lstm_ln", "gru_ln")  # *_ln: layer_norm=True
 MERGE_MODES = ("concat", "sum", "product")
 
 
@@ -208,7 +208,8 @@ def _import_builtin_models():
 # -- building blocks ------------------------------------------------------------------------------
 def make_recurrent(cell, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
                    dtype=np.float32, seed=None):
-    """An RNN (``rnn`` = tanh, ``rnn_relu``), LSTM or GRU layer, time-major."""
+    """An RNN (``rnn`` = tanh, ``rnn_relu``), LSTM or GRU layer, time-major; ``lstm_ln`` and ``gru_ln``
+    are the layer-normalised LSTM and GRU (``layer_norm=True``)."""
     kwargs = dict(num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, dtype=dtype, seed=seed)
     if cell == "rnn":
         return RNN(input_size, hidden_size, nonlinearity="tanh", **kwargs)
@@ -218,6 +219,8 @@ def make_recurrent(cell, input_size, hidden_size, num_layers=1, bidirectional=Fa
         return LSTM(input_size, hidden_size, **kwargs)
     if cell == "gru":
         return GRU(input_size, hidden_size, **kwargs)
+    if cell in ("lstm_ln", "gru_ln"):
+        return (LSTM if cell == "lstm_ln" else GRU)(input_size, hidden_size, layer_norm=True, **kwargs)
     raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
 
 

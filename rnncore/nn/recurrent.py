@@ -352,15 +352,35 @@ class RNN(RecurrentBase):
 
 
 
+def _layer_norm_class(cls, base, layer_norm):
+    """The class ``base(..., layer_norm=...)`` builds: its layer-normalised subclass (in
+    ``rnncore.nn.layernorm``) when layer_norm is True."""
+    if not isinstance(layer_norm, (bool, np.bool_)):
+        raise TypeError(f"layer_norm must be True or False, got {layer_norm!r}")
+    if layer_norm and cls is base:
+        from rnncore.nn import layernorm
+
+        return getattr(layernorm, f"LayerNorm{base.__name__}")
+    return cls
+
+
 class LSTM(RecurrentBase):
     """LSTM with torch.nn gate order i, f, g, o.
 
     ``out, (h_n, c_n) = lstm(x, (h0, c0)=None, lengths=None)``;
     ``dx, (dh0, dc0) = lstm.backward(grad_out, (grad_h_n, grad_c_n))``.
+    ``layer_norm=True`` builds the layer-normalised LSTM, ``rnncore.nn.layernorm.LayerNormLSTM`` (equations
+    and parameter names there), with epsilon ``layer_norm_eps``.
     """
 
     gate_rows = 4
     state_names = ("h", "c")
+
+    def __new__(cls, *args, layer_norm=False, **kwargs):
+        return super().__new__(_layer_norm_class(cls, LSTM, layer_norm))
+
+    def __init__(self, *args, layer_norm=False, layer_norm_eps=1e-5, **kwargs):
+        super().__init__(*args, **kwargs)  # layer_norm=True makes a LayerNormLSTM (__new__), which uses both
 
     def _run_train(self, out, finals, x, lengths, s0, w, reverse, col):
         T, B, _ = x.shape
@@ -392,12 +412,18 @@ class GRU(RecurrentBase):
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn)); ``False`` is the original, W_hn (r * h).
 
     ``out, h_n = gru(x, h0=None, lengths=None)``; ``dx, dh0 = gru.backward(grad_out, grad_h_n)``.
+    ``layer_norm=True`` builds the layer-normalised GRU, ``rnncore.nn.layernorm.LayerNormGRU`` (equations
+    and parameter names there), with epsilon ``layer_norm_eps``.
     """
 
     gate_rows = 3
 
+    def __new__(cls, *args, layer_norm=False, **kwargs):
+        return super().__new__(_layer_norm_class(cls, GRU, layer_norm))
+
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, dtype=np.float32, seed=None, check_finite=False, reset_after=True):
+                 bidirectional=False, dtype=np.float32, seed=None, check_finite=False, reset_after=True,
+                 layer_norm=False, layer_norm_eps=1e-5):
         self.reset_after = bool(reset_after)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          dtype, seed, check_finite)

@@ -87,6 +87,14 @@ def test_every_listed_check_is_present_and_passed(results):
         "autoencoder/tied/loss", "autoencoder/weight_decay/encoder_angle",
         # initialisation study
         *(f"init/g{g}/{k}" for g in (1.5, 2.0, 3.0) for k in ("first_step", "per_step", "gradient_per_step")),
+        # LayerNorm LSTM and GRU: every LN parameter, a stack with lengths, H = 1, LN's local derivative
+        *(f"layer_norm/lstm/layernorm_{p}_{k}_l0" for p in ("ih", "hh", "c") for k in ("weight", "bias")),
+        *(f"layer_norm/gru/{n}"
+          for n in ("layernorm_ih_weight_l0", "layernorm_hh_bias_l0", "weight_hh_l0", "h0")),
+        "layer_norm/lstm/c0", "layer_norm/lstm_stacked_bidir_lengths/layernorm_c_weight_l1_reverse",
+        "layer_norm/gru_stacked_bidir_lengths/weight_ih_l1", "layer_norm/lstm_H1/layernorm_c_weight_l0",
+        "layer_norm/gru_nobias_eps1e-2/x", "layer_norm/ln_jacobian_identity_N3",
+        "layer_norm/ln_backward_kernel_N1",
     ]
     missing = [n for n in expected if n not in names]
     assert not missing, missing
@@ -94,7 +102,7 @@ def test_every_listed_check_is_present_and_passed(results):
 
 def test_gradient_checks_agree_to_1e10(results):
     for r in results["checks"]:
-        if r["family"] in ("cells", "bptt") and r["error_kind"] == "rel":
+        if r["family"] in ("cells", "bptt", "layer_norm") and r["error_kind"] == "rel":
             assert r["max_rel_error"] <= 1e-10, r["name"]
 
 

@@ -1,0 +1,202 @@
+"""LayerNorm LSTM kernels (Ba, Kiros & Hinton 2016, the layer-normalised LSTM), gate order i, f, g, o:
+
+    a = LN(W_ih x; gain_ih, beta_ih) + LN(W_hh h; gain_hh, beta_hh) + b_ih + b_hh      (rows i | f | g | o)
+    i, f, o = sigmoid(.), g = tanh(.)   of the rows of a
+    c' = f * c + i * g;   h' = o * tanh(LN(c'; gain_c, beta_c))
+
+LN (see ``layernorm``) normalises the whole 4H-vector of each projection with one mean and variance
+(not each gate block separately), as the paper's equations and its reference code do; the cell state
+is normalised over its H units. The carried state c' is the un-normalised one. With H = 1 the cell
+state's normalisation is degenerate: LN(c') = beta_c exactly, so h' = o * tanh(beta_c).
+
+Letters: T = steps, B = batch, I = input, H = hidden, G = 4H. Storage layout and packed-sequence
+semantics: see ``_common``. Every function lists outputs first, then inputs, then weights.
+``mean`` and ``rstd`` (3, T, B) keep the statistics of the three normalisations, [0] the input
+projection, [1] the recurrent projection, [2] the cell state.
+"""
+
+import numpy as np
+
+from rnncore.kernels import activations
+from rnncore.kernels._common import (
+    INFER_CHUNK,
+    add_output_grad,
+    carry_inactive,
+    chunk_bounds,
+    copy_into,
+    init_slot,
+    num_chunks,
+    prev_offset,
+    time_index,
+    write_output,
+)
+from rnncore.kernels._jit import kernel
+from rnncore.kernels.activations import sigmoid, tanh
+from rnncore.kernels.layernorm import backward_projections, backward_rows, normalize_rows, project_normalized
+
+
+@kernel
+def cell(h_new, c_new, a, xh, chat, mean_h, rstd_h, mean_c, rstd_c, xi, h_prev, c_prev, lengths, t, w_hh,
+         bias, gain_ih, gain_hh, gain_c, beta_c, eps):
+    """One step for the whole batch.
+    h_new, c_new (B, H): output states; a (B, 4H): output, the activated gates i, f, g, o
+    xh (B, 4H): output, the normalised recurrent projection; chat (B, H): output, the normalised c'
+    mean_h, rstd_h, mean_c, rstd_c (B,): outputs, the statistics of xh and chat
+    xi (B, 4H): the normalised input projection of this step; h_prev, c_prev (B, H)
+    w_hh (4H, H); bias (4H,): b_ih + b_hh + beta_ih + beta_hh; gain_ih, gain_hh (4H,); gain_c, beta_c (H,)."""
+    B, H = h_prev.shape
+    np.dot(h_prev, w_hh.T, xh)
+    normalize_rows(xh, mean_h, rstd_h, eps)
+    for b in range(B):
+        ab, xib, xhb = a[b], xi[b], xh[b]
+        for j in range(2 * H):  # i, f
+            ab[j] = sigmoid(gain_ih[j] * xib[j] + gain_hh[j] * xhb[j] + bias[j])
+        for j in range(2 * H, 3 * H):  # g
+            ab[j] = tanh(gain_ih[j] * xib[j] + gain_hh[j] * xhb[j] + bias[j])
+        for j in range(3 * H, 4 * H):  # o
+            ab[j] = sigmoid(gain_ih[j] * xib[j] + gain_hh[j] * xhb[j] + bias[j])
+        for j in range(H):
+            c = ab[H + j] * c_prev[b, j] + ab[j] * ab[2 * H + j]
+            c_new[b, j] = c
+            chat[b, j] = c
+    normalize_rows(chat, mean_c, rstd_c, eps)
+    for b in range(B):
+        for j in range(H):
+            h_new[b, j] = a[b, 3 * H + j] * tanh(gain_c[j] * chat[b, j] + beta_c[j])
+    carry_inactive(h_new, h_prev, lengths, t)
+    carry_inactive(c_new, c_prev, lengths, t)
+
+
+@kernel
+def forward_train(out, hs, cs, gates, xhat_ih, xhat_hh, chat, mean, rstd, x, lengths, h0, c0, w_ih, w_hh,
+                  b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh, gain_c, beta_c, eps, reverse, col):
+    """Forward that keeps what backward needs.
+    out (T, B, O): writes out[:, :, col:col+H]; hs, cs (T+2, B, H): states (layout in ``_common``)
+    gates (T, B, 4H): activated i, f, g, o; xhat_ih, xhat_hh (T, B, 4H): the normalised projections
+    chat (T, B, H): the normalised cell states; mean, rstd (3, T, B): see the module docstring
+    x (T, B, I); lengths (B,) in 1..T; h0, c0 (B, H); w_ih (4H, I); w_hh (4H, H); b_ih, b_hh (4H,)
+    gain_ih, beta_ih, gain_hh, beta_hh (4H,); gain_c, beta_c (H,); eps: scalar of x's dtype."""
+    T = x.shape[0]
+    project_normalized(xhat_ih, mean[0], rstd[0], x, w_ih, eps)
+    bias = b_ih + b_hh + beta_ih + beta_hh
+    first, off = init_slot(T, reverse), prev_offset(reverse)
+    copy_into(hs[first], h0)
+    copy_into(cs[first], c0)
+    for s in range(T):
+        t = time_index(s, T, reverse)
+        cell(hs[t + 1], cs[t + 1], gates[t], xhat_hh[t], chat[t], mean[1, t], rstd[1, t], mean[2, t],
+             rstd[2, t], xhat_ih[t], hs[t + off], cs[t + off], lengths, t, w_hh, bias, gain_ih, gain_hh,
+             gain_c, beta_c, eps)
+        write_output(out, hs[t + 1], lengths, t, col)
+
+
+@kernel
+def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh,
+                  beta_hh, gain_c, beta_c, eps, reverse, col):
+    """Forward that keeps nothing; the input projection is done a block of steps at a time.
+    out (T, B, O): writes out[:, :, col:col+H]; h_n, c_n (B, H): final states; other arguments as in
+    ``forward_train``."""
+    T, B, _ = x.shape
+    G = w_ih.shape[0]
+    h, h_new = h0.copy(), np.empty_like(h0)
+    c, c_new = c0.copy(), np.empty_like(c0)
+    a, xh = np.empty((B, G), dtype=x.dtype), np.empty((B, G), dtype=x.dtype)
+    chat = np.empty_like(h0)
+    stats = np.empty((4, B), dtype=x.dtype)
+    xi_block = np.empty((min(T, INFER_CHUNK), B, G), dtype=x.dtype)
+    block_stats = np.empty((2, min(T, INFER_CHUNK), B), dtype=x.dtype)
+    bias = b_ih + b_hh + beta_ih + beta_hh
+    for k in range(num_chunks(T)):
+        start, n = chunk_bounds(k, T, reverse)
+        xi = xi_block[:n]
+        project_normalized(xi, block_stats[0, :n], block_stats[1, :n], x[start : start + n], w_ih, eps)
+        for s in range(n):
+            t = start + time_index(s, n, reverse)
+            cell(h_new, c_new, a, xh, chat, stats[0], stats[1], stats[2], stats[3], xi[t - start], h, c,
+                 lengths, t, w_hh, bias, gain_ih, gain_hh, gain_c, beta_c, eps)
+            write_output(out, h_new, lengths, t, col)
+            h, h_new = h_new, h
+            c, c_new = c_new, c
+    copy_into(h_n, h)
+    copy_into(c_n, c)
+
+
+@kernel
+def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh, gain_c, beta_c,
+         eps):
+    """One generation step, nothing kept. h_new, c_new (B, H); x (B, I); h, c (B, H)."""
+    B = x.shape[0]
+    G = w_ih.shape[0]
+    xi = np.empty((1, B, G), dtype=x.dtype)
+    stats = np.empty((6, B), dtype=x.dtype)
+    project_normalized(xi, stats[4:5], stats[5:6], x.reshape(1, B, x.shape[1]), w_ih, eps)
+    a, xh = np.empty((B, G), dtype=x.dtype), np.empty((B, G), dtype=x.dtype)
+    chat = np.empty_like(h)
+    lengths = np.full(B, 1, dtype=np.int64)
+    bias = b_ih + b_hh + beta_ih + beta_hh
+    cell(h_new, c_new, a, xh, chat, stats[0], stats[1], stats[2], stats[3], xi[0], h, c, lengths, 0, w_hh,
+         bias, gain_ih, gain_hh, gain_c, beta_c, eps)
+
+
+@kernel
+def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, dgain_c,
+             dbeta_c, grad_out, grad_hn, grad_cn, x, lengths, hs, cs, gates, xhat_ih, xhat_hh, chat, rstd,
+             w_ih, w_hh, gain_ih, gain_hh, gain_c, beta_c, reverse, col):
+    """BPTT through one direction of one layer; every output is accumulated into (``+=``).
+    dx (T, B, I); dh0, dc0 (B, H); dw_ih (4H, I); dw_hh (4H, H); db_ih, db_hh (4H,)
+    dgain_ih, dbeta_ih, dgain_hh, dbeta_hh (4H,); dgain_c, dbeta_c (H,)
+    grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn, grad_cn (B, H)
+    x (T, B, I); lengths (B,); hs, cs, gates, xhat_ih, xhat_hh, chat, rstd from ``forward_train``
+    w_ih (4H, I); w_hh (4H, H); gain_ih, gain_hh (4H,); gain_c, beta_c (H,)."""
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    dgates = np.zeros((T, B, 4 * H), dtype=x.dtype)  # gradients of the gate pre-activations a
+    d_rec = np.zeros((T, B, 4 * H), dtype=x.dtype)  # gradients of h_prev W_hh^T (before its normalisation)
+    dh = grad_hn.copy()  # gradient flowing into h after the current step
+    dc = grad_cn.copy()  # gradient flowing into c after the current step
+    dh_prev = np.empty_like(dh)
+    dchat = np.empty(H, dtype=x.dtype)
+    off = prev_offset(reverse)
+    one = activations.one(x)
+    inv_h = one / H
+    for s in range(T):
+        t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
+        add_output_grad(dh, grad_out, lengths, t, col)
+        c_prev, g_t, d_t, ch_t = cs[t + off], gates[t], dgates[t], chat[t]
+        for b in range(B):
+            if t >= lengths[b]:
+                continue  # padding: dh and dc pass through unchanged, gate gradients stay 0
+            m1 = one * 0
+            m2 = m1
+            for j in range(H):
+                o = g_t[b, 3 * H + j]
+                tc = tanh(gain_c[j] * ch_t[b, j] + beta_c[j])
+                # forward was: h = o * tanh(y), y = gain_c * chat + beta_c
+                d_t[b, 3 * H + j] = dh[b, j] * tc * (o - o * o)
+                dy = dh[b, j] * o * (one - tc * tc)
+                dgain_c[j] += dy * ch_t[b, j]
+                dbeta_c[j] += dy
+                dchat[j] = dy * gain_c[j]
+                m1 += dchat[j]
+                m2 += dchat[j] * ch_t[b, j]
+            m1 *= inv_h
+            m2 *= inv_h
+            rs = rstd[2, t, b]
+            for j in range(H):
+                i, f, g = g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j]
+                # forward was: chat = (c - mean(c)) * rstd
+                dcj = dc[b, j] + rs * (dchat[j] - m1 - ch_t[b, j] * m2)
+                # forward was: c = f * c_prev + i * g
+                d_t[b, j] = dcj * g * (i - i * i)
+                d_t[b, H + j] = dcj * c_prev[b, j] * (f - f * f)
+                d_t[b, 2 * H + j] = dcj * i * (one - g * g)
+                dc[b, j] = dcj * f
+        # forward was: a = ... + gain_hh * LN(h_prev W_hh^T) + ... (padding rows have d_t = 0, so d_rec = 0)
+        backward_rows(d_rec[t], d_t, xhat_hh[t], rstd[1, t], gain_hh)
+        np.dot(d_rec[t], w_hh, dh_prev)
+        carry_inactive(dh_prev, dh, lengths, t)
+        dh, dh_prev = dh_prev, dh
+    dh0 += dh
+    dc0 += dc
+    backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, dgates,
+                         dgates, d_rec, x, hs[off : off + T], xhat_ih, xhat_hh, rstd[0], w_ih, gain_ih)
