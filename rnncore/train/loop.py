@@ -139,6 +139,10 @@ class Trainer:
         self.state = None
         self.history = []
         self.last_loss = None
+        # Loss sums not yet written to the log: [loss, steps, tokens] since the last step record and
+        # [loss, steps] of the current epoch; checkpointed, so a resumed run logs the same values.
+        self._window = [0.0, 0, 0]
+        self._epoch_sums = [0.0, 0]
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -157,13 +161,16 @@ class Trainer:
             "model_rng": self.model.rng_state(), "history": self.history,
             "state_is_tuple": isinstance(self.state, tuple), "run": self.run_info,
             "clip_norm": self.clip_norm, "clip_value": self.clip_value,
+            "window": list(self._window), "epoch_sums": list(self._epoch_sums),
         }
         return save_checkpoint(path, self.model, self.optimizer, train_state, _state_arrays(self.state))
 
     @classmethod
-    def resume(cls, path, schedule=None, **kwargs):
+    def resume(cls, path, schedule=None, model=None, **kwargs):
         """A trainer continuing the run checkpointed in ``path`` (a checkpoint directory, or a run
-        directory holding ``checkpoint/``). Options not given are taken from the checkpoint."""
+        directory holding ``checkpoint/``). Options not given are taken from the checkpoint.
+        ``model``: train this instance (of the checkpoint's kind and config) instead of a new one;
+        its weights are replaced by the checkpoint's."""
         path = Path(path)
         if (path / "checkpoint").is_dir():
             kwargs.setdefault("out_dir", path)
@@ -171,21 +178,30 @@ class Trainer:
         ckpt = load_checkpoint(path)
         if ckpt.optimizer_state is None or ckpt.train_state is None:
             raise ValueError(f"{path} holds a model but no training state to resume from")
+        if model is None:
+            model = ckpt.model
+        elif type(model) is not type(ckpt.model) or model.get_config() != ckpt.model.get_config():
+            raise ValueError(f"model: {path} holds a {type(ckpt.model).__name__} with config "
+                             f"{ckpt.model.get_config()}, got a {type(model).__name__} with {model.get_config()}")
+        else:
+            model.load_state_dict(ckpt.model.state_dict())
         opt_cls = {cls_.__name__: cls_ for cls_ in OPTIMIZERS.values()}[ckpt.optimizer_state["name"]]
         hyper = dict(ckpt.optimizer_state["hyper"])
         init = {k: v for k, v in hyper.items() if k not in ("initial_lr",)}
         init["lr"] = hyper.get("initial_lr", hyper["lr"])
-        optimizer = opt_cls(ckpt.model, **init)
+        optimizer = opt_cls(model, **init)
         optimizer.load_state_dict(ckpt.optimizer_state)
         ts = ckpt.train_state
         kwargs.setdefault("clip_norm", ts.get("clip_norm"))
         kwargs.setdefault("clip_value", ts.get("clip_value"))
         kwargs.setdefault("run_info", ts.get("run"))
-        trainer = cls(ckpt.model, optimizer, schedule=schedule, **kwargs)
+        trainer = cls(model, optimizer, schedule=schedule, **kwargs)
         trainer.step, trainer.epoch = int(ts["step"]), int(ts["epoch"])
         trainer.batch_in_epoch = int(ts["batch_in_epoch"])
         trainer.history = list(ts.get("history", []))
         trainer.model.set_rng_state(ts.get("model_rng", {}))
+        trainer._window = list(ts.get("window", trainer._window))
+        trainer._epoch_sums = list(ts.get("epoch_sums", trainer._epoch_sums))
         trainer.state = _state_from_arrays(ckpt.arrays, ts.get("state_is_tuple", False))
         trainer._truncate_log()
         return trainer
@@ -242,11 +258,10 @@ class Trainer:
         (or part of an epoch, when max_steps stops inside one)."""
         n_batches = len(train)
         total = epochs * n_batches if max_steps is None else min(epochs * n_batches, max_steps)
-        window_loss, window_n, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
+        t_window = time.perf_counter()
         while self.epoch < epochs and (max_steps is None or self.step < max_steps):
             self.model.train()
             t_epoch = time.perf_counter()
-            epoch_loss, epoch_n = 0.0, 0
             finished = False  # until the source runs out of batches (max_steps may stop the epoch before)
             for i, batch in enumerate(train.batches(self.epoch)):
                 if i < self.batch_in_epoch:
@@ -255,18 +270,16 @@ class Trainer:
                 self.batch_in_epoch = i + 1
                 if on_step is not None:
                     on_step(self, loss, norm)
-                window_loss += loss
-                window_n += 1
-                epoch_loss += loss
-                epoch_n += 1
-                window_tokens += _batch_tokens(batch)
+                window, sums = self._window, self._epoch_sums
+                window[0], window[1], window[2] = window[0] + loss, window[1] + 1, window[2] + _batch_tokens(batch)
+                sums[0], sums[1] = sums[0] + loss, sums[1] + 1
                 if self.step % self.log_every == 0:
                     elapsed = max(time.perf_counter() - t_window, 1e-9)
-                    record = {"step": self.step, "epoch": self.epoch, "loss": window_loss / window_n,
+                    record = {"step": self.step, "epoch": self.epoch, "loss": window[0] / window[1],
                               "grad_norm": norm, "lr": self.optimizer.lr,
-                              "tokens_per_s": window_tokens / elapsed}
+                              "tokens_per_s": window[2] / elapsed}
                     self._log(record)
-                    window_loss, window_n, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
+                    self._window, t_window = [0.0, 0, 0], time.perf_counter()
                     self.progress.update(self.step, total,
                                          f"epoch {self.epoch + 1} loss {record['loss']:.4f} "
                                          f"|g| {norm:.2f} lr {self.optimizer.lr:.2e} "
@@ -278,13 +291,15 @@ class Trainer:
             else:
                 finished = True
             record = {"epoch": self.epoch + 1, "step": self.step,
-                      "train_loss": epoch_loss / max(epoch_n, 1), "seconds": time.perf_counter() - t_epoch}
+                      "train_loss": self._epoch_sums[0] / max(self._epoch_sums[1], 1),
+                      "seconds": time.perf_counter() - t_epoch}
             if valid is not None and (finished or max_steps is not None):
                 record.update({f"valid_{k}": v for k, v in evaluate_source(self.model, valid).items()})
             if finished:
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 self.state = None
+                self._epoch_sums = [0.0, 0]
             self.history.append(record)
             self._log(record)
             self.progress.message("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
