@@ -1,0 +1,212 @@
+"""The same seed gives bit-identical results: in one process, across processes, across a cold and a
+warm Numba cache, and across a checkpoint and resume in a new process.
+
+Subprocesses inherit the session's NUMBA_CACHE_DIR (tests/conftest.py), so after the first one they
+load the compiled kernels instead of compiling them; the cold-cache test uses its own empty one.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+
+
+def _digest(array):
+    array = np.ascontiguousarray(array)
+    return f"{array.dtype}{array.shape}:" + hashlib.sha256(array.tobytes()).hexdigest()[:24]
+
+
+def fingerprint(dtypes=("float32", "float64"), cells=("lstm", "gru", "gru_reset_before", "rnn_relu"), seed=0,
+                backward=True):
+    """{name: digest} of everything a seeded layer computes: initial weights, training forward (with
+    dropout between layers), inference forward, and with ``backward`` the backward pass and a
+    generation step."""
+    import rnncore
+
+    makers = {
+        "lstm": lambda **kw: rnncore.LSTM(**kw),
+        "gru": lambda **kw: rnncore.GRU(**kw),
+        "gru_reset_before": lambda **kw: rnncore.GRU(reset_after=False, **kw),
+        "rnn_relu": lambda **kw: rnncore.RNN(nonlinearity="relu", **kw),
+        "rnn_tanh": lambda **kw: rnncore.RNN(**kw),
+    }
+    result = {}
+    for dtype in dtypes:
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((6, 3, 4)).astype(dtype)
+        lengths = [6, 4, 1]
+        for k, name in enumerate(cells):
+            key = f"{dtype}/{name}"
+            m = makers[name](input_size=4, hidden_size=5, num_layers=2, bidirectional=True, dropout=0.3,
+                             dtype=dtype, seed=seed + k)
+            for pname, value in m.named_parameters():
+                result[f"{key}/init/{pname}"] = _digest(value)
+            out, state = m(x, lengths=lengths)
+            states = state if isinstance(state, tuple) else (state,)
+            result[f"{key}/out"] = _digest(out)
+            result[f"{key}/state"] = _digest(np.stack(states))
+            if backward:
+                g_out = rng.standard_normal(out.shape).astype(dtype)
+                g_states = tuple(rng.standard_normal(s.shape).astype(dtype) for s in states)
+                dx, d0 = m.backward(g_out, g_states if len(g_states) > 1 else g_states[0])
+                result[f"{key}/dx"] = _digest(dx)
+                result[f"{key}/dstate0"] = _digest(np.stack(d0 if isinstance(d0, tuple) else (d0,)))
+                for pname, grad in m.grads.items():
+                    result[f"{key}/grad/{pname}"] = _digest(grad)
+                uni = makers[name](input_size=4, hidden_size=5, num_layers=2, dtype=dtype, seed=seed + k)
+                result[f"{key}/step"] = _digest(uni.step(x[0])[0])
+            m.eval()
+            with rnncore.no_grad():
+                result[f"{key}/out_infer"] = _digest(m(x, lengths=lengths)[0])
+    return result
+
+
+def python(code, env=None, check=True):
+    """Run ``code`` in a new interpreter with this checkout importable; returns its stdout."""
+    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE)]), **(env or {}))
+    proc = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stderr}")
+    return proc.stdout
+
+
+FINGERPRINT = "import json, test_determinism as t; print(json.dumps(t.fingerprint(**{kw})))"
+
+
+def test_fingerprint_sees_a_different_seed():
+    a, b = fingerprint(dtypes=("float64",), cells=("lstm",)), fingerprint(dtypes=("float64",), cells=("lstm",),
+                                                                        seed=1)
+    assert a.keys() == b.keys()
+    assert all(a[k] != b[k] for k in a if "/init/" in k or k.endswith(("/out", "/dx")))
+
+
+def test_same_seed_same_bits_in_another_process():
+    """A new process with another hash seed (dict and set order) and this one agree bit for bit."""
+    here = fingerprint()
+    hash_seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    there = json.loads(python(FINGERPRINT.format(kw={}), env={"PYTHONHASHSEED": hash_seed}))
+    assert there == here, [k for k in here if there.get(k) != here[k]]
+
+
+def test_cold_and_warm_numba_cache_give_the_same_bits(tmp_path):
+    """Kernels compiled now (empty cache), loaded from that cache, or loaded from the session's cache."""
+    kw = {"dtypes": ("float64",), "cells": ("rnn_tanh",), "backward": False}
+    here = fingerprint(**kw)
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    cold = json.loads(python(FINGERPRINT.format(kw=kw), env=env))
+    assert any((tmp_path / "cache").rglob("*.nbc")), "the cold run wrote no cache"
+    warm = json.loads(python(FINGERPRINT.format(kw=kw), env=env))
+    assert cold == here
+    assert warm == here
+
+
+# -- training, checkpoint and resume in separate processes ------------------------------------------------
+TEXT = ("The quick brown fox jumps over the lazy dog. " * 12 + "\n") * 3
+TRAIN = ["--bptt", 8, "--hidden-size", 8, "--embedding-dim", 4, "--batch-size", 4, "--layers", 2,
+         "--dropout", 0.2, "--log-every", 1, "--sample-every", 0, "--sample-length", 40, "--seed", 3]
+
+
+def cli(*args):
+    code = f"import sys; from cli import main; main({[str(a) for a in args]!r})"
+    return python(code)
+
+
+def run_record(out):
+    """Weights, per-step losses from the metrics log, and the final sample printed by the run."""
+    from rnncore.train.checkpoint import weights_path
+
+    weights = load_file(weights_path(out / "checkpoint"))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = {r["step"]: r["loss"] for r in records if "loss" in r}
+    return weights, losses
+
+
+def last_sample(output):
+    """(header, text) of the last sample a training run printed (the text may span lines)."""
+    lines = output.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("--- sample"))
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("validation:"))
+    return lines[start], "\n".join(lines[start + 1 : end])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """9 steps in one process; 5 steps, then a resume to 9 in a second and a third process."""
+    tmp = tmp_path_factory.mktemp("determinism")
+    text = tmp / "text.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    common = ["--text", text, *TRAIN]
+    outputs = {
+        "full": cli("train", "lm", "--out", tmp / "full", "--max-steps", 9, *common),
+        "part": cli("train", "lm", "--out", tmp / "part", "--max-steps", 5, *common),
+    }
+    outputs["resumed"] = cli("train", "lm", "--resume", tmp / "part", "--max-steps", 9)
+    return tmp, outputs
+
+
+def test_resume_in_a_new_process_is_bit_identical(runs):
+    """5 steps, checkpoint, 4 more in a new process == 9 uninterrupted in another: weights, every
+    step's loss in the metrics log, and the text sampled with the same seed."""
+    from rnncore.train.checkpoint import load_model
+
+    tmp, outputs = runs
+    assert "resumed" in outputs["resumed"] and "at step 5" in outputs["resumed"]
+    w_full, losses_full = run_record(tmp / "full")
+    w_part, losses_part = run_record(tmp / "part")
+    assert sorted(losses_full) == list(range(1, 10))
+    assert len(set(losses_full.values())) == 9  # the losses change from step to step
+    assert losses_part == losses_full  # the metrics log holds steps 1-5 from one process, 6-9 from the next
+    assert w_part.keys() == w_full.keys()
+    for name in w_full:
+        assert w_part[name].dtype == w_full[name].dtype and w_part[name].tobytes() == w_full[name].tobytes(), name
+    header, sample = last_sample(outputs["resumed"])
+    assert header.startswith("--- sample after step 9") and len(sample) > 20
+    assert (header, sample) == last_sample(outputs["full"])
+    validation = [line.split(" (")[0] for o in (outputs["full"], outputs["resumed"])
+                  for line in o.splitlines() if line.startswith("validation:")]
+    assert validation[0] == validation[1]  # the resumed process evaluates the model it trained
+    epoch_end = [[r for r in map(json.loads, (tmp / run / "metrics.jsonl").read_text().splitlines())
+                  if "train_loss" in r and r["step"] == 9] for run in ("full", "part")]
+    for key in ("train_loss", "valid_loss"):  # train_loss: the mean over the whole epoch so far
+        assert epoch_end[0][0][key] == epoch_end[1][0][key], key
+    a, b = load_model(tmp / "full" / "checkpoint"), load_model(tmp / "part" / "checkpoint")
+    assert a.generate("The q", 30, temperature=1.0, seed=11, num_samples=2) == \
+        b.generate("The q", 30, temperature=1.0, seed=11, num_samples=2)
+
+
+def test_resume_between_two_log_records_logs_the_same_records(tmp_path):
+    """Stopped at step 5 with a record every 3 steps: the step-6 record still averages steps 4-6,
+    and the epoch's train_loss covers every step of the epoch."""
+    from rnncore.data import Vocab
+    from rnncore.data.sources import StreamSource
+    from rnncore.models.language_model import LanguageModel
+    from rnncore.train import Adam, Trainer
+
+    vocab = Vocab(list("abcdefgh"))
+    ids = np.random.default_rng(0).integers(4, len(vocab), size=200)
+
+    def records(name, steps, resume=False):
+        if resume:
+            trainer = Trainer.resume(tmp_path / name, log_every=3)
+        else:
+            model = LanguageModel(vocab, embedding_dim=4, hidden_size=6, dropout=0.1, seed=2)
+            trainer = Trainer(model, Adam(model, lr=0.01), out_dir=tmp_path / name, log_every=3)
+        trainer.fit(StreamSource(ids, 4, 7, seed=1), epochs=1, max_steps=steps)
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "seconds")} for r in map(json.loads, lines)]
+
+    full = records("full", 7)
+    records("split", 5)
+    split = records("split", 7, resume=True)
+    assert [r["step"] for r in full if "loss" in r] == [3, 6]
+    assert [r for r in split if "loss" in r] == [r for r in full if "loss" in r]
+    assert [r for r in split if r.get("step") == 7] == [r for r in full if r.get("step") == 7]
