@@ -52,7 +52,8 @@ class Embedding(Module):
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
             bad = ids[(ids < 0) | (ids >= self.num_embeddings)].flat[0]
             raise ValueError(f"ids must lie in [0, {self.num_embeddings}), got {bad}")
-        self._ids = ids if is_grad_enabled() else None
+        if is_grad_enabled():  # under no_grad() the pending backward is left alone
+            self._ids = ids
         return self._params["weight"][ids]
 
     def backward(self, grad_out):
@@ -95,7 +96,8 @@ class Linear(Module):
         x = float_array("x", x, self.dtype)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise shape_error("x", f"(..., in_features={self.in_features})", x.shape)
-        self._x = x if is_grad_enabled() else None
+        if is_grad_enabled():
+            self._x = x
         y = x @ self._params["weight"].T
         if self.bias:
             y += self._params["bias"]
@@ -134,10 +136,12 @@ class Dropout(Module):
     def forward(self, x):
         x = float_array("x", x, self.dtype)
         if not self.training or self.p == 0.0:
-            self._mask = None
+            if is_grad_enabled():
+                self._mask = None
             return x
         mask = dropout_mask(self._rng, x.shape, self.p, self.dtype)
-        self._mask = mask if is_grad_enabled() else None
+        if is_grad_enabled():
+            self._mask = mask
         return x * mask
 
     def backward(self, grad_out):
