@@ -9,7 +9,8 @@ final weights) and samples 60 characters from it with a fixed seed.
 
 Variants, each against the baseline process (one BLAS thread, warm Numba cache):
 - the same again in a second process, and with another PYTHONHASHSEED (dict/set order);
-- two BLAS threads; other OpenBLAS kernels (OPENBLAS_CORETYPE);
+- two BLAS threads (against one, and against two in another process); other OpenBLAS kernels
+  (OPENBLAS_CORETYPE);
 - a cold Numba cache (an empty NUMBA_CACHE_DIR), and the cache turned off (RNNCORE_NUMBA_CACHE=0);
 - float64 against float32 (a different computation, shown for scale).
 
@@ -123,7 +124,9 @@ def main():
                run_probe(tmp / "h2.npz", env=dict(warm, PYTHONHASHSEED="2")))
         report("Numba cache off (RNNCORE_NUMBA_CACHE=0)", base,
                run_probe(tmp / "nocache.npz", env=dict(warm, RNNCORE_NUMBA_CACHE="0")))
-        report("2 BLAS threads vs 1", base, run_probe(tmp / "threads2.npz", threads=2, env=warm))
+        two = run_probe(tmp / "threads2.npz", threads=2, env=warm)
+        report("2 BLAS threads vs 1", base, two)
+        report("2 BLAS threads, in another process", two, run_probe(tmp / "threads2b.npz", threads=2, env=warm))
         for core in filter(None, args.coretypes.split(",")):
             report(f"OPENBLAS_CORETYPE={core} vs detected", base,
                    run_probe(tmp / f"{core}.npz", env=dict(warm, OPENBLAS_CORETYPE=core)))
