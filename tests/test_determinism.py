@@ -109,6 +109,49 @@ def test_cold_and_warm_numba_cache_give_the_same_bits(tmp_path):
     assert warm == here
 
 
+THREADED = """
+import hashlib, sys
+import numpy as np
+import rnncore
+from rnncore.threads import blas_threads
+
+def threaded_run(n_threads):
+    # B=16, H=128: large enough for OpenBLAS to split the GEMMs between threads
+    out = {}
+    with blas_threads(n_threads):
+        for dtype in (np.float32, np.float64):
+            m = rnncore.LSTM(32, 128, bidirectional=True, dtype=dtype, seed=0)
+            x = np.random.default_rng(0).standard_normal((12, 16, 32)).astype(dtype)
+            y, _ = m(x, lengths=np.arange(16) % 12 + 1)
+            dx, _ = m.backward(np.random.default_rng(1).standard_normal(y.shape).astype(dtype))
+            grads = np.concatenate([g.ravel() for g in m.grads.values()])
+            out[np.dtype(dtype).name] = (y, dx, grads)
+    return out
+
+if __name__ == "__main__":
+    print(hashlib.sha256(b"".join(a.tobytes() for v in threaded_run(int(sys.argv[1])).values() for a in v))
+          .hexdigest())
+"""
+
+
+def test_a_fixed_blas_thread_count_gives_the_same_bits_in_another_process(tmp_path):
+    """Two BLAS threads here and in a new process: the same bits. One thread against two: the same
+    values within rounding (not always the same bits: see the README's Determinism section)."""
+    script = tmp_path / "threaded.py"
+    script.write_text(THREADED, encoding="utf-8")
+    namespace = {}
+    exec(compile(THREADED, str(script), "exec"), namespace)
+    two, one = namespace["threaded_run"](2), namespace["threaded_run"](1)
+    here = hashlib.sha256(b"".join(a.tobytes() for v in two.values() for a in v)).hexdigest()
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT))
+    there = subprocess.run([sys.executable, str(script), "2"], env=full_env, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert there == here
+    for dtype, rtol in (("float32", 1e-5), ("float64", 1e-13)):
+        for a, b in zip(one[dtype], two[dtype]):
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * float(np.abs(b).max()))
+
+
 # -- training, checkpoint and resume in separate processes ------------------------------------------------
 TEXT = ("The quick brown fox jumps over the lazy dog. " * 12 + "\n") * 3
 TRAIN = ["--bptt", 8, "--hidden-size", 8, "--embedding-dim", 4, "--batch-size", 4, "--layers", 2,

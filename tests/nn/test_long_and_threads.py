@@ -96,12 +96,13 @@ def infer(m, x, lengths):
     return out, [s.copy() for s in states]
 
 
+@pytest.mark.parametrize(("batch", "hidden"), [(3, 16), (16, 128)])  # (16, 128): GEMMs OpenBLAS splits
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cell", list(CELLS))
-def test_inference_from_four_threads_matches_one_thread(cell, dtype):
-    m = CELLS[cell](input_size=6, hidden_size=16, num_layers=2, bidirectional=True, dtype=dtype, seed=1)
+def test_inference_from_four_threads_matches_one_thread(cell, dtype, batch, hidden):
+    m = CELLS[cell](input_size=6, hidden_size=hidden, num_layers=2, bidirectional=True, dtype=dtype, seed=1)
     m.eval()
-    data = inputs(12, dtype)
+    data = inputs(12, dtype, B=3) if batch == 3 else inputs(4, dtype, T=8, B=batch)
     serial = [infer(m, x, lengths) for x, lengths in data]
     with ThreadPoolExecutor(max_workers=4) as pool:
         threaded = list(pool.map(lambda d: infer(m, *d), data))
