@@ -200,7 +200,8 @@ class Trainer:
         trainer.batch_in_epoch = int(ts["batch_in_epoch"])
         trainer.history = list(ts.get("history", []))
         trainer.model.set_rng_state(ts.get("model_rng", {}))
-        trainer._window = list(ts.get("window", trainer._window))
+        window = ts.get("window", trainer._window)
+        trainer._window = [window[0], window[1], 0]  # tokens_per_s counts the tokens since the resume
         trainer._epoch_sums = list(ts.get("epoch_sums", trainer._epoch_sums))
         trainer.state = _state_from_arrays(ckpt.arrays, ts.get("state_is_tuple", False))
         trainer._truncate_log()
