@@ -253,3 +253,25 @@ def test_resume_between_two_log_records_logs_the_same_records(tmp_path):
     assert [r["step"] for r in full if "loss" in r] == [3, 6]
     assert [r for r in split if "loss" in r] == [r for r in full if "loss" in r]
     assert [r for r in split if r.get("step") == 7] == [r for r in full if r.get("step") == 7]
+
+
+def test_resume_into_a_model_with_another_config_is_an_error(tmp_path):
+    from rnncore.data import Vocab
+    from rnncore.data.sources import StreamSource
+    from rnncore.models.language_model import LanguageModel
+    from rnncore.train import Adam, Trainer
+
+    vocab = Vocab(list("abcdefgh"))
+    model = LanguageModel(vocab, embedding_dim=4, hidden_size=6, seed=2)
+    trainer = Trainer(model, Adam(model, lr=0.01), out_dir=tmp_path / "run")
+    trainer.fit(StreamSource(np.arange(100) % 8, 4, 5), max_steps=2)
+    other = LanguageModel(vocab, embedding_dim=4, hidden_size=7, seed=2)
+    with pytest.raises(ValueError, match=r"model: .* holds a LanguageModel with config .*'hidden_size': 6"):
+        Trainer.resume(tmp_path / "run", model=other)
+    same = LanguageModel(vocab, embedding_dim=4, hidden_size=6, seed=2)
+    for _, value in same.named_parameters():
+        value.fill(0.5)  # replaced by the checkpoint's weights
+    resumed = Trainer.resume(tmp_path / "run", model=same)
+    assert resumed.model is same and resumed.step == 2
+    for name, value in model.named_parameters():
+        np.testing.assert_array_equal(dict(same.named_parameters())[name], value)
