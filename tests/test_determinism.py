@@ -27,9 +27,9 @@ def _digest(array):
 
 def fingerprint(dtypes=("float32", "float64"), cells=("lstm", "gru", "gru_reset_before", "rnn_relu"), seed=0,
                 backward=True):
-    """{name: digest} of everything a seeded layer computes: initial weights, training forward (with
-    dropout between layers), inference forward, and with ``backward`` the backward pass and a
-    generation step."""
+    """{name: digest} of a word vocabulary built by frequency (ties), a seeded split and bucketing, and
+    everything a seeded layer computes: initial weights, training forward (with dropout between
+    layers), inference forward, and with ``backward`` the backward pass and a generation step."""
     import rnncore
 
     makers = {
@@ -39,7 +39,16 @@ def fingerprint(dtypes=("float32", "float64"), cells=("lstm", "gru", "gru_reset_
         "rnn_relu": lambda **kw: rnncore.RNN(nonlinearity="relu", **kw),
         "rnn_tanh": lambda **kw: rnncore.RNN(**kw),
     }
-    result = {}
+    from rnncore.data import Vocab
+    from rnncore.data.batching import bucket_batches, split_indices
+    from rnncore.data.tokenize import make_tokenizer
+
+    words = make_tokenizer("word", lower=True)("the cat and the dog and a bird saw a cat, the end. " * 3)
+    vocab = Vocab.build([words], order="frequency")  # many ties in frequency: broken by the token
+    result = {"data/vocab": _digest(np.array([ord(c) for c in "\n".join(vocab.itos)])),
+              "data/split": _digest(np.concatenate(split_indices(50, seed=seed))),
+              "data/buckets": _digest(np.concatenate(list(bucket_batches(np.arange(40) % 7 + 1, 4,
+                                                                         np.random.default_rng(seed)))))}
     for dtype in dtypes:
         rng = np.random.default_rng(seed)
         x = rng.standard_normal((6, 3, 4)).astype(dtype)
