@@ -58,8 +58,8 @@ def probe(path, dtype, threads):
     text = python_docs_text()[:40_000]
     vocab = Vocab.build([text], order="sorted")
     source = StreamSource(vocab.encode(text), 16, 32, seed=0)
-    model = LanguageModel(vocab, cell="lstm", embedding_dim=16, hidden_size=128, dropout=0.1, dtype=str(dtype),
-                          seed=0)
+    model = LanguageModel(vocab, cell="lstm", embedding_dim=16, hidden_size=128, dropout=0.1,
+                          dtype=str(dtype), seed=0)
     losses = []
     trainer = Trainer(model, Adam(model, lr=3e-3), clip_norm=5.0)
     trainer.fit(source, epochs=1, max_steps=30, on_step=lambda tr, loss, norm: losses.append(loss))
@@ -73,8 +73,8 @@ def probe(path, dtype, threads):
 
 def run_probe(path, dtype="float32", threads=1, env=None):
     full_env = dict(os.environ, **(env or {}))
-    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import determinism_study as d; " \
-           f"d.probe({str(path)!r}, {dtype!r}, {threads})"
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import determinism_study as d; "
+            f"d.probe({str(path)!r}, {dtype!r}, {threads})")
     subprocess.run([sys.executable, "-c", code], env=full_env, check=True)
     with np.load(path) as f:
         return dict(f)
@@ -126,7 +126,8 @@ def main():
                run_probe(tmp / "nocache.npz", env=dict(warm, RNNCORE_NUMBA_CACHE="0")))
         two = run_probe(tmp / "threads2.npz", threads=2, env=warm)
         report("2 BLAS threads vs 1", base, two)
-        report("2 BLAS threads, in another process", two, run_probe(tmp / "threads2b.npz", threads=2, env=warm))
+        two_again = run_probe(tmp / "threads2b.npz", threads=2, env=warm)
+        report("2 BLAS threads, in another process", two, two_again)
         for core in filter(None, args.coretypes.split(",")):
             report(f"OPENBLAS_CORETYPE={core} vs detected", base,
                    run_probe(tmp / f"{core}.npz", env=dict(warm, OPENBLAS_CORETYPE=core)))

@@ -82,7 +82,8 @@ def fingerprint(dtypes=("float32", "float64"), cells=("lstm", "gru", "gru_reset_
 def python(code, env=None, check=True):
     """Run ``code`` in a new interpreter with this checkout importable; returns its stdout."""
     full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE)]), **(env or {}))
-    proc = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True,
+                          cwd=ROOT)
     if check and proc.returncode != 0:
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stderr}")
     return proc.stdout
@@ -92,8 +93,8 @@ FINGERPRINT = "import json, test_determinism as t; print(json.dumps(t.fingerprin
 
 
 def test_fingerprint_sees_a_different_seed():
-    a, b = fingerprint(dtypes=("float64",), cells=("lstm",)), fingerprint(dtypes=("float64",), cells=("lstm",),
-                                                                        seed=1)
+    a = fingerprint(dtypes=("float64",), cells=("lstm",))
+    b = fingerprint(dtypes=("float64",), cells=("lstm",), seed=1)
     assert a.keys() == b.keys()
     assert all(a[k] != b[k] for k in a if "/init/" in k or k.endswith(("/out", "/dx")))
 
@@ -219,7 +220,8 @@ def test_resume_in_a_new_process_is_bit_identical(runs):
     assert losses_part == losses_full  # the metrics log holds steps 1-5 from one process, 6-9 from the next
     assert w_part.keys() == w_full.keys()
     for name in w_full:
-        assert w_part[name].dtype == w_full[name].dtype and w_part[name].tobytes() == w_full[name].tobytes(), name
+        assert w_part[name].dtype == w_full[name].dtype, name
+        assert w_part[name].tobytes() == w_full[name].tobytes(), name
     header, sample = last_sample(outputs["resumed"])
     assert header.startswith("--- sample after step 9") and len(sample) > 20
     assert (header, sample) == last_sample(outputs["full"])
@@ -254,7 +256,8 @@ def test_resume_between_two_log_records_logs_the_same_records(tmp_path):
             trainer = Trainer(model, Adam(model, lr=0.01), out_dir=tmp_path / name, log_every=3)
         trainer.fit(StreamSource(ids, 4, 7, seed=1), epochs=1, max_steps=steps)
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "seconds")} for r in map(json.loads, lines)]
+        timing = ("tokens_per_s", "seconds")
+        return [{k: v for k, v in r.items() if k not in timing} for r in map(json.loads, lines)]
 
     full = records("full", 7)
     records("split", 5)

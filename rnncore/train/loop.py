@@ -182,7 +182,8 @@ class Trainer:
             model = ckpt.model
         elif type(model) is not type(ckpt.model) or model.get_config() != ckpt.model.get_config():
             raise ValueError(f"model: {path} holds a {type(ckpt.model).__name__} with config "
-                             f"{ckpt.model.get_config()}, got a {type(model).__name__} with {model.get_config()}")
+                             f"{ckpt.model.get_config()}, got a {type(model).__name__} with "
+                             f"{model.get_config()}")
         else:
             model.load_state_dict(ckpt.model.state_dict())
         opt_cls = {cls_.__name__: cls_ for cls_ in OPTIMIZERS.values()}[ckpt.optimizer_state["name"]]
@@ -272,7 +273,8 @@ class Trainer:
                 if on_step is not None:
                     on_step(self, loss, norm)
                 window, sums = self._window, self._epoch_sums
-                window[0], window[1], window[2] = window[0] + loss, window[1] + 1, window[2] + _batch_tokens(batch)
+                window[0], window[1] = window[0] + loss, window[1] + 1
+                window[2] += _batch_tokens(batch)
                 sums[0], sums[1] = sums[0] + loss, sums[1] + 1
                 if self.step % self.log_every == 0:
                     elapsed = max(time.perf_counter() - t_window, 1e-9)

@@ -75,7 +75,8 @@ def reference_forward(cell, params, x, states0, lengths, num_layers, num_directi
                 state = tuple(s[layer * D + d, b] for s in states0)
                 steps = range(lengths[b]) if d == 0 else reversed(range(lengths[b]))
                 for t in steps:
-                    state = reference_step(cell, layer_in[t, b], state, w_ih, w_hh, b_ih, b_hh, preactivations)
+                    state = reference_step(cell, layer_in[t, b], state, w_ih, w_hh, b_ih, b_hh,
+                                           preactivations)
                     out[t, b, d * H : (d + 1) * H] = state[0]
                 for k, s in enumerate(state):
                     finals[k][layer * D + d, b] = s
@@ -200,7 +201,8 @@ def test_every_gradient_matches_finite_differences(case):
         reference_for(case, layer, preactivations)
         assume(np.min(np.abs(preactivations)) > 1e-4)
     checks = check_recurrent(layer, x, hx, lengths, seed=case["seed"])
-    expected = len(list(layer.named_parameters())) + 1 + (0 if hx is None else (2 if case["cell"] == "lstm" else 1))
+    n_states = 0 if hx is None else (2 if case["cell"] == "lstm" else 1)
+    expected = len(list(layer.named_parameters())) + 1 + n_states  # parameters, x, initial states
     assert len(checks) == expected
     failed = [str(c) for c in checks if not c.passed]
     assert not failed, "\n".join(failed)
