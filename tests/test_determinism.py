@@ -79,12 +79,12 @@ def fingerprint(dtypes=("float32", "float64"), cells=("lstm", "gru", "gru_reset_
     return result
 
 
-def python(code, env=None, check=True):
+def python(code, env=None):
     """Run ``code`` in a new interpreter with this checkout importable; returns its stdout."""
     full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE)]), **(env or {}))
     proc = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True,
                           cwd=ROOT)
-    if check and proc.returncode != 0:
+    if proc.returncode != 0:
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stderr}")
     return proc.stdout
 
@@ -174,7 +174,7 @@ def cli(*args):
 
 
 def run_record(out):
-    """Weights, per-step losses from the metrics log, and the final sample printed by the run."""
+    """The checkpoint's weights and {step: loss} from the metrics log of the run directory ``out``."""
     from rnncore.train.checkpoint import weights_path
 
     weights = load_file(weights_path(out / "checkpoint"))
