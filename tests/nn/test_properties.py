@@ -204,5 +204,8 @@ def test_every_gradient_matches_finite_differences(case):
     n_states = 0 if hx is None else (2 if case["cell"] == "lstm" else 1)
     expected = len(list(layer.named_parameters())) + 1 + n_states  # parameters, x, initial states
     assert len(checks) == expected
-    failed = [str(c) for c in checks if not c.passed]
+    # Central differences with eps=1e-6 carry an absolute error of about 1e-12..1e-10 (rounding of
+    # the O(1) loss over 2 eps): on a gradient of a few 1e-6 (x = 0.002, seen) that alone is 1e-6
+    # relative. Below that floor the finite differences cannot judge; any real error is far above it.
+    failed = [str(c) for c in checks if not (c.passed or c.max_abs_error <= 1e-9)]
     assert not failed, "\n".join(failed)
