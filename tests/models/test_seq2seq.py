@@ -108,7 +108,10 @@ def test_beam_one_equals_greedy(trained_model):
         with no_grad():
             init = m._initial_states(sub)
         [beam] = beam_search(m._step, init, TGT.bos_id, TGT.eos_id, 8, 1)
-        assert beam == greedy[row]
+        # one source alone against the same source in a batch of 8: the same tokens, and the score
+        # to rounding (B=1 takes OpenBLAS's matrix-vector path; see the README's Determinism section)
+        assert (beam.tokens, beam.finished) == (greedy[row].tokens, greedy[row].finished)
+        assert beam.score == pytest.approx(greedy[row].score, rel=1e-12)
 
 
 def test_beam_scores_are_teacher_forced_log_probs(trained_model):
