@@ -287,3 +287,28 @@ def test_resume_into_a_model_with_another_config_is_an_error(tmp_path):
     assert resumed.model is same and resumed.step == 2
     for name, value in model.named_parameters():
         np.testing.assert_array_equal(dict(same.named_parameters())[name], value)
+
+
+def test_a_resumed_classifier_run_reports_the_model_it_trained(tmp_path):
+    """Every task resumes through the same path: the test metrics printed after a resume are those
+    of the trained model, as in an uninterrupted run (in-process here; the LM test above is across
+    processes)."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    data = tmp_path / "labels.tsv"
+    rows = [("pos", "good great fine"), ("neg", "bad awful poor"), ("pos", "great good"), ("neg", "poor bad")]
+    data.write_text("".join(f"{label}\t{text}\n" for label, text in rows * 10), encoding="utf-8")
+    common = ["--data", data, "--tokenizer", "word", "--hidden-size", 8, "--embedding-dim", 4,
+              "--batch-size", 4, "--quiet", "--log-every", 1, "--lr", 0.05]
+
+    def invoke(*args):
+        result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return [line.split(" (")[0] for line in result.output.splitlines() if line.startswith("test:")]
+
+    full = invoke("train", "classify", "--out", tmp_path / "full", "--max-steps", 10, *common)
+    invoke("train", "classify", "--out", tmp_path / "part", "--max-steps", 4, *common)
+    resumed = invoke("train", "classify", "--resume", tmp_path / "part", "--max-steps", 10)
+    assert resumed == full and len(full) == 1
