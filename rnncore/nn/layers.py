@@ -52,7 +52,8 @@ class Embedding(Module):
         ids = ids_array("ids", ids, self.num_embeddings)
         if self.check_finite:
             check_finite_params(self)
-        self._ids = ids if is_grad_enabled() else None
+        if is_grad_enabled():  # under no_grad() the pending backward is left alone
+            self._ids = ids
         return self._params["weight"][ids]
 
     def backward(self, grad_out):
@@ -100,7 +101,8 @@ class Linear(Module):
         if self.check_finite:
             check_finite("x", x)
             check_finite_params(self)
-        self._x = x if is_grad_enabled() else None
+        if is_grad_enabled():
+            self._x = x
         y = x @ self._params["weight"].T
         if self.bias:
             y += self._params["bias"]
@@ -139,10 +141,12 @@ class Dropout(Module):
     def forward(self, x):
         x = float_array("x", x, self.dtype)
         if not self.training or self.p == 0.0:
-            self._mask = None
+            if is_grad_enabled():
+                self._mask = None
             return x
         mask = dropout_mask(self._rng, x.shape, self.p, self.dtype)
-        self._mask = mask if is_grad_enabled() else None
+        if is_grad_enabled():
+            self._mask = mask
         return x * mask
 
     def backward(self, grad_out):

@@ -191,7 +191,8 @@ class RecurrentBase(Module):
             if keep:
                 cache["layers"].append({"x": layer_in, "mask": mask, "saved": saved})
             layer_in = out
-        self._cache = cache
+        if keep:  # a forward under no_grad() (in any thread) leaves the pending backward alone
+            self._cache = cache
         out = layer_in
         if self.check_finite:
             check_finite("output", out)

@@ -174,9 +174,11 @@ class Trainer:
         return out
 
     @classmethod
-    def resume(cls, path, schedule=None, **kwargs):
+    def resume(cls, path, schedule=None, model=None, **kwargs):
         """A trainer continuing the run checkpointed in ``path`` (a checkpoint directory, or a run
-        directory holding ``checkpoint/``). Options not given are taken from the checkpoint."""
+        directory holding ``checkpoint/``). Options not given are taken from the checkpoint.
+        ``model``: train this instance (of the checkpoint's kind and config) instead of a new one;
+        its weights are replaced by the checkpoint's."""
         path = Path(path)
         if (path / "checkpoint").is_dir():
             kwargs.setdefault("out_dir", path)
@@ -184,13 +186,21 @@ class Trainer:
         ckpt = load_checkpoint(path)
         if ckpt.optimizer_state is None or ckpt.train_state is None:
             raise ValueError(f"{path} holds a model but no training state to resume from")
+        if model is None:
+            model = ckpt.model
+        elif type(model) is not type(ckpt.model) or model.get_config() != ckpt.model.get_config():
+            raise ValueError(f"model: {path} holds a {type(ckpt.model).__name__} with config "
+                             f"{ckpt.model.get_config()}, got a {type(model).__name__} with "
+                             f"{model.get_config()}")
+        else:
+            model.load_state_dict(ckpt.model.state_dict())
         ts = ckpt.train_state
         try:
             opt_cls = {cls_.__name__: cls_ for cls_ in OPTIMIZERS.values()}[ckpt.optimizer_state["name"]]
             hyper = dict(ckpt.optimizer_state["hyper"])
             init = {k: v for k, v in hyper.items() if k not in ("initial_lr",)}
             init["lr"] = hyper.get("initial_lr", hyper["lr"])
-            optimizer = opt_cls(ckpt.model, **init)
+            optimizer = opt_cls(model, **init)
             optimizer.load_state_dict(ckpt.optimizer_state)
             step, epoch, batch_in_epoch = int(ts["step"]), int(ts["epoch"]), int(ts["batch_in_epoch"])
         except (KeyError, TypeError, ValueError) as err:
@@ -199,12 +209,13 @@ class Trainer:
         kwargs.setdefault("clip_norm", ts.get("clip_norm"))
         kwargs.setdefault("clip_value", ts.get("clip_value"))
         kwargs.setdefault("run_info", ts.get("run"))
-        trainer = cls(ckpt.model, optimizer, schedule=schedule, **kwargs)
+        trainer = cls(model, optimizer, schedule=schedule, **kwargs)
         trainer.step, trainer.epoch, trainer.batch_in_epoch = step, epoch, batch_in_epoch
         trainer.saved_step = step
         trainer.history = list(ts.get("history", []))
         trainer._epoch_sums = list(ts.get("epoch_sums", [0.0, 0]))
-        trainer._window = list(ts.get("window", [0.0, 0, 0]))
+        window = ts.get("window", [0.0, 0, 0])
+        trainer._window = [window[0], window[1], 0]  # tokens_per_s counts the tokens since the resume
         trainer.model.set_rng_state(ts.get("model_rng", {}))
         trainer.state = _state_from_arrays(ckpt.arrays, ts.get("state_is_tuple", False))
         trainer._truncate_log()

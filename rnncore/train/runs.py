@@ -99,7 +99,7 @@ def build_trainer(config, model, echo):
     common = dict(schedule=schedule, out_dir=config["out"], checkpoint_every=config.get("checkpoint_every"),
                   log_every=config["log_every"], progress=progress)
     if config.get("resume"):
-        trainer = Trainer.resume(config["out"], **common)
+        trainer = Trainer.resume(config["out"], model=model, **common)
         echo(f"resumed {config['out']} at step {trainer.step} (epoch {trainer.epoch + 1}, "
              f"batch {trainer.batch_in_epoch})")
         return trainer
