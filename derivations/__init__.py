@@ -14,5 +14,7 @@ DERIVATIONS = {
     "bptt": ("derivations.bptt", "BPTT recurrence and its closed form"),
     "autoencoder": ("derivations.autoencoder", "Linear autoencoder and PCA"),
     "init": ("derivations.init_study", "Initialisation study: ReLU RNN, recurrent variance g/n"),
+    "regularisers": ("derivations.regularisers", "Regularisers: variational and recurrent dropout, zoneout, "
+                                                 "weight-drop"),
 }
 NAMES = tuple(DERIVATIONS)

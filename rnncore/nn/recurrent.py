@@ -54,6 +54,7 @@ class RecurrentBase(Module):
         self.check_finite = bool(check_finite)
         self._rng = np.random.default_rng(seed)
         self._cache = None
+        self._masks = {}
         bound = 1.0 / np.sqrt(self.hidden_size)
         G = self.gate_rows * self.hidden_size
         self._zero_bias = np.zeros(G, dtype=self.dtype)
@@ -76,6 +77,13 @@ class RecurrentBase(Module):
         rates = (self.dropout if self.num_layers > 1 else 0.0, self.input_dropout, self.recurrent_dropout,
                  self.zoneout, self.zoneout_cell, self.weight_drop)
         return self.training and any(rates)
+
+    def last_masks(self):
+        """The masks the last forward applied, by name: ``dropout_l{k}`` (T, B, I) between layers,
+        ``input_l{k}`` (B, I), ``weight_hh_l{k}`` (G, H), ``recurrent_l{k}`` (B, H), ``zoneout_h_l{k}``
+        and ``zoneout_c_l{k}`` (T, B, H; in eval mode the rate itself), with ``_reverse`` for the reverse
+        direction; only the regularisers in use appear."""
+        return dict(self._masks)
 
     def _suffixes(self):
         return ("", "_reverse")[: self.num_directions]
@@ -194,12 +202,15 @@ class RecurrentBase(Module):
         keep = is_grad_enabled()
         cache = {"layers": [], "lengths": lengths, "batched": batched, "T": T, "B": B} if keep else None
         layer_in = x
+        self._masks = drawn = {}
         for layer in range(self.num_layers):
             mask = None
             if layer > 0 and self.training and self.dropout > 0.0:
-                mask = dropout_mask(self._rng, layer_in.shape, self.dropout, self.dtype)
+                mask = drawn[f"dropout_l{layer}"] = dropout_mask(self._rng, layer_in.shape, self.dropout,
+                                                                 self.dtype)
             if self.training and self.input_dropout > 0.0:  # one (B, I) mask for every step
                 variational = dropout_mask(self._rng, layer_in.shape[1:], self.input_dropout, self.dtype)
+                drawn[f"input_l{layer}"] = variational
                 mask = variational if mask is None else mask * variational
             if mask is not None:
                 layer_in = layer_in * mask
@@ -209,8 +220,9 @@ class RecurrentBase(Module):
                 idx = layer * D + d
                 s0 = [s[idx] for s in states0]
                 sn = [f[idx] for f in finals]
-                w, w_mask = drop_weights(self, self._weights(layer, d))
-                masks = step_masks(self, T, B)
+                key = f"_l{layer}{self._suffixes()[d]}"
+                w, w_mask = drop_weights(self, self._weights(layer, d), drawn, key)
+                masks = step_masks(self, T, B, drawn, key)
                 regs.append((masks, w if w_mask is not None else None, w_mask))
                 if masks is not None:
                     kept = self._run_masked(out, sn, layer_in, lengths, s0, w, masks, bool(d), d * H)

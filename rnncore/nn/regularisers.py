@@ -55,26 +55,30 @@ def zoneout_masks(rng, rate, shape, training, dtype):
     return (rng.random(shape) < rate).astype(dtype)
 
 
-def step_masks(layer, T, B):
+def step_masks(layer, T, B, drawn, key):
     """The kernel masks of one layer and direction for this forward, or None when the plain kernels
-    apply (no recurrent dropout in training, no zoneout)."""
+    apply (no recurrent dropout in training, no zoneout). The masks in use are also recorded in
+    ``drawn`` under ``recurrent{key}`` and ``zoneout_h{key}`` / ``zoneout_c{key}``."""
     rates = [layer.zoneout, layer.zoneout_cell][: len(layer.state_names)]
     dropping = layer.training and layer.recurrent_dropout > 0.0
     if not dropping and not any(rates):
         return None
     H, dtype = layer.hidden_size, layer.dtype
     if dropping:
-        recurrent = dropout_mask(layer._rng, (B, H), layer.recurrent_dropout, dtype)
+        recurrent = drawn["recurrent" + key] = dropout_mask(layer._rng, (B, H), layer.recurrent_dropout, dtype)
     else:
         recurrent = np.ones((B, H), dtype=dtype)
     zone = tuple(zoneout_masks(layer._rng, rate, (T, B, H), layer.training, dtype) for rate in rates)
+    for name, rate, z in zip(layer.state_names, rates, zone):
+        if rate:
+            drawn[f"zoneout_{name}{key}"] = z
     return StepMasks(recurrent, zone)
 
 
-def drop_weights(layer, w):
+def drop_weights(layer, w, drawn, key):
     """(w with the weight-dropped W_hh, its mask) in training with weight_drop > 0, else (w, None).
-    w: (w_ih, w_hh, b_ih, b_hh)."""
+    w: (w_ih, w_hh, b_ih, b_hh); the mask is recorded in ``drawn`` under ``weight_hh{key}``."""
     if not (layer.training and layer.weight_drop > 0.0):
         return w, None
-    mask = dropout_mask(layer._rng, w[1].shape, layer.weight_drop, layer.dtype)
+    mask = drawn["weight_hh" + key] = dropout_mask(layer._rng, w[1].shape, layer.weight_drop, layer.dtype)
     return (w[0], w[1] * mask, w[2], w[3]), mask

@@ -87,6 +87,11 @@ def test_every_listed_check_is_present_and_passed(results):
         "autoencoder/tied/loss", "autoencoder/weight_decay/encoder_angle",
         # initialisation study
         *(f"init/g{g}/{k}" for g in (1.5, 2.0, 3.0) for k in ("first_step", "per_step", "gradient_per_step")),
+        # regularisers, with the layer's masks in the unrolled network
+        *(f"regularisers/{c}_{r}/{p}" for c in ("rnn_tanh", "lstm")
+          for r in ("input_dropout", "recurrent_dropout", "zoneout", "weight_drop", "zoneout_eval")
+          for p in ("loss", "weight_hh_l0", "h0", "x")),
+        "regularisers/lstm_zoneout_cell/c0", "regularisers/lstm_all_stacked_bidir_lengths/weight_hh_l1_reverse",
     ]
     missing = [n for n in expected if n not in names]
     assert not missing, missing
@@ -94,7 +99,7 @@ def test_every_listed_check_is_present_and_passed(results):
 
 def test_gradient_checks_agree_to_1e10(results):
     for r in results["checks"]:
-        if r["family"] in ("cells", "bptt") and r["error_kind"] == "rel":
+        if r["family"] in ("cells", "bptt", "regularisers") and r["error_kind"] == "rel":
             assert r["max_rel_error"] <= 1e-10, r["name"]
 
 
