@@ -179,8 +179,8 @@ def check_regularised(reg, points=2, seed=0):
 
 
 LATEX = [
-    ("Variational input dropout", r"\tilde x_t = m^{in} \odot x_t,\ m^{in}_{b,k} \sim \frac{\mathrm{Bernoulli}"
-                                  r"(1-p)}{1-p}\ \text{for every } t"),
+    ("Variational input dropout", r"\tilde x_t = m^{in} \odot x_t,\ m^{in}_{b,k} \sim "
+                                  r"\frac{\mathrm{Bernoulli}(1-p)}{1-p}\ \text{for every } t"),
     ("Variational recurrent dropout", r"W_{hh} h_{t-1} \to W_{hh} (m^{rec} \odot h_{t-1}),\ m^{rec} \in \{0, "
                                       r"\tfrac{1}{1-p}\}^{B \times H}\ \text{for every } t"),
     ("Zoneout", r"h_t = z_t \odot h_{t-1} + (1 - z_t) \odot \tilde h_t,\ z_t \sim \mathrm{Bernoulli}(p)"

@@ -36,13 +36,16 @@ def mask_states(h_rec, hs, m):
 @kernel
 def zoneout_update(h_new, h_prev, cand, z, lengths, t):
     """h_new = z * h_prev + (1 - z) * cand for active rows, h_prev for padding.
-    h_new, h_prev, cand, z (B, H)."""
+    h_new, h_prev, cand, z (B, H). A mask of exactly 1 or 0 selects (fastmath may reassociate the
+    sum into cand + z * (h_prev - cand), which would not keep h_prev exactly)."""
     B, H = h_new.shape
     unit = one(h_new)
     for b in range(B):
         if t < lengths[b]:
             for j in range(H):
-                h_new[b, j] = z[b, j] * h_prev[b, j] + (unit - z[b, j]) * cand[b, j]
+                zj = z[b, j]
+                mixed = zj * h_prev[b, j] + (unit - zj) * cand[b, j]
+                h_new[b, j] = h_prev[b, j] if zj == unit else (cand[b, j] if zj == 0 else mixed)
         else:
             for j in range(H):
                 h_new[b, j] = h_prev[b, j]

@@ -432,8 +432,8 @@ class LSTM(RecurrentBase):
 
     def _run_backward_masked(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, masks, reverse, col):
         hs, cs, cand_c, gates = saved
-        lstm.backward_masked(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs, cand_c,
-                             gates, w[0], w[1], masks.recurrent, *masks.zone, reverse, col)
+        lstm.backward_masked(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs,
+                             cand_c, gates, w[0], w[1], masks.recurrent, *masks.zone, reverse, col)
 
 
 

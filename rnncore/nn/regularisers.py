@@ -65,7 +65,8 @@ def step_masks(layer, T, B, drawn, key):
         return None
     H, dtype = layer.hidden_size, layer.dtype
     if dropping:
-        recurrent = drawn["recurrent" + key] = dropout_mask(layer._rng, (B, H), layer.recurrent_dropout, dtype)
+        recurrent = dropout_mask(layer._rng, (B, H), layer.recurrent_dropout, dtype)
+        drawn["recurrent" + key] = recurrent
     else:
         recurrent = np.ones((B, H), dtype=dtype)
     zone = tuple(zoneout_masks(layer._rng, rate, (T, B, H), layer.training, dtype) for rate in rates)
