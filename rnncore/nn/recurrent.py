@@ -13,7 +13,7 @@ from rnncore.kernels.activations import NONLINEARITIES
 from rnncore.nn._checks import check_finite, float_array, lengths_array, shape_error
 from rnncore.nn.layers import dropout_mask
 from rnncore.nn.module import Module, is_grad_enabled
-from rnncore.nn.regularisers import RATE_NAMES, check_rate, drop_weights, step_masks
+from rnncore.nn.regularisers import RATE_NAMES, check_rate, drop_weights, input_mask, step_masks
 
 
 class RecurrentBase(Module):
@@ -208,9 +208,8 @@ class RecurrentBase(Module):
             if layer > 0 and self.training and self.dropout > 0.0:
                 mask = drawn[f"dropout_l{layer}"] = dropout_mask(self._rng, layer_in.shape, self.dropout,
                                                                  self.dtype)
-            if self.training and self.input_dropout > 0.0:  # one (B, I) mask for every step
-                variational = dropout_mask(self._rng, layer_in.shape[1:], self.input_dropout, self.dtype)
-                drawn[f"input_l{layer}"] = variational
+            variational = input_mask(self, layer_in.shape, drawn, f"_l{layer}")
+            if variational is not None:
                 mask = variational if mask is None else mask * variational
             if mask is not None:
                 layer_in = layer_in * mask

@@ -55,6 +55,15 @@ def zoneout_masks(rng, rate, shape, training, dtype):
     return (rng.random(shape) < rate).astype(dtype)
 
 
+def input_mask(layer, shape, drawn, key):
+    """The variational (B, I) mask of a layer input of shape (T, B, I), the same for every step, in
+    training with input_dropout > 0 (recorded in ``drawn`` under ``input{key}``), else None."""
+    if not (layer.training and layer.input_dropout > 0.0):
+        return None
+    mask = drawn["input" + key] = dropout_mask(layer._rng, shape[1:], layer.input_dropout, layer.dtype)
+    return mask
+
+
 def step_masks(layer, T, B, drawn, key):
     """The kernel masks of one layer and direction for this forward, or None when the plain kernels
     apply (no recurrent dropout in training, no zoneout). The masks in use are also recorded in
