@@ -41,9 +41,12 @@ class RegSpec:
 
     def layer(self, *args, **kwargs):
         """The layer factory given to ``cells.measure``: rates set, masks seeded, mode set."""
+        return self._make(self.mask_seed, *args, **kwargs)
+
+    def _make(self, mask_seed, *args, **kwargs):
         cls = {"rnn": rnncore.RNN, "lstm": rnncore.LSTM, "gru": rnncore.GRU}[self.net.cell]
         layer = cls(*args, **kwargs, **dict(self.rates))
-        layer.reseed(self.mask_seed)
+        layer.reseed(mask_seed)
         return layer.train(self.training)
 
     @functools.cached_property
@@ -59,17 +62,11 @@ class RegSpec:
         raise RuntimeError(f"{self.label}: no seed below 1000 gives non-trivial masks")
 
     def _draw(self, seed):
+        """The masks a forward draws at this seed (they depend on the shapes only, not the values)."""
         n = self.net
-        layer = self.net.layer(self._unseeded)
-        layer.reseed(seed)
-        x = np.zeros((n.T, n.B, n.I))
-        layer.train(self.training)
-        layer(x, None, None if n.lengths is None else list(n.lengths))
+        layer = n.layer(functools.partial(self._make, seed))
+        layer(np.zeros((n.T, n.B, n.I)), None, None if n.lengths is None else list(n.lengths))
         return layer.last_masks()
-
-    def _unseeded(self, *args, **kwargs):
-        cls = {"rnn": rnncore.RNN, "lstm": rnncore.LSTM, "gru": rnncore.GRU}[self.net.cell]
-        return cls(*args, **kwargs, **dict(self.rates))
 
     def mask_values(self):
         """The masks the layer applies at ``mask_seed``, keyed like ``last_masks``."""
