@@ -16,5 +16,7 @@ DERIVATIONS = {
     "init": ("derivations.init_study", "Initialisation study: ReLU RNN, recurrent variance g/n"),
     "layer_norm": ("derivations.layer_norm",
                    "LayerNorm LSTM and GRU: SymPy reference gradients and d LN / d v"),
+    "regularisers": ("derivations.regularisers", "Regularisers: variational and recurrent dropout, zoneout, "
+                                                 "weight-drop"),
 }
 NAMES = tuple(DERIVATIONS)

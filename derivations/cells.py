@@ -135,17 +135,19 @@ def _ew(f, *vectors):
     return [f(*xs) for xs in zip(*vectors, strict=True)]
 
 
-def cell_step(spec, x, state, w_ih, w_hh, b_ih, b_hh):
-    """One step of the cell, written from DESIGN.md's equations. state: (h,) or (h, c) as lists."""
+def cell_step(spec, x, state, w_ih, w_hh, b_ih, b_hh, h_rec=None):
+    """One step of the cell, written from DESIGN.md's equations. state: (h,) or (h, c) as lists.
+    h_rec: what the products with W_hh read instead of h (recurrent dropout; GRU's z * h reads h)."""
     H = spec.H
     h = state[0]
+    hr = h if h_rec is None else h_rec
     u = _affine(w_ih, x, b_ih)  # W_ih x + b_ih
     if spec.cell == "rnn":
         act = S.ACTIVATIONS[spec.option]
-        v = _affine(w_hh, h, b_hh)
+        v = _affine(w_hh, hr, b_hh)
         return ([act(sp.Add(a, b)) for a, b in zip(u, v, strict=True)],)
     if spec.cell == "lstm":
-        v = _affine(w_hh, h, b_hh)
+        v = _affine(w_hh, hr, b_hh)
         a = [sp.Add(p, q) for p, q in zip(u, v, strict=True)]
         i = [S.sigmoid(e) for e in a[:H]]
         f = [S.sigmoid(e) for e in a[H:2 * H]]
@@ -154,15 +156,15 @@ def cell_step(spec, x, state, w_ih, w_hh, b_ih, b_hh):
         c = _ew(lambda f_, c_, i_, g_: sp.Add(sp.Mul(f_, c_), sp.Mul(i_, g_)), f, state[1], i, g)
         return [sp.Mul(o_, sp.tanh(c_)) for o_, c_ in zip(o, c, strict=True)], c
     # GRU, gate rows r, z, n
-    rz_rec = _affine(w_hh[:2 * H], h, None if b_hh is None else b_hh[:2 * H])
+    rz_rec = _affine(w_hh[:2 * H], hr, None if b_hh is None else b_hh[:2 * H])
     r = [S.sigmoid(sp.Add(u[j], rz_rec[j])) for j in range(H)]
     z = [S.sigmoid(sp.Add(u[H + j], rz_rec[H + j])) for j in range(H)]
     b_hn = None if b_hh is None else b_hh[2 * H:]
     if spec.option == "reset_after":  # n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
-        hn = _affine(w_hh[2 * H:], h, b_hn)
+        hn = _affine(w_hh[2 * H:], hr, b_hn)
         n = [sp.tanh(sp.Add(u[2 * H + j], sp.Mul(r[j], hn[j]))) for j in range(H)]
     else:  # n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
-        rh = [sp.Mul(r_, h_) for r_, h_ in zip(r, h, strict=True)]
+        rh = [sp.Mul(r_, h_) for r_, h_ in zip(r, hr, strict=True)]
         hn = _affine(w_hh[2 * H:], rh, b_hn)
         n = [sp.tanh(sp.Add(u[2 * H + j], hn[j])) for j in range(H)]
     # h' = (1 - z) * n + z * h
@@ -205,18 +207,17 @@ class SymbolicNet:
         layer_in = [[list(x[t, b]) for b in range(B)] for t in range(T)]
         finals = {}
         for layer in range(spec.num_layers):
+            layer_in = self._layer_input(layer, layer_in)
             out = [[[sp.S.Zero] * (D * H) for _ in range(B)] for _ in range(T)]
             for d in range(D):
                 key = f"l{layer}{('', '_reverse')[d]}"
-                p = self.params
-                w = (p[f"weight_ih_{key}"], p[f"weight_hh_{key}"], p.get(f"bias_ih_{key}"),
-                     p.get(f"bias_hh_{key}"))
+                w = self._direction_weights(key)
                 idx = layer * D + d
                 for b in range(B):
                     state = tuple(list(self.inputs[f"{n}0"][idx, b]) for n in spec.states)
                     steps = range(lengths[b]) if d == 0 else reversed(range(lengths[b]))
                     for t in steps:
-                        state = self._step(layer_in[t][b], state, key, w)
+                        state = self._step(key, t, b, layer_in[t][b], state, w)
                         out[t][b][d * H:(d + 1) * H] = state[0]
                     for n, s in zip(spec.states, state, strict=True):
                         finals[(n, idx, b)] = s
@@ -232,9 +233,18 @@ class SymbolicNet:
             terms += [sp.Mul(s[j], g[idx, b, j]) for j in range(H)]
         return sp.Add(*terms)
 
-    def _step(self, x, state, key, w):
-        """One step of the layer and direction ``key`` ('l0', 'l0_reverse', ...), w = (w_ih, w_hh, b_ih,
-        b_hh). Networks with more parameters per direction override it."""
+    # hooks for networks that add to the forward equations (derivations.regularisers, .layer_norm)
+    def _layer_input(self, layer, layer_in):
+        """The input of a layer, [t][b] lists of expressions, as the layer's cells see it."""
+        return layer_in
+
+    def _direction_weights(self, key):
+        """(w_ih, w_hh, b_ih, b_hh) of one layer and direction (key 'l0', 'l0_reverse', ...)."""
+        p = self.params
+        return p[f"weight_ih_{key}"], p[f"weight_hh_{key}"], p.get(f"bias_ih_{key}"), p.get(f"bias_hh_{key}")
+
+    def _step(self, key, t, b, x, state, w):
+        """The state after step t of sequence b in one layer and direction."""
         return cell_step(self.spec, x, state, *w)
 
     def arrays(self):

@@ -102,7 +102,7 @@ class LNSymbolicNet(SymbolicNet):
                         self.params[name] = self.ln[key][f"{part}_{kind}"] = arr
         return super()._loss()
 
-    def _step(self, x, state, key, w):
+    def _step(self, key, t, b, x, state, w):
         return ln_cell_step(self.spec, x, state, *w, self.ln[key])
 
 

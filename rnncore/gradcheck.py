@@ -72,29 +72,38 @@ def _as_list(state):
     return [state] if isinstance(state, np.ndarray) else list(state)
 
 
-def check_recurrent(layer, x, hx=None, lengths=None, seed=0, eps=1e-6, tolerance=1e-6):
+def check_recurrent(layer, x, hx=None, lengths=None, seed=0, eps=1e-6, tolerance=1e-6, mask_seed=None):
     """Check every gradient of a float64 RNN/LSTM/GRU layer (x, the given initial states, every
-    parameter) against central differences. Returns a list of ``GradCheck``."""
+    parameter) against central differences. Returns a list of ``GradCheck``.
+    mask_seed: for a layer that draws masks (dropout, zoneout, weight-drop in training mode), its
+    generator is restarted from this seed before every forward, so every evaluation of the loss
+    sees the masks of the analytic pass."""
     if layer.dtype != np.float64:
         raise TypeError(f"gradient checks need a float64 layer, got {layer.dtype}")
-    if layer.training and layer.dropout > 0:
-        raise ValueError("dropout draws a new mask on every call: call layer.eval() before a gradient check")
+    if layer.samples_masks and mask_seed is None:
+        raise ValueError("the layer draws new dropout/zoneout masks on every call: pass mask_seed to fix "
+                         "them, or call layer.eval() before a gradient check")
     x = np.array(x, dtype=np.float64, order="C")
     states = None if hx is None else [np.array(s, dtype=np.float64, order="C") for s in _as_list(hx)]
     pack = (lambda s: s[0]) if len(layer.state_names) == 1 else tuple
 
-    out, finals = layer(x, None if states is None else pack(states), lengths)
+    def run():
+        if mask_seed is not None:
+            layer.reseed(mask_seed)
+        return layer(x, None if states is None else pack(states), lengths)
+
+    out, finals = run()
     rng = np.random.default_rng(seed)
     g_out = rng.standard_normal(out.shape)
     g_finals = [rng.standard_normal(f.shape) for f in _as_list(finals)]
 
     def loss():
         with no_grad():
-            o, f = layer(x, None if states is None else pack(states), lengths)
+            o, f = run()
         return float(np.sum(o * g_out) + sum(np.sum(a * g) for a, g in zip(_as_list(f), g_finals)))
 
     layer.zero_grad()
-    layer(x, None if states is None else pack(states), lengths)
+    run()
     dx, d_states = layer.backward(g_out, pack(g_finals))
     wrt = {"x": (x, dx)}
     if states is not None:

@@ -23,6 +23,7 @@ from rnncore.kernels._common import (
 )
 from rnncore.kernels._jit import kernel
 from rnncore.kernels.activations import activate_row, activation_grad_row
+from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 
 
 @kernel
@@ -114,3 +115,57 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
     dh0 += dh
     off = prev_offset(reverse)
     accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, da, da, x, hs[off : off + T], w_ih)
+
+
+# -- masked kernels: recurrent dropout and zoneout (definitions in ``masks``) ----------------------
+@kernel
+def forward_masked(out, hs, cand, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, m, zone, act, reverse, col):
+    """Forward with h~_t = act(W_ih x_t + b_ih + W_hh (m * h_{t-1}) + b_hh) and
+    h_t = z_t * h_{t-1} + (1 - z_t) * h~_t; keeps what ``backward_masked`` needs.
+    out, hs, x, lengths, h0 and the weights as in ``forward_train``; cand (T, B, H): candidates h~
+    m (B, H): recurrent-dropout mask; zone (T, B, H): zoneout masks."""
+    T, B, _ = x.shape
+    a = np.empty((T, B, w_ih.shape[0]), dtype=x.dtype)
+    project_inputs(a, x, w_ih, b_ih)
+    rec = np.empty_like(h0)
+    h_rec = np.empty_like(h0)
+    first, off = init_slot(T, reverse), prev_offset(reverse)
+    copy_into(hs[first], h0)
+    for s in range(T):
+        t = time_index(s, T, reverse)
+        mask_state(h_rec, hs[t + off], m)
+        cell(cand[t], a[t], h_rec, rec, lengths, t, w_hh, b_hh, act)
+        zoneout_update(hs[t + 1], hs[t + off], cand[t], zone[t], lengths, t)
+        write_output(out, hs[t + 1], lengths, t, col)
+
+
+@kernel
+def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths, hs, cand, w_ih, w_hh,
+                    m, zone, act, reverse, col):
+    """BPTT of ``forward_masked`` with the same masks; outputs accumulated into as in ``backward``.
+    hs, cand (from ``forward_masked``), m (B, H), zone (T, B, H); other arguments as in ``backward``."""
+    T, B, _ = x.shape
+    H = w_hh.shape[0]
+    da = np.empty((T, B, H), dtype=x.dtype)
+    dh = grad_hn.copy()
+    dh_prev = np.empty_like(dh)
+    d_cand = np.empty_like(dh)
+    no_direct = np.zeros_like(dh)
+    for s in range(T):
+        t = time_index(s, T, not reverse)
+        add_output_grad(dh, grad_out, lengths, t, col)
+        # forward was: h_t = z * h_prev + (1 - z) * h~
+        zoneout_grad(d_cand, dh, zone[t])
+        # forward was: h~ = act(a_t)
+        for b in range(B):
+            activation_grad_row(da[t, b], d_cand[b], cand[t, b], act)
+        zero_inactive_rows(da[t], lengths, t)
+        # forward was: a_t = ... + (m * h_{t-1}) W_hh^T
+        np.dot(da[t], w_hh, dh_prev)
+        prev_state_grad(dh_prev, m, no_direct, dh, zone[t], lengths, t)
+        dh, dh_prev = dh_prev, dh
+    dh0 += dh
+    off = prev_offset(reverse)
+    h_rec = np.empty((T, B, H), dtype=x.dtype)
+    mask_states(h_rec, hs[off : off + T], m)
+    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, da, da, x, h_rec, w_ih)

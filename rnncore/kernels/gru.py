@@ -8,7 +8,8 @@
 Letters: T = steps, B = batch, I = input, H = hidden, G = 3H. Storage layout and packed-sequence
 semantics: see ``_common``. Every function lists outputs first, then inputs, then weights.
 ``aux`` (B, H) per step holds W_hn h + b_hn (reset_after) or r * h (reset_before): what
-backward needs besides the gates.
+backward needs besides the gates. ``h_rec`` is the state the products with W_hh read: h itself, or
+m * h under recurrent dropout (``masks``); the z * h term always reads h.
 """
 
 import numpy as np
@@ -32,6 +33,7 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import kernel
 from rnncore.kernels import activations
 from rnncore.kernels.activations import sigmoid, tanh
+from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 
 
 @kernel
@@ -42,15 +44,16 @@ def _split(scratch, B, H):
 
 
 @kernel
-def cell(h_new, a, aux, h_prev, rec, lengths, t, w_hh, b_hh, reset_after):
+def cell(h_new, a, aux, h_prev, h_rec, rec, lengths, t, w_hh, b_hh, reset_after):
     """One step for the whole batch.
     h_new (B, H): output state
     a (B, 3H): input projection of this step on entry, activated gates r, z, n on exit
-    aux (B, H): W_hn h + b_hn (reset_after) or r * h (reset_before), kept for backward
-    h_prev (B, H); rec (B, 3H): scratch; w_hh (3H, H); b_hh (3H,)."""
+    aux (B, H): W_hn h_rec + b_hn (reset_after) or r * h_rec (reset_before), kept for backward
+    h_prev (B, H); h_rec (B, H): what W_hh multiplies (h_prev itself in the plain kernels)
+    rec (B, 3H): scratch; w_hh (3H, H); b_hh (3H,)."""
     B, H = h_prev.shape
     if reset_after:
-        np.dot(h_prev, w_hh.T, rec)
+        np.dot(h_rec, w_hh.T, rec)
         for b in range(B):
             ab, rb = a[b], rec[b]
             for j in range(2 * H):  # r, z
@@ -63,13 +66,13 @@ def cell(h_new, a, aux, h_prev, rec, lengths, t, w_hh, b_hh, reset_after):
                 h_new[b, j] = n + ab[H + j] * (h_prev[b, j] - n)  # (1 - z) n + z h
     else:
         rec_rz, rec_n = _split(rec, B, H)
-        np.dot(h_prev, w_hh[: 2 * H].T, rec_rz)
+        np.dot(h_rec, w_hh[: 2 * H].T, rec_rz)
         for b in range(B):
             ab = a[b]
             for j in range(2 * H):  # r, z
                 ab[j] = sigmoid(ab[j] + rec_rz[b, j] + b_hh[j])
             for j in range(H):
-                aux[b, j] = ab[j] * h_prev[b, j]
+                aux[b, j] = ab[j] * h_rec[b, j]
         np.dot(aux, w_hh[2 * H :].T, rec_n)
         for b in range(B):
             ab = a[b]
@@ -93,7 +96,7 @@ def forward_train(out, hs, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, r
     copy_into(hs[first], h0)
     for s in range(T):
         t = time_index(s, T, reverse)
-        cell(hs[t + 1], gates[t], aux[t], hs[t + off], rec, lengths, t, w_hh, b_hh, reset_after)
+        cell(hs[t + 1], gates[t], aux[t], hs[t + off], hs[t + off], rec, lengths, t, w_hh, b_hh, reset_after)
         write_output(out, hs[t + 1], lengths, t, col)
 
 
@@ -113,7 +116,7 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after,
         project_inputs(a, x[start : start + n], w_ih, b_ih)
         for s in range(n):
             t = start + time_index(s, n, reverse)
-            cell(h_new, a[t - start], aux, h, rec, lengths, t, w_hh, b_hh, reset_after)
+            cell(h_new, a[t - start], aux, h, h, rec, lengths, t, w_hh, b_hh, reset_after)
             write_output(out, h_new, lengths, t, col)
             h, h_new = h_new, h
     copy_into(h_n, h)
@@ -128,7 +131,64 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
     rec = np.empty_like(a[0])
     aux = np.empty_like(h)
     lengths = np.full(B, 1, dtype=np.int64)
-    cell(h_new, a[0], aux, h, rec, lengths, 0, w_hh, b_hh, reset_after)
+    cell(h_new, a[0], aux, h, h, rec, lengths, 0, w_hh, b_hh, reset_after)
+
+
+@kernel
+def gate_grads(di, dr, dn_t, direct, via_rec, d_rh, dh, g_t, h_prev, h_rec, aux_t, lengths, t, w_hn,
+               reset_after):
+    """The gate gradients of one step (active rows; padding rows are left as they are).
+    di, dr (B, 3H): gradients of the input projection and of h_rec W_hh^T + b_hh (outputs)
+    dn_t (B, H): gradient of n's pre-activation (output; reset_before's W_hn GEMM)
+    direct (B, H): the gradient for h_prev through z * h_prev (output)
+    via_rec (B, H): the gradient for h_rec outside the GEMM over dr, through reset_before's r * h_rec
+    (output; untouched for reset_after, so the caller zero-initialises it); d_rh (B, H): scratch
+    dh (B, H): gradient for the step's output h; g_t (B, 3H), aux_t (B, H) from the forward
+    h_prev, h_rec (B, H) as in ``cell``; w_hn (H, H)."""
+    B, H = dh.shape
+    one = activations.one(dh)
+    for b in range(B):
+        if t >= lengths[b]:
+            continue
+        for j in range(H):
+            z, n = g_t[b, H + j], g_t[b, 2 * H + j]
+            # forward was: h = (1 - z) * n + z * h_prev
+            dn_t[b, j] = (dh[b, j] - dh[b, j] * z) * (one - n * n)
+            di[b, H + j] = dh[b, j] * (h_prev[b, j] - n) * (z - z * z)
+            dr[b, H + j] = di[b, H + j]
+            di[b, 2 * H + j] = dn_t[b, j]  # x_n enters n's pre-activation directly in both placements
+            direct[b, j] = dh[b, j] * z
+    if reset_after:
+        for b in range(B):
+            if t >= lengths[b]:
+                continue
+            for j in range(H):
+                r, dan = g_t[b, j], dn_t[b, j]
+                # forward was: n = tanh(x_n + r * hn), hn = W_hn h_rec + b_hn
+                di[b, j] = dan * aux_t[b, j] * (r - r * r)
+                dr[b, j] = di[b, j]
+                dr[b, 2 * H + j] = dan * r
+    else:
+        # forward was: n = tanh(x_n + (r * h_rec) W_hn^T + b_hn)
+        np.dot(dn_t, w_hn, d_rh)
+        for b in range(B):
+            if t >= lengths[b]:
+                continue
+            for j in range(H):
+                r = g_t[b, j]
+                di[b, j] = d_rh[b, j] * h_rec[b, j] * (r - r * r)
+                dr[b, j] = di[b, j]
+                via_rec[b, j] = d_rh[b, j] * r
+
+
+@kernel
+def _reset_before_grads(dw_hh, db_hh, dn_pre, aux):
+    """reset_before's W_hn and b_hn gradients: forward was n = tanh(... + aux W_hn^T + b_hn).
+    dw_hh (3H, H), db_hh (3H,): accumulated into; dn_pre, aux (T, B, H)."""
+    T, B, H = aux.shape
+    dn2 = dn_pre.reshape(T * B, H)
+    add_product(dw_hh[2 * H :], dn2.T, aux.reshape(T * B, H))
+    add_column_sums(db_hh[2 * H :], dn2)
 
 
 @kernel
@@ -146,57 +206,87 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
     dh = grad_hn.copy()  # gradient flowing into h after the current step
     dh_prev = np.empty_like(dh)
     direct = np.zeros_like(dh)  # the part of dh_prev that does not pass through W_hh
+    via_rec = np.zeros_like(dh)
     d_rh = np.empty_like(dh)
     w_hn = w_hh[2 * H :]
-    one = activations.one(x)
     off = prev_offset(reverse)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
         add_output_grad(dh, grad_out, lengths, t, col)
-        g_t, h_prev, di, dr, dn_t, aux_t = gates[t], hs[t + off], d_in[t], d_rec[t], dn_pre[t], aux[t]
-        for b in range(B):
-            if t >= lengths[b]:
-                continue
-            for j in range(H):
-                z, n = g_t[b, H + j], g_t[b, 2 * H + j]
-                # forward was: h = (1 - z) * n + z * h_prev
-                dn_t[b, j] = (dh[b, j] - dh[b, j] * z) * (one - n * n)
-                di[b, H + j] = dh[b, j] * (h_prev[b, j] - n) * (z - z * z)
-                dr[b, H + j] = di[b, H + j]
-                di[b, 2 * H + j] = dn_t[b, j]  # x_n enters n's pre-activation directly in both placements
-                direct[b, j] = dh[b, j] * z
-        if reset_after:
-            for b in range(B):
-                if t >= lengths[b]:
-                    continue
-                for j in range(H):
-                    r, dan = g_t[b, j], dn_t[b, j]
-                    # forward was: n = tanh(x_n + r * hn), hn = W_hn h + b_hn
-                    di[b, j] = dan * aux_t[b, j] * (r - r * r)
-                    dr[b, j] = di[b, j]
-                    dr[b, 2 * H + j] = dan * r
-        else:
-            # forward was: n = tanh(x_n + (r * h) W_hn^T + b_hn)
-            np.dot(dn_t, w_hn, d_rh)
-            for b in range(B):
-                if t >= lengths[b]:
-                    continue
-                for j in range(H):
-                    r = g_t[b, j]
-                    di[b, j] = d_rh[b, j] * h_prev[b, j] * (r - r * r)
-                    dr[b, j] = di[b, j]
-                    direct[b, j] += d_rh[b, j] * r
+        h_prev = hs[t + off]
+        gate_grads(d_in[t], d_rec[t], dn_pre[t], direct, via_rec, d_rh, dh, gates[t], h_prev, h_prev, aux[t],
+                   lengths, t, w_hn, reset_after)
         # forward was: rec = h_prev W_hh^T + b_hh
-        np.dot(dr, w_hh, dh_prev)
+        np.dot(d_rec[t], w_hh, dh_prev)
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):
-                    dh_prev[b, j] += direct[b, j]
+                    dh_prev[b, j] += direct[b, j] + via_rec[b, j]
         carry_inactive(dh_prev, dh, lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh
     accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, hs[off : off + T], w_ih)
     if not reset_after:
-        dn2 = dn_pre.reshape(T * B, H)
-        add_product(dw_hh[2 * H :], dn2.T, aux.reshape(T * B, H))
-        add_column_sums(db_hh[2 * H :], dn2)
+        _reset_before_grads(dw_hh, db_hh, dn_pre, aux)
+
+
+# -- masked kernels: recurrent dropout and zoneout (definitions in ``masks``) ----------------------
+@kernel
+def forward_masked(out, hs, cand, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, m, zone, reset_after,
+                   reverse, col):
+    """Forward with every W_hh product reading m * h_{t-1} and h_t = z_t * h_{t-1} + (1 - z_t) * h~_t
+    (h~ the GRU's update); keeps what ``backward_masked`` needs.
+    cand (T, B, H): candidates h~; m (B, H): recurrent-dropout mask; zone (T, B, H): zoneout masks;
+    other arguments as in ``forward_train``."""
+    T = x.shape[0]
+    project_inputs(gates, x, w_ih, b_ih)
+    rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
+    h_rec = np.empty_like(h0)
+    first, off = init_slot(T, reverse), prev_offset(reverse)
+    copy_into(hs[first], h0)
+    for s in range(T):
+        t = time_index(s, T, reverse)
+        mask_state(h_rec, hs[t + off], m)
+        cell(cand[t], gates[t], aux[t], hs[t + off], h_rec, rec, lengths, t, w_hh, b_hh, reset_after)
+        zoneout_update(hs[t + 1], hs[t + off], cand[t], zone[t], lengths, t)
+        write_output(out, hs[t + 1], lengths, t, col)
+
+
+@kernel
+def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths, hs, gates, aux, w_ih,
+                    w_hh, m, zone, reset_after, reverse, col):
+    """BPTT of ``forward_masked`` with the same masks; outputs accumulated into as in ``backward``.
+    hs, gates, aux from ``forward_masked``; m (B, H); zone (T, B, H); other arguments as in ``backward``."""
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    d_in = np.zeros((T, B, 3 * H), dtype=x.dtype)
+    d_rec = np.zeros((T, B, 3 * H), dtype=x.dtype)
+    dn_pre = np.zeros((T, B, H), dtype=x.dtype)
+    dh = grad_hn.copy()
+    dh_prev = np.empty_like(dh)
+    d_cand = np.empty_like(dh)
+    h_rec = np.empty((T, B, H), dtype=x.dtype)
+    direct = np.zeros_like(dh)
+    via_rec = np.zeros_like(dh)
+    d_rh = np.empty_like(dh)
+    w_hn = w_hh[2 * H :]
+    off = prev_offset(reverse)
+    mask_states(h_rec, hs[off : off + T], m)
+    for s in range(T):
+        t = time_index(s, T, not reverse)
+        add_output_grad(dh, grad_out, lengths, t, col)
+        # forward was: h_t = z * h_prev + (1 - z) * h~
+        zoneout_grad(d_cand, dh, zone[t])
+        gate_grads(d_in[t], d_rec[t], dn_pre[t], direct, via_rec, d_rh, d_cand, gates[t], hs[t + off],
+                   h_rec[t], aux[t], lengths, t, w_hn, reset_after)
+        # forward was: rec = (m * h_prev) W_hh^T + b_hh
+        np.dot(d_rec[t], w_hh, dh_prev)
+        for b in range(B):
+            for j in range(H):
+                dh_prev[b, j] += via_rec[b, j]
+        prev_state_grad(dh_prev, m, direct, dh, zone[t], lengths, t)
+        dh, dh_prev = dh_prev, dh
+    dh0 += dh
+    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, h_rec, w_ih)
+    if not reset_after:
+        _reset_before_grads(dw_hh, db_hh, dn_pre, aux)

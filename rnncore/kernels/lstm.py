@@ -26,6 +26,7 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import kernel
 from rnncore.kernels import activations
 from rnncore.kernels.activations import sigmoid, tanh
+from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 
 
 @kernel
@@ -146,3 +147,89 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_c
     dh0 += dh
     dc0 += dc
     accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, dgates, dgates, x, hs[off : off + T], w_ih)
+
+
+# -- masked kernels: recurrent dropout and zoneout (definitions in ``masks``) ----------------------
+@kernel
+def forward_masked(out, hs, cs, cand_h, cand_c, gates, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, m, zone_h,
+                   zone_c, reverse, col):
+    """Forward with the gates reading m * h_{t-1} in their W_hh product, candidates
+    c~ = f * c_{t-1} + i * g, h~ = o * tanh(c~), and zoneout on both states:
+    h_t = zh_t * h_{t-1} + (1 - zh_t) * h~, c_t = zc_t * c_{t-1} + (1 - zc_t) * c~.
+    cand_h, cand_c (T, B, H): the candidates; m (B, H): recurrent-dropout mask; zone_h, zone_c (T, B, H):
+    zoneout masks; other arguments as in ``forward_train``."""
+    T = x.shape[0]
+    project_inputs(gates, x, w_ih, b_ih)
+    rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
+    h_rec = np.empty_like(h0)
+    first, off = init_slot(T, reverse), prev_offset(reverse)
+    copy_into(hs[first], h0)
+    copy_into(cs[first], c0)
+    for s in range(T):
+        t = time_index(s, T, reverse)
+        mask_state(h_rec, hs[t + off], m)
+        cell(cand_h[t], cand_c[t], gates[t], h_rec, cs[t + off], rec, lengths, t, w_hh, b_hh)
+        zoneout_update(hs[t + 1], hs[t + off], cand_h[t], zone_h[t], lengths, t)
+        zoneout_update(cs[t + 1], cs[t + off], cand_c[t], zone_c[t], lengths, t)
+        write_output(out, hs[t + 1], lengths, t, col)
+
+
+@kernel
+def masked_gate_grads(d_t, dc, dh, c_new, c_prev, g_t, lengths, t):
+    """The gate gradients of one step of ``forward_masked`` (active rows; padding rows untouched).
+    d_t (B, 4H): gate pre-activation gradients (output); dc (B, H): on entry the gradient for c~ from
+    the c path, on exit the gradient for c_{t-1} through f * c_{t-1}; dh (B, H): gradient for h~
+    c_new (B, H): c~; c_prev (B, H); g_t (B, 4H): activated gates."""
+    B, H = dh.shape
+    one = activations.one(dh)
+    for b in range(B):
+        if t >= lengths[b]:
+            continue
+        for j in range(H):
+            i, f, g, o = g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j], g_t[b, 3 * H + j]
+            tc = tanh(c_new[b, j])
+            # forward was: h~ = o * tanh(c~)
+            do = dh[b, j] * tc
+            dcj = dc[b, j] + dh[b, j] * o * (one - tc * tc)
+            # forward was: c~ = f * c_prev + i * g
+            d_t[b, j] = dcj * g * (i - i * i)
+            d_t[b, H + j] = dcj * c_prev[b, j] * (f - f * f)
+            d_t[b, 2 * H + j] = dcj * i * (one - g * g)
+            d_t[b, 3 * H + j] = do * (o - o * o)
+            dc[b, j] = dcj * f
+
+
+@kernel
+def backward_masked(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_cn, x, lengths, hs, cs,
+                    cand_c, gates, w_ih, w_hh, m, zone_h, zone_c, reverse, col):
+    """BPTT of ``forward_masked`` with the same masks; outputs accumulated into as in ``backward``.
+    hs, cs, cand_c, gates from ``forward_masked``; m (B, H); zone_h, zone_c (T, B, H)."""
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    dgates = np.zeros((T, B, 4 * H), dtype=x.dtype)
+    dh = grad_hn.copy()
+    dc = grad_cn.copy()
+    dh_prev = np.empty_like(dh)
+    dh_cand = np.empty_like(dh)
+    dc_prev = np.empty_like(dc)
+    no_direct = np.zeros_like(dh)
+    no_mask = np.ones_like(dh)
+    off = prev_offset(reverse)
+    for s in range(T):
+        t = time_index(s, T, not reverse)
+        add_output_grad(dh, grad_out, lengths, t, col)
+        # forward was: h_t = zh * h_prev + (1 - zh) * h~,  c_t = zc * c_prev + (1 - zc) * c~
+        zoneout_grad(dh_cand, dh, zone_h[t])
+        zoneout_grad(dc_prev, dc, zone_c[t])
+        masked_gate_grads(dgates[t], dc_prev, dh_cand, cand_c[t], cs[t + off], gates[t], lengths, t)
+        # forward was: gates = ... + (m * h_prev) W_hh^T
+        np.dot(dgates[t], w_hh, dh_prev)
+        prev_state_grad(dh_prev, m, no_direct, dh, zone_h[t], lengths, t)
+        prev_state_grad(dc_prev, no_mask, no_direct, dc, zone_c[t], lengths, t)
+        dh, dh_prev = dh_prev, dh
+        dc, dc_prev = dc_prev, dc
+    dh0 += dh
+    dc0 += dc
+    h_rec = np.empty((T, B, H), dtype=x.dtype)
+    mask_states(h_rec, hs[off : off + T], m)
+    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, dgates, dgates, x, h_rec, w_ih)

@@ -40,6 +40,10 @@ class _LayerNorm:
         eps = float(layer_norm_eps)
         if not (math.isfinite(eps) and eps > 0):
             raise ValueError(f"layer_norm_eps must be a finite number > 0, got {layer_norm_eps!r}")
+        for name in ("recurrent_dropout", "zoneout", "zoneout_cell"):
+            if getattr(self, name, 0.0):
+                raise ValueError(f"{name} is not available with layer_norm=True (the layer-normalised kernels "
+                                 f"have no masked form); got {name}={getattr(self, name)!r}")
         self.layer_norm = True
         self.layer_norm_eps = eps
         self._eps = self.dtype.type(eps)

@@ -14,20 +14,26 @@ from rnncore.nn._checks import check_finite, check_finite_params, float_array, l
 from rnncore.nn._padding import check_padding_side, roll_padding
 from rnncore.nn.layers import dropout_mask
 from rnncore.nn.module import Module, is_grad_enabled
+from rnncore.nn.regularisers import RATE_NAMES, check_rate, drop_weights, input_mask, step_masks
 
 
 class RecurrentBase(Module):
     """Stacking, directions, dropout, validation and state layout shared by RNN, LSTM and GRU.
 
     A subclass sets ``gate_rows`` (G = gate_rows * H), ``state_names`` and the per-direction hooks
-    ``_run_train``, ``_run_infer``, ``_run_backward`` and ``_run_step``, which call its kernels.
+    ``_run_train``, ``_run_infer``, ``_run_backward`` and ``_run_step``, which call its kernels, and
+    ``_run_masked`` / ``_run_backward_masked`` for recurrent dropout and zoneout.
+
+    Regularisers (keyword-only; definitions in ``rnncore.nn.regularisers``): ``input_dropout``,
+    ``recurrent_dropout``, ``zoneout`` (h), ``zoneout_cell`` (the LSTM's c), ``weight_drop``.
     """
 
     gate_rows = 1
     state_names = ("h",)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, dtype=np.float32, seed=None, check_finite=False):
+                 bidirectional=False, dtype=np.float32, seed=None, check_finite=False, *, input_dropout=0.0,
+                 recurrent_dropout=0.0, zoneout=0.0, zoneout_cell=0.0, weight_drop=0.0):
         super().__init__(dtype)
         for name, value, low in (("input_size", input_size, 1), ("hidden_size", hidden_size, 1),
                                  ("num_layers", num_layers, 1)):
@@ -38,10 +44,18 @@ class RecurrentBase(Module):
         self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
         self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
         self.dropout = float(dropout)
+        rates = dict(input_dropout=input_dropout, recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+                     zoneout_cell=zoneout_cell, weight_drop=weight_drop)
+        for name in RATE_NAMES:
+            setattr(self, name, check_rate(name, rates[name]))
+        if self.zoneout_cell and "c" not in self.state_names:
+            raise ValueError(f"zoneout_cell applies to the LSTM's cell state; {type(self).__name__} has none "
+                             f"(got zoneout_cell={zoneout_cell!r}; use zoneout for h)")
         self.num_directions = 2 if bidirectional else 1
         self.check_finite = bool(check_finite)
         self._rng = np.random.default_rng(seed)
         self._cache = None
+        self._masks = {}
         bound = 1.0 / np.sqrt(self.hidden_size)
         G = self.gate_rows * self.hidden_size
         self._zero_bias = np.zeros(G, dtype=self.dtype)
@@ -54,13 +68,31 @@ class RecurrentBase(Module):
                 for kind, shape in shapes.items():
                     self._add_param(f"{kind}_l{layer}{suffix}", self._rng.uniform(-bound, bound, shape))
 
+    def reseed(self, seed):
+        """Restart the generator that draws the dropout, zoneout and weight-drop masks."""
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def samples_masks(self):
+        """Whether a forward in the current mode draws random masks (dropout of any kind, zoneout)."""
+        rates = (self.dropout if self.num_layers > 1 else 0.0, self.input_dropout, self.recurrent_dropout,
+                 self.zoneout, self.zoneout_cell, self.weight_drop)
+        return self.training and any(rates)
+
+    def last_masks(self):
+        """The masks the last forward applied, by name: ``dropout_l{k}`` (T, B, I) between layers,
+        ``input_l{k}`` (B, I), ``weight_hh_l{k}`` (G, H), ``recurrent_l{k}`` (B, H), ``zoneout_h_l{k}``
+        and ``zoneout_c_l{k}`` (T, B, H; in eval mode the rate itself), with ``_reverse`` for the reverse
+        direction; only the regularisers in use appear."""
+        return dict(self._masks)
+
     def _suffixes(self):
         return ("", "_reverse")[: self.num_directions]
 
     def extra_repr(self):
         extras = [f"{self.input_size}, {self.hidden_size}"]
         for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
-                              ("bidirectional", False)):
+                              ("bidirectional", False)) + tuple((n, 0.0) for n in RATE_NAMES):
             if getattr(self, name) != default:
                 extras.append(f"{name}={getattr(self, name)}")
         return ", ".join(extras + [f"dtype={self.dtype.name}"])
@@ -172,24 +204,36 @@ class RecurrentBase(Module):
         keep = is_grad_enabled()
         cache = {"layers": [], "lengths": lengths, "batched": batched, "T": T, "B": B} if keep else None
         layer_in = x
+        self._masks = drawn = {}
         for layer in range(self.num_layers):
             mask = None
             if layer > 0 and self.training and self.dropout > 0.0:
-                mask = dropout_mask(self._rng, layer_in.shape, self.dropout, self.dtype)
+                mask = drawn[f"dropout_l{layer}"] = dropout_mask(self._rng, layer_in.shape, self.dropout,
+                                                                 self.dtype)
+            variational = input_mask(self, layer_in.shape, drawn, f"_l{layer}")
+            if variational is not None:
+                mask = variational if mask is None else mask * variational
+            if mask is not None:
                 layer_in = layer_in * mask
             out = np.empty((T, B, D * H), dtype=self.dtype)
-            saved = []
+            saved, regs = [], []
             for d in range(D):
                 idx = layer * D + d
                 s0 = [s[idx] for s in states0]
                 sn = [f[idx] for f in finals]
-                w = self._weights(layer, d)
-                if keep:
+                key = f"_l{layer}{self._suffixes()[d]}"
+                w, w_mask = drop_weights(self, self._weights(layer, d), drawn, key)
+                masks = step_masks(self, T, B, drawn, key)
+                regs.append((masks, w if w_mask is not None else None, w_mask))
+                if masks is not None:
+                    kept = self._run_masked(out, sn, layer_in, lengths, s0, w, masks, bool(d), d * H)
+                    saved.append(kept if keep else None)
+                elif keep:
                     saved.append(self._run_train(out, sn, layer_in, lengths, s0, w, bool(d), d * H))
                 else:
                     self._run_infer(out, sn, layer_in, lengths, s0, w, bool(d), d * H)
             if keep:
-                cache["layers"].append({"x": layer_in, "mask": mask, "saved": saved})
+                cache["layers"].append({"x": layer_in, "mask": mask, "saved": saved, "regs": regs})
             layer_in = out
         if keep:  # a forward under no_grad() (in any thread) leaves the pending backward alone
             self._cache = cache
@@ -267,6 +311,9 @@ class RecurrentBase(Module):
         new = [np.empty_like(s) for s in states]
         for layer in range(self.num_layers):
             self._run_step([n[layer] for n in new], x, [s[layer] for s in states], self._weights(layer, 0))
+            for rate, n, s in zip((self.zoneout, self.zoneout_cell), new, states):
+                if rate:  # zoneout's expectation, as in eval mode
+                    n[layer] = rate * s[layer] + (1.0 - rate) * n[layer]
             x = new[0][layer]
         if self.check_finite:
             for name, n in zip(self.state_names, new):
@@ -300,9 +347,19 @@ class RecurrentBase(Module):
             dx = np.zeros_like(layer_in)
             for d in range(D):
                 idx = layer * D + d
-                self._run_backward(dx, [ds[idx] for ds in d_states0], self._weight_grads(layer, d), g,
-                                   [gf[idx] for gf in grad_finals], layer_in, lengths, entry["saved"][d],
-                                   self._weights(layer, d), bool(d), d * H)
+                masks, dropped_w, w_mask = entry["regs"][d]
+                w = self._weights(layer, d) if dropped_w is None else dropped_w
+                dw = dw_raw = self._weight_grads(layer, d)
+                if w_mask is not None:  # the kernels see W_hh * mask: dW_hh(raw) = mask * dW_hh(dropped)
+                    dw = (dw[0], np.zeros_like(dw[1]), dw[2], dw[3])
+                args = (dx, [ds[idx] for ds in d_states0], dw, g, [gf[idx] for gf in grad_finals], layer_in,
+                        lengths, entry["saved"][d], w)
+                if masks is None:
+                    self._run_backward(*args, bool(d), d * H)
+                else:
+                    self._run_backward_masked(*args, masks, bool(d), d * H)
+                if w_mask is not None:
+                    np.add(dw_raw[1], w_mask * dw[1], out=dw_raw[1])
             if entry["mask"] is not None:
                 dx *= entry["mask"]
             g = dx
@@ -324,13 +381,13 @@ class RNN(RecurrentBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
-                 check_finite=False):
+                 check_finite=False, **regularisers):
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {sorted(NONLINEARITIES)}, got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self._act = NONLINEARITIES[nonlinearity]
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         dtype, seed, check_finite)
+                         dtype, seed, check_finite, **regularisers)
 
     def extra_repr(self):
         return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
@@ -350,6 +407,20 @@ class RNN(RecurrentBase):
 
     def _run_step(self, new, x, states, w):
         elman.step(new[0], x, states[0], *w, self._act)
+
+    def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):
+        T, B, _ = x.shape
+        hs = np.empty((T + 2, B, self.hidden_size), dtype=self.dtype)
+        cand = np.empty((T, B, self.hidden_size), dtype=self.dtype)
+        elman.forward_masked(out, hs, cand, x, lengths, s0[0], *w, masks.recurrent, masks.zone[0], self._act,
+                             reverse, col)
+        finals[0][...] = hs[1] if reverse else hs[T]
+        return hs, cand
+
+    def _run_backward_masked(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, masks, reverse, col):
+        hs, cand = saved
+        elman.backward_masked(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, cand, w[0], w[1],
+                              masks.recurrent, masks.zone[0], self._act, reverse, col)
 
 
 
@@ -406,6 +477,24 @@ class LSTM(RecurrentBase):
     def _run_step(self, new, x, states, w):
         lstm.step(new[0], new[1], x, states[0], states[1], *w)
 
+    def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):
+        T, B, _ = x.shape
+        H = self.hidden_size
+        hs, cs = (np.empty((T + 2, B, H), dtype=self.dtype) for _ in range(2))
+        cand_h, cand_c = (np.empty((T, B, H), dtype=self.dtype) for _ in range(2))
+        gates = np.empty((T, B, 4 * H), dtype=self.dtype)
+        lstm.forward_masked(out, hs, cs, cand_h, cand_c, gates, x, lengths, s0[0], s0[1], *w, masks.recurrent,
+                            *masks.zone, reverse, col)
+        last = 1 if reverse else T
+        finals[0][...] = hs[last]
+        finals[1][...] = cs[last]
+        return hs, cs, cand_c, gates
+
+    def _run_backward_masked(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, masks, reverse, col):
+        hs, cs, cand_c, gates = saved
+        lstm.backward_masked(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs,
+                             cand_c, gates, w[0], w[1], masks.recurrent, *masks.zone, reverse, col)
+
 
 
 class GRU(RecurrentBase):
@@ -424,10 +513,10 @@ class GRU(RecurrentBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, dtype=np.float32, seed=None, check_finite=False, reset_after=True,
-                 layer_norm=False, layer_norm_eps=1e-5):
+                 layer_norm=False, layer_norm_eps=1e-5, **regularisers):
         self.reset_after = bool(reset_after)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         dtype, seed, check_finite)
+                         dtype, seed, check_finite, **regularisers)
 
     def extra_repr(self):
         return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
@@ -452,4 +541,21 @@ class GRU(RecurrentBase):
 
     def _run_step(self, new, x, states, w):
         gru.step(new[0], x, states[0], *w, self.reset_after)
+
+    def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):
+        T, B, _ = x.shape
+        H = self.hidden_size
+        hs = np.empty((T + 2, B, H), dtype=self.dtype)
+        cand = np.empty((T, B, H), dtype=self.dtype)
+        gates = np.empty((T, B, 3 * H), dtype=self.dtype)
+        aux = np.empty((T, B, H), dtype=self.dtype)
+        gru.forward_masked(out, hs, cand, gates, aux, x, lengths, s0[0], *w, masks.recurrent, masks.zone[0],
+                           self.reset_after, reverse, col)
+        finals[0][...] = hs[1] if reverse else hs[T]
+        return hs, gates, aux
+
+    def _run_backward_masked(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, masks, reverse, col):
+        hs, gates, aux = saved
+        gru.backward_masked(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, gates, aux, w[0], w[1],
+                            masks.recurrent, masks.zone[0], self.reset_after, reverse, col)
 

@@ -95,6 +95,11 @@ def test_every_listed_check_is_present_and_passed(results):
         "layer_norm/gru_stacked_bidir_lengths/weight_ih_l1", "layer_norm/lstm_H1/layernorm_c_weight_l0",
         "layer_norm/gru_nobias_eps1e-2/x", "layer_norm/ln_jacobian_identity_N3",
         "layer_norm/ln_backward_kernel_N1",
+        # regularisers, with the layer's masks in the unrolled network
+        *(f"regularisers/{c}_{r}/{p}" for c in ("rnn_tanh", "lstm")
+          for r in ("input_dropout", "recurrent_dropout", "zoneout", "weight_drop", "zoneout_eval")
+          for p in ("loss", "weight_hh_l0", "h0", "x")),
+        "regularisers/lstm_zoneout_cell/c0", "regularisers/lstm_all_stacked_bidir_lengths/weight_hh_l1_reverse",
     ]
     missing = [n for n in expected if n not in names]
     assert not missing, missing
@@ -102,7 +107,7 @@ def test_every_listed_check_is_present_and_passed(results):
 
 def test_gradient_checks_agree_to_1e10(results):
     for r in results["checks"]:
-        if r["family"] in ("cells", "bptt", "layer_norm") and r["error_kind"] == "rel":
+        if r["family"] in ("cells", "bptt", "layer_norm", "regularisers") and r["error_kind"] == "rel":
             assert r["max_rel_error"] <= 1e-10, r["name"]
 
 
