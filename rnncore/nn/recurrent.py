@@ -351,7 +351,7 @@ class RecurrentBase(Module):
                 w = self._weights(layer, d) if dropped_w is None else dropped_w
                 dw = dw_raw = self._weight_grads(layer, d)
                 if w_mask is not None:  # the kernels see W_hh * mask: dW_hh(raw) = mask * dW_hh(dropped)
-                    dw = (dw[0], np.zeros_like(dw[1]), dw[2], dw[3])
+                    dw = (dw[0], np.zeros_like(dw[1])) + tuple(dw[2:])
                 args = (dx, [ds[idx] for ds in d_states0], dw, g, [gf[idx] for gf in grad_finals], layer_in,
                         lengths, entry["saved"][d], w)
                 if masks is None:

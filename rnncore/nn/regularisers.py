@@ -87,8 +87,9 @@ def step_masks(layer, T, B, drawn, key):
 
 def drop_weights(layer, w, drawn, key):
     """(w with the weight-dropped W_hh, its mask) in training with weight_drop > 0, else (w, None).
-    w: (w_ih, w_hh, b_ih, b_hh); the mask is recorded in ``drawn`` under ``weight_hh{key}``."""
+    w: (w_ih, w_hh, b_ih, b_hh, ...any further weights of the cell, passed on unchanged); the mask is
+    recorded in ``drawn`` under ``weight_hh{key}``."""
     if not (layer.training and layer.weight_drop > 0.0):
         return w, None
     mask = drawn["weight_hh" + key] = dropout_mask(layer._rng, w[1].shape, layer.weight_drop, layer.dtype)
-    return (w[0], w[1] * mask, w[2], w[3]), mask
+    return (w[0], w[1] * mask) + tuple(w[2:]), mask
