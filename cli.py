@@ -372,7 +372,7 @@ def predict(run_dir, input_file, length, temperature):
               help="Directory for report.html, report.md, results.json and the plots.")
 @click.option("--quick", is_flag=True, help="Smaller networks, fewer points and seeds (what the tests run).")
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this derivation (repeatable): "
-              "cells, local, softmax, scalar, bptt, autoencoder, init.")
+              "cells, lstm_variants, local, softmax, scalar, bptt, autoencoder, init.")
 def verify(out, quick, only):
     """Check the kernels against SymPy's reference gradients and the classic results; write a report.
 
