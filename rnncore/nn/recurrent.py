@@ -59,6 +59,11 @@ class RecurrentBase(Module):
     def _suffixes(self):
         return ("", "_reverse")[: self.num_directions]
 
+    @property
+    def output_size(self):
+        """The width of h and of each direction's output: hidden_size, or an LSTM's proj_size."""
+        return self._out_size()
+
     def _out_size(self):
         """The width of h, of each direction's output columns and of the next layer's input per direction."""
         return self.hidden_size

@@ -241,3 +241,39 @@ def test_default_layer_runs_the_default_kernels():
     assert not rnncore.LSTM(3, 4, unit_forget_bias=True).variant  # an initialisation, not a new cell
     for options in VARIANTS.values():
         assert rnncore.LSTM(3, 4, **options).variant
+
+
+def test_language_model_with_lstm_options(tmp_path):
+    """A task model built with LSTM variant options: gradients against finite differences, and a
+    checkpoint that rebuilds the same variant (config and weights, weight_hr and weight_peephole)."""
+    from rnncore.data import Batch, Vocab
+    from rnncore.models.base import TaskModel, make_recurrent
+    from rnncore.models.language_model import LanguageModel
+
+    vocab = Vocab(list("abcdef"))
+    options = {"proj_size": 2, "peephole": True, "gate_clip": 2.0, "unit_forget_bias": True}
+    model = LanguageModel(vocab, cell="lstm", embedding_dim=3, hidden_size=4, num_layers=2, dtype="float64",
+                          seed=3, lstm_options=options)
+    assert model.rnn.proj_size == 2 and model.head.state_dict()["weight"].shape == (len(vocab), 2)
+    assert model.get_config()["lstm_options"] == options
+    assert "lstm_options" not in LanguageModel(vocab, hidden_size=4).get_config()
+    rng = np.random.default_rng(0)
+    ids = rng.integers(len(vocab.specials), len(vocab), size=(6, 2))
+    batch = Batch(inputs=ids[:-1], targets=ids[1:])
+    model.zero_grad()
+    model.loss_and_backward(batch)
+    grads = model.grads
+    wrt = {name: (value, grads[name].copy()) for name, value in model.named_parameters()}
+    failures = [str(r) for r in check_gradients(lambda: model.evaluate(batch).loss, wrt, eps=1e-5, tolerance=TOL)
+                if not r.passed]
+    assert not failures, "\n".join(failures)
+    model.save(tmp_path / "ckpt")
+    loaded = TaskModel.load(tmp_path / "ckpt")
+    assert loaded.rnn.variant_options() == model.rnn.variant_options()
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[name], value, err_msg=name)
+    assert {"rnn.weight_hr_l1", "rnn.weight_peephole_l1"} <= set(loaded.state_dict())
+    with pytest.raises(ValueError, match="lstm_options apply to cell='lstm' only, got cell='gru'"):
+        make_recurrent("gru", 3, 4, lstm_options={"peephole": True})
+    with pytest.raises(ValueError, match=r"lstm_options: unknown options \['peepholes'\]"):
+        make_recurrent("lstm", 3, 4, lstm_options={"peepholes": True})
