@@ -157,6 +157,11 @@ def test_configs_cover_the_space():
     assert {c["kwargs"]["num_layers"] for c in CONFIGS} == {1, 2, 3}
     assert {c["has_h0"] for c in CONFIGS} == {True, False}
     assert any(c["unbatched"] for c in CONFIGS)
+    assert {c["dtype"] for c in PROJ_CONFIGS} == set(TOLERANCE)
+    assert any(c["lengths"] and c["kwargs"]["bidirectional"] and c["kwargs"]["num_layers"] > 1
+               for c in PROJ_CONFIGS)
+    assert any(c["unbatched"] for c in PROJ_CONFIGS) and any(c["has_h0"] for c in PROJ_CONFIGS)
+    assert all(1 <= c["kwargs"]["proj_size"] < c["kwargs"]["hidden_size"] for c in PROJ_CONFIGS)
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN:UserWarning")
