@@ -63,8 +63,8 @@ class VariantSpec(cells.NetSpec):
 
     def layer(self, layer_class=None):
         cls = layer_class or rnncore.LSTM
-        return cls(self.I, self.H, num_layers=self.num_layers, bias=self.bias, bidirectional=self.bidirectional,
-                   dtype=np.float64, seed=0, **self.options())
+        return cls(self.I, self.H, num_layers=self.num_layers, bias=self.bias,
+                   bidirectional=self.bidirectional, dtype=np.float64, seed=0, **self.options())
 
     def describe(self):
         parts = [f"proj_size={self.proj_size}"] if self.proj_size else []
@@ -155,14 +155,15 @@ def run(quick=False):
     spec_list = specs(quick)
     checks = []
     # plain sympy.diff walks the unrolled tree: feasible for T = 2, H = 1 with two options at a time
-    smallest = [VariantSpec("lstm_clip_coupled_T2", T=2, B=1, I=1, H=1, gate_clip=0.5, coupled_input_forget=True),
+    smallest = [VariantSpec("lstm_clip_coupled_T2", T=2, B=1, I=1, H=1, gate_clip=0.5,
+                            coupled_input_forget=True),
                 VariantSpec("lstm_peephole_coupled_T2", T=2, B=1, I=1, H=1, peephole=True,
                             coupled_input_forget=True)]
     for spec in smallest[:1] if quick else smallest:
         checks.append(cells.check_against_sympy_diff(spec, net_class=VariantNet, family=FAMILY))
     for spec in spec_list:
-        checks += cells.check_network(spec, points=2 if quick else 3, compiled=cells.CompiledNet(VariantNet(spec)),
-                                      family=FAMILY)
+        compiled = cells.CompiledNet(VariantNet(spec))
+        checks += cells.check_network(spec, points=2 if quick else 3, compiled=compiled, family=FAMILY)
     description = (
         "The LSTM variants of `rnncore.LSTM` (proj_size, peephole, gate_clip, coupled_input_forget), each "
         "checked like the plain cells: the unrolled loss of a tiny network is written out in SymPy from the "
@@ -175,6 +176,7 @@ def run(quick=False):
         + ". At the random points roughly half of the gate pre-activations lie beyond the clip bound, so "
         "both the passing and the blocked branch of the clip are exercised. The `method` checks compare "
         "the reverse accumulation with plain `sympy.diff` on the smallest networks (T = 2, one unit) with "
-        "clipping and the coupled gate" + ("" if quick else ", and with peepholes and the coupled gate") + ".")
+        "clipping and the coupled gate" + ("" if quick else ", and with peepholes and the coupled gate")
+        + ".")
     return DerivationResult(FAMILY, "LSTM variants: projection, peepholes, gate clipping, coupled gates",
                             description, checks, LATEX)

@@ -245,8 +245,8 @@ def forward_train_variant(out, hs, cs, ms, gates, pre, x, lengths, h0, c0, w_ih,
 
 
 @kernel
-def forward_infer_variant(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peep, clip, coupled,
-                          reverse, col):
+def forward_infer_variant(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peep, clip,
+                          coupled, reverse, col):
     """Forward that keeps nothing (input projection a block of steps at a time).
     out (T, B, O): writes out[:, :, col:col+P]; h_n (B, P), c_n (B, H): final states; other arguments
     as in ``forward_train_variant``."""
@@ -263,8 +263,8 @@ def forward_infer_variant(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b
         project_inputs(a, x[start : start + n], w_ih, b_ih)
         for s in range(n):
             t = start + time_index(s, n, reverse)
-            cell_variant(h_new, c_new, m, a[t - start], pre, h, c, rec, lengths, t, w_hh, b_hh, w_hr, peep, clip,
-                         coupled)
+            cell_variant(h_new, c_new, m, a[t - start], pre, h, c, rec, lengths, t, w_hh, b_hh, w_hr, peep,
+                         clip, coupled)
             write_output(out, h_new, lengths, t, col)
             h, h_new = h_new, h
             c, c_new = c_new, c

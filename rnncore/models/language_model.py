@@ -63,9 +63,10 @@ class LanguageModel(TaskModel):
             embedding = Embedding(V, embedding_dim, dtype=dtype, seed=seeds[0])
             self.embedding = self.add_module("embedding", embedding)
         input_size = V if self.one_hot else embedding_dim
-        self.rnn = self.add_module("rnn", make_recurrent(cell, input_size, hidden_size, num_layers,
-                                                         dropout=dropout if num_layers > 1 else 0.0,
-                                                         dtype=dtype, seed=seeds[1], lstm_options=lstm_options))
+        rnn = make_recurrent(cell, input_size, hidden_size, num_layers,
+                             dropout=dropout if num_layers > 1 else 0.0, dtype=dtype, seed=seeds[1],
+                             lstm_options=lstm_options)
+        self.rnn = self.add_module("rnn", rnn)
         self.head = self.add_module("head", Linear(self.rnn.output_size, V, dtype=dtype, seed=seeds[2]))
         self.drop_in = self.add_module("drop_in", Dropout(dropout, seed=seeds[3], dtype=dtype))
         self.drop_out = self.add_module("drop_out", Dropout(dropout, seed=seeds[4], dtype=dtype))

@@ -128,7 +128,8 @@ class RecurrentBase(Module):
     def _prepare_states(self, hx, batch, batched):
         """Initial states as a list of contiguous (D*L, B, H) arrays (zeros where hx is None)."""
         n_states = len(self.state_names)
-        shapes = [(self.num_directions * self.num_layers, batch, self._state_size(n)) for n in self.state_names]
+        DL = self.num_directions * self.num_layers
+        shapes = [(DL, batch, self._state_size(n)) for n in self.state_names]
         if hx is None:
             return [np.zeros(shape, dtype=self.dtype) for shape in shapes]
         if n_states == 1:
@@ -369,8 +370,8 @@ class LSTM(RecurrentBase):
         if isinstance(hidden_size, (int, np.integer)) and proj_size and proj_size >= hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size = {hidden_size}, got {proj_size}")
         if gate_clip is not None:
-            if isinstance(gate_clip, bool) or not isinstance(gate_clip, (int, float, np.integer, np.floating)) \
-                    or not np.isfinite(gate_clip) or gate_clip <= 0:
+            real = isinstance(gate_clip, (int, float, np.integer, np.floating))
+            if not real or isinstance(gate_clip, bool) or not np.isfinite(gate_clip) or gate_clip <= 0:
                 raise ValueError(f"gate_clip must be a finite number > 0 or None, got {gate_clip!r}")
             gate_clip = float(gate_clip)
         for name, value in (("peephole", peephole), ("coupled_input_forget", coupled_input_forget),
@@ -483,7 +484,8 @@ class LSTM(RecurrentBase):
 
     def _run_step(self, new, x, states, w):
         if self.variant:
-            lstm.step_variant(new[0], new[1], x, states[0], states[1], *w, self._clip, self.coupled_input_forget)
+            lstm.step_variant(new[0], new[1], x, states[0], states[1], *w, self._clip,
+                              self.coupled_input_forget)
         else:
             lstm.step(new[0], new[1], x, states[0], states[1], *w)
 

@@ -264,8 +264,8 @@ def test_language_model_with_lstm_options(tmp_path):
     model.loss_and_backward(batch)
     grads = model.grads
     wrt = {name: (value, grads[name].copy()) for name, value in model.named_parameters()}
-    failures = [str(r) for r in check_gradients(lambda: model.evaluate(batch).loss, wrt, eps=1e-5, tolerance=TOL)
-                if not r.passed]
+    results = check_gradients(lambda: model.evaluate(batch).loss, wrt, eps=1e-5, tolerance=TOL)
+    failures = [str(r) for r in results if not r.passed]
     assert not failures, "\n".join(failures)
     model.save(tmp_path / "ckpt")
     loaded = TaskModel.load(tmp_path / "ckpt")

@@ -59,8 +59,8 @@ def run_onnxruntime(layer, x, h0, c0, lengths):
     node = helper.make_node("LSTM", names, ["Y", "Y_h", "Y_c"], **attrs)
     feeds = {"X": x.astype(np.float32), **onnx_weights(layer), "sequence_lens": np.asarray(lengths, np.int32),
              "initial_h": h0.astype(np.float32), "initial_c": c0.astype(np.float32)}
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT32 if n == "sequence_lens" else TensorProto.FLOAT,
-                                            feeds[n].shape) for n in names]
+    kinds = {n: TensorProto.INT32 if n == "sequence_lens" else TensorProto.FLOAT for n in names}
+    inputs = [helper.make_tensor_value_info(n, kinds[n], feeds[n].shape) for n in names]
     outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, (T, D, Bn, H)),
                helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, (D, Bn, H)),
                helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, (D, Bn, H))]
@@ -120,7 +120,8 @@ def test_matches_onnxruntime(name):
     layer64 = rnncore.LSTM(shape[2], shape[3], bidirectional=shape[4], dtype=np.float64, **options)
     layer64.load_state_dict(layer.state_dict())
     with rnncore.no_grad():
-        o64, (h64, c64) = layer64(x.astype(np.float64), (h0.astype(np.float64), c0.astype(np.float64)), lengths)
+        o64, (h64, c64) = layer64(x.astype(np.float64), (h0.astype(np.float64), c0.astype(np.float64)),
+                                  lengths)
     for key, got, ref in (("out", o64, want[0]), ("h_n", h64, want[1]), ("c_n", c64, want[2])):
         errors[f"{key} (float64)"] = rel_err(got, ref)
     bad = {k: v for k, v in errors.items() if not v <= TOL}

@@ -215,7 +215,7 @@ def test_state_dict_matches_torch(cell, kwargs):
 
 
 @pytest.mark.parametrize("kwargs", [{"proj_size": 3}, {"num_layers": 2, "bidirectional": True, "proj_size": 1},
-                                    {"num_layers": 2, "bias": False, "proj_size": 4}])
+                                    {"num_layers": 2, "bias": False, "proj_size": 4}], ids=["P3", "P1", "P4"])
 def test_projection_state_dict_matches_torch(kwargs):
     check_state_dict("LSTM", kwargs)
 
