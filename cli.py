@@ -423,7 +423,7 @@ def export(run_dir, onnx_path, st_path, opset, lengths):
               help="Directory for report.html, report.md, results.json and the plots.")
 @click.option("--quick", is_flag=True, help="Smaller networks, fewer points and seeds (what the tests run).")
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this derivation (repeatable): "
-              "cells, local, softmax, scalar, bptt, autoencoder, init, layer_norm, regularisers.")
+              "cells, lstm_variants, local, softmax, scalar, bptt, autoencoder, init, layer_norm, regularisers.")
 def verify(out, quick, only):
     """Check the kernels against SymPy's reference gradients and the classic results; write a report.
 

@@ -8,6 +8,8 @@ only when run (SymPy, scikit-learn and matplotlib load lazily).
 # name -> (module, title), in report order
 DERIVATIONS = {
     "cells": ("derivations.cells", "Cells: SymPy reference gradients of unrolled networks"),
+    "lstm_variants": ("derivations.lstm_variants",
+                      "LSTM variants: projection, peepholes, gate clipping, coupled gates"),
     "local": ("derivations.local", "Local derivatives: activations and gate Jacobians"),
     "softmax": ("derivations.softmax", "Softmax cross-entropy: dL/dz = softmax(z) - y"),
     "scalar": ("derivations.scalar", "Scalar recurrence: vanishing and exploding gradients"),

@@ -55,6 +55,19 @@ class NetSpec:
     def directions(self):
         return 2 if self.bidirectional else 1
 
+    @property
+    def out_size(self):
+        """The width of h and of each direction's output (an LSTM with projection overrides it)."""
+        return self.H
+
+    def state_size(self, name):
+        """The width of the state ``name``."""
+        return self.H
+
+    def extra_params(self):
+        """{kind: shape} of each layer and direction's parameters beyond weight_ih ... bias_hh."""
+        return {}
+
     def seq_lengths(self):
         return list(self.lengths) if self.lengths is not None else [self.T] * self.B
 
@@ -179,29 +192,31 @@ class SymbolicNet:
     def __init__(self, spec):
         self.spec = spec
         T, B, I, H, D, L = spec.T, spec.B, spec.I, spec.H, spec.directions, spec.num_layers  # noqa: E741
-        G = spec.gate_rows * H
+        G, P = spec.gate_rows * H, spec.out_size
         self.params = {}
         for layer in range(L):
-            layer_in = I if layer == 0 else D * H
+            layer_in = I if layer == 0 else D * P
             for suffix in ("", "_reverse")[:D]:
                 key = f"l{layer}{suffix}"
                 self.params[f"weight_ih_{key}"] = S.symbol_array(f"weight_ih_{key}", (G, layer_in))
-                self.params[f"weight_hh_{key}"] = S.symbol_array(f"weight_hh_{key}", (G, H))
+                self.params[f"weight_hh_{key}"] = S.symbol_array(f"weight_hh_{key}", (G, P))
                 if spec.bias:
                     self.params[f"bias_ih_{key}"] = S.symbol_array(f"bias_ih_{key}", (G,))
                     self.params[f"bias_hh_{key}"] = S.symbol_array(f"bias_hh_{key}", (G,))
+                for kind, shape in spec.extra_params().items():
+                    self.params[f"{kind}_{key}"] = S.symbol_array(f"{kind}_{key}", shape)
         self.inputs = {"x": S.symbol_array("x", (T, B, I))}
         for name in spec.states:
-            self.inputs[f"{name}0"] = S.symbol_array(f"{name}0", (D * L, B, H))
-        self.upstream = {"grad_out": S.symbol_array("G_out", (T, B, D * H))}
+            self.inputs[f"{name}0"] = S.symbol_array(f"{name}0", (D * L, B, spec.state_size(name)))
+        self.upstream = {"grad_out": S.symbol_array("G_out", (T, B, D * P))}
         for name in spec.states:
-            self.upstream[f"grad_{name}_n"] = S.symbol_array(f"G_{name}n", (D * L, B, H))
+            self.upstream[f"grad_{name}_n"] = S.symbol_array(f"G_{name}n", (D * L, B, spec.state_size(name)))
         with S.unevaluated():
             self.loss = self._loss()
 
     def _loss(self):
         spec = self.spec
-        T, B, H, D = spec.T, spec.B, spec.H, spec.directions
+        T, B, H, D = spec.T, spec.B, spec.out_size, spec.directions
         lengths = spec.seq_lengths()
         x = self.inputs["x"]
         layer_in = [[list(x[t, b]) for b in range(B)] for t in range(T)]
@@ -230,7 +245,7 @@ class SymbolicNet:
                     terms += [sp.Mul(layer_in[t][b][j], g_out[t, b, j]) for j in range(D * H)]
         for (n, idx, b), s in finals.items():
             g = self.upstream[f"grad_{n}_n"]
-            terms += [sp.Mul(s[j], g[idx, b, j]) for j in range(H)]
+            terms += [sp.Mul(s[j], g[idx, b, j]) for j in range(len(s))]
         return sp.Add(*terms)
 
     # hooks for networks that add to the forward equations (derivations.regularisers, .layer_norm)
@@ -244,8 +259,14 @@ class SymbolicNet:
         return p[f"weight_ih_{key}"], p[f"weight_hh_{key}"], p.get(f"bias_ih_{key}"), p.get(f"bias_hh_{key}")
 
     def _step(self, key, t, b, x, state, w):
-        """The state after step t of sequence b in one layer and direction."""
+        """The state after step t of sequence b in one layer and direction (a subclass writes a
+        variant's equations here; ``extra_params(key)`` gives its further parameters)."""
         return cell_step(self.spec, x, state, *w)
+
+    def extra_params(self, key):
+        """{kind: symbol array} of the spec's further parameters (``spec.extra_params()``) of one layer
+        and direction."""
+        return {kind: self.params[f"{kind}_{key}"] for kind in self.spec.extra_params()}
 
     def arrays(self):
         """Every symbol array by name: parameters, inputs, upstream projections (a fixed order)."""
@@ -319,9 +340,10 @@ def measure(spec, values, layer_class=None):
     return loss, grads
 
 
-def check_network(spec, points=2, seed=0, layer_class=None, compiled=None):
+def check_network(spec, points=2, seed=0, layer_class=None, compiled=None, family=FAMILY):
     """Checks of one configuration: the loss and every gradient, max error over random points.
-    ``layer_class`` replaces rnncore's layer (the tests pass a deliberately broken one)."""
+    ``layer_class`` replaces rnncore's layer (the tests pass a deliberately broken one); ``compiled``
+    a CompiledNet of a SymbolicNet subclass (a variant's equations); ``family`` names the checks."""
     compiled = compiled or CompiledNet(SymbolicNet(spec))
     rng = np.random.default_rng(seed)
     refs, meas = [], []
@@ -332,14 +354,14 @@ def check_network(spec, points=2, seed=0, layer_class=None, compiled=None):
     layer_name = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[spec.cell]
     where = f"{spec.describe()}; {points} random points"
     worst = max(range(points), key=lambda k: abs(refs[k][0] - meas[k][0]) / max(abs(refs[k][0]), 1e-300))
-    checks = [value_check(FAMILY, f"{FAMILY}/{spec.label}/loss", f"loss value (forward pass), {where}; "
+    checks = [value_check(family, f"{family}/{spec.label}/loss", f"loss value (forward pass), {where}; "
                           "the worst point", "SymPy unrolled loss, lambdified",
                           f"rnncore.{layer_name} forward (float64)", refs[worst][0], meas[worst][0],
                           TOLERANCE)]
     for name in compiled.shapes:
         ref = np.stack([r[1][name] for r in refs])
         got = np.stack([m[1][name] for m in meas])
-        check = array_check(FAMILY, f"{FAMILY}/{spec.label}/{name}", f"dL/d{name}, {where}",
+        check = array_check(family, f"{family}/{spec.label}/{name}", f"dL/d{name}, {where}",
                             "SymPy gradient of the unrolled loss, lambdified",
                             f"rnncore.{layer_name}.backward (float64)", ref, got, TOLERANCE)
         if not np.any(ref):  # a comparison of zeros proves nothing: report it as failed
@@ -349,10 +371,10 @@ def check_network(spec, points=2, seed=0, layer_class=None, compiled=None):
     return checks
 
 
-def check_against_sympy_diff(spec, seed=1):
+def check_against_sympy_diff(spec, seed=1, net_class=None, family=FAMILY):
     """The reverse accumulation of ``symbolic.gradient`` against plain ``sympy.diff`` of the same
     loss (feasible only for the smallest networks)."""
-    net = SymbolicNet(spec)
+    net = (net_class or SymbolicNet)(spec)
     wrt = S.flat_symbols(net.wrt().values())
     ours = CompiledNet(net)
     plain = CompiledNet(net, grads=[sp.diff(net.loss, s) for s in wrt])
@@ -362,7 +384,7 @@ def check_against_sympy_diff(spec, seed=1):
     _, g2 = plain(values)
     a = np.concatenate([g1[n].ravel() for n in g1])
     b = np.concatenate([g2[n].ravel() for n in g2])
-    return array_check(FAMILY, f"{FAMILY}/method/{spec.label}", f"every gradient of {spec.describe()}: "
+    return array_check(family, f"{family}/method/{spec.label}", f"every gradient of {spec.describe()}: "
                        "reverse accumulation of SymPy's local derivatives vs sympy.diff of the whole loss",
                        "sympy.diff of the unrolled loss", "derivations.symbolic.gradient", b, a, 1e-12)
 

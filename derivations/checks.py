@@ -15,8 +15,8 @@ from rnncore.gradcheck import compare
 
 # The fields of one record in results.json, with their JSON types and meaning.
 CHECK_FIELDS = {
-    "family": ("string", "the derivation the check belongs to (cells, local, softmax, scalar, bptt, "
-                         "autoencoder, init, layer_norm, regularisers)"),
+    "family": ("string", "the derivation the check belongs to (cells, lstm_variants, local, softmax, "
+                         "scalar, bptt, autoencoder, init, layer_norm, regularisers)"),
     "name": ("string", "unique identifier, '<family>/<what>'"),
     "compared": ("string", "what is compared, in words"),
     "reference": ("string", "where the reference value comes from"),

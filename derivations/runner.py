@@ -98,10 +98,11 @@ class Verification:
 
     def summary_table(self):
         """The plain-text summary printed at the end of a run."""
-        head = f"{'family':<12} {'checks':>6} {'failed':>6} {'worst abs':>10} {'worst rel':>10} {'time':>8}"
+        w = max([12] + [len(s.name) for s in self.summaries()])
+        head = f"{'family':<{w}} {'checks':>6} {'failed':>6} {'worst abs':>10} {'worst rel':>10} {'time':>8}"
         lines = [head, "-" * len(head)]
         for s in self.summaries():
-            lines.append(f"{s.name:<12} {s.checks:>6} {s.failed:>6} {_fmt(s.worst_abs_error):>10} "
+            lines.append(f"{s.name:<{w}} {s.checks:>6} {s.failed:>6} {_fmt(s.worst_abs_error):>10} "
                          f"{_fmt(s.worst_rel_error):>10} {s.seconds:>7.1f}s")
         total, failed = len(self.checks), sum(not c.passed for c in self.checks)
         lines.append("-" * len(head))

@@ -12,6 +12,7 @@ import numpy as np
 from rnncore.kernels._common import (
     INFER_CHUNK,
     accumulate_weight_grads,
+    add_product,
     add_output_grad,
     chunk_bounds,
     copy_into,
@@ -233,3 +234,222 @@ def backward_masked(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn,
     h_rec = np.empty((T, B, H), dtype=x.dtype)
     mask_states(h_rec, hs[off : off + T], m)
     accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, dgates, dgates, x, h_rec, w_ih)
+
+
+# -- variants: projection, peepholes, gate clipping, coupled input-forget gate --------------------------
+# Separate kernels, so the default ones above carry no flags. Letters as above, and P = the size of h
+# (proj_size with a projection, else H). Variant arguments, the same in every function below:
+#   w_hr (P, H): h = W_hr (o * tanh(c)); shape (0, H) for no projection (then h = o * tanh(c), P = H)
+#   peep (3H,): peephole weights, rows i | f | o; i and f see c_{t-1}, o sees c_t; shape (0,) for none
+#   clip: every gate pre-activation (peephole term included) is clipped to [-clip, clip]; <= 0 for none
+#   coupled: f = 1 - i (the forget rows of the weights are not used)
+
+
+@kernel
+def _clip(v, clip):
+    """v clipped to [-clip, clip]; clip <= 0 leaves it unchanged."""
+    if clip > 0:
+        return min(max(v, -clip), clip)
+    return v
+
+
+@kernel
+def _pass(v, clip):
+    """The derivative of ``_clip`` at v: 1 inside [-clip, clip] (or without clipping), else 0."""
+    return clip <= 0 or -clip <= v <= clip
+
+
+@kernel
+def cell_variant(h_new, c_new, m, a, pre, h_prev, c_prev, rec, lengths, t, w_hh, b_hh, w_hr, peep, clip,
+                 coupled):
+    """One step for the whole batch.
+    h_new (B, P), c_new (B, H): output states; m (B, H): o * tanh(c') on exit
+    a (B, 4H): input projection of this step on entry, activated gates i, f, g, o on exit
+    pre (B, 4H) or (0, 4H): on exit the gate pre-activations before clipping (kept only when clip > 0)
+    h_prev (B, P), c_prev (B, H); rec (B, 4H): scratch; w_hh (4H, P); b_hh (4H,)."""
+    B, H = c_prev.shape
+    use_peep, keep_pre = peep.shape[0] > 0, pre.shape[0] > 0
+    one = activations.one(a)
+    np.dot(h_prev, w_hh.T, rec)
+    for b in range(B):
+        ab, rb, cp = a[b], rec[b], c_prev[b]
+        for j in range(4 * H):
+            ab[j] += rb[j] + b_hh[j]
+        if use_peep:
+            for j in range(H):
+                ab[j] += peep[j] * cp[j]
+                ab[H + j] += peep[H + j] * cp[j]
+        if keep_pre:
+            for j in range(3 * H):
+                pre[b, j] = ab[j]
+        for j in range(H):
+            ab[j] = sigmoid(_clip(ab[j], clip))
+        if coupled:
+            for j in range(H):
+                ab[H + j] = one - ab[j]
+        else:
+            for j in range(H, 2 * H):
+                ab[j] = sigmoid(_clip(ab[j], clip))
+        for j in range(2 * H, 3 * H):
+            ab[j] = tanh(_clip(ab[j], clip))
+        for j in range(H):
+            c = ab[H + j] * cp[j] + ab[j] * ab[2 * H + j]
+            c_new[b, j] = c
+            if use_peep:
+                ab[3 * H + j] += peep[2 * H + j] * c
+            if keep_pre:
+                pre[b, 3 * H + j] = ab[3 * H + j]
+            o = sigmoid(_clip(ab[3 * H + j], clip))
+            ab[3 * H + j] = o
+            m[b, j] = o * tanh(c)
+    if w_hr.shape[0] > 0:
+        np.dot(m, w_hr.T, h_new)
+    else:
+        copy_into(h_new, m)
+    carry_inactive(h_new, h_prev, lengths, t)
+    carry_inactive(c_new, c_prev, lengths, t)
+
+
+@kernel
+def forward_train_variant(out, hs, cs, ms, gates, pre, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peep,
+                          clip, coupled, reverse, col):
+    """Forward that keeps what ``backward_variant`` needs.
+    out (T, B, O): writes out[:, :, col:col+P]; hs (T+2, B, P), cs (T+2, B, H): states (layout in
+    ``_common``); ms (T, B, H): o * tanh(c) of each step; gates (T, B, 4H): activated i, f, g, o
+    pre (T, B, 4H) when clip > 0, else (T, 0, 4H): pre-activations before clipping
+    x (T, B, I); lengths (B,); h0 (B, P), c0 (B, H); w_ih (4H, I); w_hh (4H, P); b_ih, b_hh (4H,)."""
+    T = x.shape[0]
+    project_inputs(gates, x, w_ih, b_ih)
+    rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
+    first, off = init_slot(T, reverse), prev_offset(reverse)
+    copy_into(hs[first], h0)
+    copy_into(cs[first], c0)
+    for s in range(T):
+        t = time_index(s, T, reverse)
+        cell_variant(hs[t + 1], cs[t + 1], ms[t], gates[t], pre[t], hs[t + off], cs[t + off], rec, lengths, t,
+                     w_hh, b_hh, w_hr, peep, clip, coupled)
+        write_output(out, hs[t + 1], lengths, t, col)
+
+
+@kernel
+def forward_infer_variant(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peep, clip,
+                          coupled, reverse, col):
+    """Forward that keeps nothing (input projection a block of steps at a time).
+    out (T, B, O): writes out[:, :, col:col+P]; h_n (B, P), c_n (B, H): final states; other arguments
+    as in ``forward_train_variant``."""
+    T, B, _ = x.shape
+    h, h_new = h0.copy(), np.empty_like(h0)
+    c, c_new = c0.copy(), np.empty_like(c0)
+    m = np.empty_like(c0)
+    pre = np.empty((0, w_hh.shape[0]), dtype=h0.dtype)
+    rec = np.empty((B, w_hh.shape[0]), dtype=h0.dtype)
+    a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
+    for k in range(num_chunks(T)):
+        start, n = chunk_bounds(k, T, reverse)
+        a = a_block[:n]
+        project_inputs(a, x[start : start + n], w_ih, b_ih)
+        for s in range(n):
+            t = start + time_index(s, n, reverse)
+            cell_variant(h_new, c_new, m, a[t - start], pre, h, c, rec, lengths, t, w_hh, b_hh, w_hr, peep,
+                         clip, coupled)
+            write_output(out, h_new, lengths, t, col)
+            h, h_new = h_new, h
+            c, c_new = c_new, c
+    copy_into(h_n, h)
+    copy_into(c_n, c)
+
+
+@kernel
+def step_variant(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, peep, clip, coupled):
+    """One generation step, nothing kept. h_new (B, P), c_new (B, H); x (B, I); h (B, P), c (B, H)."""
+    B = x.shape[0]
+    a = np.empty((1, B, w_ih.shape[0]), dtype=x.dtype)
+    project_inputs(a, x.reshape(1, B, x.shape[1]), w_ih, b_ih)
+    rec = np.empty_like(a[0])
+    pre = np.empty((0, w_ih.shape[0]), dtype=x.dtype)
+    m = np.empty_like(c)
+    lengths = np.full(B, 1, dtype=np.int64)
+    cell_variant(h_new, c_new, m, a[0], pre, h, c, rec, lengths, 0, w_hh, b_hh, w_hr, peep, clip, coupled)
+
+
+@kernel
+def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, grad_out, grad_hn, grad_cn, x,
+                     lengths, hs, cs, ms, gates, pre, w_ih, w_hh, w_hr, peep, clip, coupled, reverse, col):
+    """BPTT through one direction of one layer; every output is accumulated into (``+=``).
+    dx (T, B, I); dh0 (B, P), dc0 (B, H); dw_ih (4H, I); dw_hh (4H, P); db_ih, db_hh (4H,)
+    dw_hr like w_hr; dpeep like peep; grad_out (T, B, O): this direction's columns at col
+    grad_hn (B, P), grad_cn (B, H); x, lengths, hs, cs, ms, gates, pre from ``forward_train_variant``."""
+    T, B, _ = x.shape
+    H = cs.shape[2]
+    use_peep, proj = peep.shape[0] > 0, w_hr.shape[0] > 0
+    clipped = pre.shape[1] > 0
+    dgates = np.zeros((T, B, 4 * H), dtype=x.dtype)  # gradients of the gate pre-activations
+    dhs = np.zeros((T if proj else 0, B, hs.shape[2]), dtype=x.dtype)  # gradient of h_t (for dW_hr)
+    dh = grad_hn.copy()  # gradient flowing into h after the current step
+    dc = grad_cn.copy()  # gradient flowing into c after the current step
+    dm = np.empty_like(dc)  # gradient of o * tanh(c)
+    dh_prev = np.empty_like(dh)
+    off = prev_offset(reverse)
+    one = activations.one(x)
+    zero = one - one
+    for s in range(T):
+        t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
+        add_output_grad(dh, grad_out, lengths, t, col)
+        if proj:
+            # forward was: h = W_hr m
+            np.dot(dh, w_hr, dm)
+            for b in range(B):
+                if t < lengths[b]:
+                    for j in range(dh.shape[1]):
+                        dhs[t, b, j] = dh[b, j]
+        else:
+            copy_into(dm, dh)
+        c_t, c_prev, g_t, d_t = cs[t + 1], cs[t + off], gates[t], dgates[t]
+        for b in range(B):
+            if t >= lengths[b]:
+                continue  # padding: dh and dc pass through unchanged, gate gradients stay 0
+            for j in range(H):
+                i, f, g, o = g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j], g_t[b, 3 * H + j]
+                tc = tanh(c_t[b, j])
+                # forward was: m = o * tanh(c),  o = sigmoid(clip(a_o + p_o * c))
+                da_o = dm[b, j] * tc * (o - o * o)
+                if clipped and not _pass(pre[t, b, 3 * H + j], clip):
+                    da_o = zero
+                dcj = dc[b, j] + dm[b, j] * o * (one - tc * tc)
+                if use_peep:
+                    dcj += da_o * peep[2 * H + j]
+                    dpeep[2 * H + j] += da_o * c_t[b, j]
+                d_t[b, 3 * H + j] = da_o
+                # forward was: c = f * c_prev + i * g, with f = 1 - i when coupled
+                cp = c_prev[b, j]
+                di = dcj * (g - cp) if coupled else dcj * g
+                da_i = di * (i - i * i)
+                da_g = dcj * i * (one - g * g)
+                da_f = zero if coupled else dcj * cp * (f - f * f)
+                if clipped:
+                    if not _pass(pre[t, b, j], clip):
+                        da_i = zero
+                    if not _pass(pre[t, b, H + j], clip):
+                        da_f = zero
+                    if not _pass(pre[t, b, 2 * H + j], clip):
+                        da_g = zero
+                d_t[b, j] = da_i
+                d_t[b, H + j] = da_f
+                d_t[b, 2 * H + j] = da_g
+                dcp = dcj * f
+                if use_peep:
+                    # forward was: a_i += p_i * c_prev, a_f += p_f * c_prev
+                    dcp += da_i * peep[j] + da_f * peep[H + j]
+                    dpeep[j] += da_i * cp
+                    dpeep[H + j] += da_f * cp
+                dc[b, j] = dcp
+        # forward was: gates = ... + h_prev W_hh^T
+        np.dot(d_t, w_hh, dh_prev)
+        carry_inactive(dh_prev, dh, lengths, t)
+        dh, dh_prev = dh_prev, dh
+    dh0 += dh
+    dc0 += dc
+    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, dgates, dgates, x, hs[off : off + T], w_ih)
+    if proj:
+        P = hs.shape[2]
+        add_product(dw_hr, dhs.reshape(T * B, P).T, ms.reshape(T * B, H))

@@ -207,10 +207,18 @@ def _import_builtin_models():
 
 # -- building blocks ------------------------------------------------------------------------------
 def make_recurrent(cell, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
-                   dtype=np.float32, seed=None):
+                   dtype=np.float32, seed=None, lstm_options=None):
     """An RNN (``rnn`` = tanh, ``rnn_relu``), LSTM or GRU layer, time-major; ``lstm_ln`` and ``gru_ln``
-    are the layer-normalised LSTM and GRU (``layer_norm=True``)."""
+    are the layer-normalised LSTM and GRU (``layer_norm=True``). ``lstm_options``: the LSTM variant
+    keyword arguments (proj_size, peephole, gate_clip, coupled_input_forget, unit_forget_bias)."""
     kwargs = dict(num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, dtype=dtype, seed=seed)
+    if lstm_options:
+        if cell != "lstm":
+            raise ValueError(f"lstm_options apply to cell='lstm' only, got cell={cell!r}")
+        unknown = sorted(set(lstm_options) - set(LSTM.VARIANT_DEFAULTS))
+        if unknown:
+            raise ValueError(f"lstm_options: unknown options {unknown}; known: {list(LSTM.VARIANT_DEFAULTS)}")
+        return LSTM(input_size, hidden_size, **kwargs, **lstm_options)
     if cell == "rnn":
         return RNN(input_size, hidden_size, nonlinearity="tanh", **kwargs)
     if cell == "rnn_relu":

@@ -35,17 +35,22 @@ class LanguageModel(TaskModel):
     tokens; ``bos_eos`` says the training sequences were wrapped in <bos> ... <eos> (names, lines),
     so generation may start from <bos> and stop at <eos>. ``reduction="sum"`` takes the gradient of
     the loss summed over the batch's tokens (min-char-rnn's choice, which its clipping at 5 assumes)
-    instead of the mean; the reported loss is the mean either way.
+    instead of the mean; the reported loss is the mean either way. ``lstm_options`` (cell ``lstm``
+    only): the LSTM variant options, e.g. ``{"proj_size": 64, "unit_forget_bias": True}``; they are
+    part of the config, so checkpoints rebuild the same variant.
     """
 
     kind = "language_model"
     vocab_args = ("vocab",)
 
     def __init__(self, vocab, cell="lstm", embedding_dim=64, hidden_size=128, num_layers=1, dropout=0.0,
-                 tokenizer="char", lower=False, bos_eos=False, reduction="mean", dtype="float32", seed=0):
+                 tokenizer="char", lower=False, bos_eos=False, reduction="mean", dtype="float32", seed=0,
+                 lstm_options=None):
         config = dict(cell=cell, embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers,
                       dropout=dropout, tokenizer=tokenizer, lower=lower, bos_eos=bos_eos, reduction=reduction,
                       seed=seed)
+        if lstm_options:  # only when given, so the configs of plain models stay as they were
+            config["lstm_options"] = dict(lstm_options)
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         super().__init__(config, {"vocab": vocab}, dtype)
@@ -59,10 +64,11 @@ class LanguageModel(TaskModel):
             embedding = Embedding(V, embedding_dim, dtype=dtype, seed=seeds[0])
             self.embedding = self.add_module("embedding", embedding)
         input_size = V if self.one_hot else embedding_dim
-        self.rnn = self.add_module("rnn", make_recurrent(cell, input_size, hidden_size, num_layers,
-                                                         dropout=dropout if num_layers > 1 else 0.0,
-                                                         dtype=dtype, seed=seeds[1]))
-        self.head = self.add_module("head", Linear(hidden_size, V, dtype=dtype, seed=seeds[2]))
+        rnn = make_recurrent(cell, input_size, hidden_size, num_layers,
+                             dropout=dropout if num_layers > 1 else 0.0, dtype=dtype, seed=seeds[1],
+                             lstm_options=lstm_options)
+        self.rnn = self.add_module("rnn", rnn)
+        self.head = self.add_module("head", Linear(self.rnn.output_size, V, dtype=dtype, seed=seeds[2]))
         self.drop_in = self.add_module("drop_in", Dropout(dropout, seed=seeds[3], dtype=dtype))
         self.drop_out = self.add_module("drop_out", Dropout(dropout, seed=seeds[4], dtype=dtype))
         self._eye = np.eye(V, dtype=self.dtype) if self.one_hot else None

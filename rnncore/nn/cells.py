@@ -23,10 +23,9 @@ class CellBase(Module):
         self._layer = self.layer_class(input_size, hidden_size, bias=bias, dtype=dtype, seed=seed,
                                        **layer_options)
         self.input_size, self.hidden_size, self.bias = self._layer.input_size, hidden_size, bool(bias)
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            if f"{name}_l0" in self._layer._params:
-                self._params[name] = self._layer._params[f"{name}_l0"]
-                self._grads[name] = self._layer._grads[f"{name}_l0"]
+        for key in self._layer._params:  # weight_ih_l0 -> weight_ih, ... (and an LSTM variant's extras)
+            self._params[key[:-3]] = self._layer._params[key]
+            self._grads[key[:-3]] = self._layer._grads[key]
 
     def extra_repr(self):
         return self._layer.extra_repr()
@@ -37,9 +36,9 @@ class CellBase(Module):
             return None
         names = self._layer.state_names
         states = (hx,) if len(names) == 1 else tuple(hx)
-        expected = x.shape[:-1] + (self.hidden_size,)
         out = []
         for name, s in zip(names, states):
+            expected = x.shape[:-1] + (self._layer._state_size(name),)
             if s is None:
                 out.append(None)
                 continue
@@ -93,12 +92,19 @@ class RNNCell(CellBase):
 
 
 class LSTMCell(CellBase):
-    """LSTM step, gate order i, f, g, o: returns (h', c')."""
+    """LSTM step, gate order i, f, g, o: returns (h', c'). The keyword options of ``LSTM`` (proj_size,
+    peephole, gate_clip, coupled_input_forget, unit_forget_bias) select the same variants; their
+    parameters are named without the layer suffix (``weight_hr``, ``weight_peephole``)."""
 
     layer_class = LSTM
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, check_finite=False):
-        super().__init__(input_size, hidden_size, bias, dtype, seed, check_finite=check_finite)
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None, check_finite=False,
+                 **variant_options):
+        unknown = sorted(set(variant_options) - set(LSTM.VARIANT_DEFAULTS))
+        if unknown:
+            raise TypeError(f"LSTMCell got unexpected keyword arguments {unknown}; the variant options are "
+                            f"{list(LSTM.VARIANT_DEFAULTS)}")
+        super().__init__(input_size, hidden_size, bias, dtype, seed, check_finite=check_finite, **variant_options)
 
 
 class GRUCell(CellBase):

@@ -40,6 +40,9 @@ class _LayerNorm:
         eps = float(layer_norm_eps)
         if not (math.isfinite(eps) and eps > 0):
             raise ValueError(f"layer_norm_eps must be a finite number > 0, got {layer_norm_eps!r}")
+        if getattr(self, "variant", False):
+            raise ValueError(f"the LSTM variants {sorted(self.variant_options())} are not available with "
+                             "layer_norm=True (the layer-normalised kernels implement the plain cell)")
         for name in ("recurrent_dropout", "zoneout", "zoneout_cell"):
             if getattr(self, name, 0.0):
                 raise ValueError(f"{name} is not available with layer_norm=True (the layer-normalised kernels "

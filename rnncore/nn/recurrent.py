@@ -26,6 +26,8 @@ class RecurrentBase(Module):
 
     Regularisers (keyword-only; definitions in ``rnncore.nn.regularisers``): ``input_dropout``,
     ``recurrent_dropout``, ``zoneout`` (h), ``zoneout_cell`` (the LSTM's c), ``weight_drop``.
+    A subclass whose h is not hidden_size wide (LSTM with a projection) overrides ``_out_size`` and
+    ``_state_size``; one with parameters beyond the four of torch.nn's cells, ``_extra_param_shapes``.
     """
 
     gate_rows = 1
@@ -60,11 +62,12 @@ class RecurrentBase(Module):
         G = self.gate_rows * self.hidden_size
         self._zero_bias = np.zeros(G, dtype=self.dtype)
         for layer in range(self.num_layers):
-            layer_in = self.input_size if layer == 0 else self.num_directions * self.hidden_size
+            layer_in = self.input_size if layer == 0 else self.num_directions * self._out_size()
             for suffix in self._suffixes():
-                shapes = {"weight_ih": (G, layer_in), "weight_hh": (G, self.hidden_size)}
+                shapes = {"weight_ih": (G, layer_in), "weight_hh": (G, self._out_size())}
                 if self.bias:
                     shapes.update(bias_ih=(G,), bias_hh=(G,))
+                shapes.update(self._extra_param_shapes())
                 for kind, shape in shapes.items():
                     self._add_param(f"{kind}_l{layer}{suffix}", self._rng.uniform(-bound, bound, shape))
 
@@ -88,6 +91,23 @@ class RecurrentBase(Module):
 
     def _suffixes(self):
         return ("", "_reverse")[: self.num_directions]
+
+    @property
+    def output_size(self):
+        """The width of h and of each direction's output: hidden_size, or an LSTM's proj_size."""
+        return self._out_size()
+
+    def _out_size(self):
+        """The width of h, of each direction's output columns and of the next layer's input per direction."""
+        return self.hidden_size
+
+    def _state_size(self, name):
+        """The width of the state ``name`` (one of ``state_names``)."""
+        return self.hidden_size
+
+    def _extra_param_shapes(self):
+        """{kind: shape} of the parameters of each layer and direction beyond weight_ih ... bias_hh."""
+        return {}
 
     def extra_repr(self):
         extras = [f"{self.input_size}, {self.hidden_size}"]
@@ -142,16 +162,17 @@ class RecurrentBase(Module):
     def _prepare_states(self, hx, batch, batched):
         """Initial states as a list of contiguous (D*L, B, H) arrays (zeros where hx is None)."""
         n_states = len(self.state_names)
-        shape = (self.num_directions * self.num_layers, batch, self.hidden_size)
+        DL = self.num_directions * self.num_layers
+        shapes = [(DL, batch, self._state_size(n)) for n in self.state_names]
         if hx is None:
-            return [np.zeros(shape, dtype=self.dtype) for _ in range(n_states)]
+            return [np.zeros(shape, dtype=self.dtype) for shape in shapes]
         if n_states == 1:
             hx = (hx,)
         elif not isinstance(hx, (tuple, list)) or len(hx) != n_states:
             raise ValueError(f"hx must be a tuple {tuple(n + '0' for n in self.state_names)} or None, got "
                              f"{type(hx).__name__}")
         states = []
-        for name, h in zip(self.state_names, hx):
+        for name, h, shape in zip(self.state_names, hx, shapes):
             name = f"{name}0"
             if h is None:
                 states.append(np.zeros(shape, dtype=self.dtype))
@@ -200,7 +221,7 @@ class RecurrentBase(Module):
             lengths = lengths_array(lengths, B, T)
         states0 = self._prepare_states(hx, B, batched)
         finals = [np.empty_like(s) for s in states0]
-        D, H = self.num_directions, self.hidden_size
+        D, H = self.num_directions, self._out_size()
         keep = is_grad_enabled()
         cache = {"layers": [], "lengths": lengths, "batched": batched, "T": T, "B": B} if keep else None
         layer_in = x
@@ -330,16 +351,16 @@ class RecurrentBase(Module):
             raise RuntimeError(f"{type(self).__name__}.backward needs a forward pass run outside no_grad() "
                                "first (each forward can be backpropagated once)")
         T, B, batched = cache["T"], cache["B"], cache["batched"]
-        D, H, L = self.num_directions, self.hidden_size, self.num_layers
+        D, H, L = self.num_directions, self._out_size(), self.num_layers
         g = self._prepare_grad("grad_out", grad_out, (T, B, D * H), batched, transpose=self.batch_first)
-        state_shape = (D * L, B, H)
+        state_shapes = [(D * L, B, self._state_size(n)) for n in self.state_names]
         if len(self.state_names) == 1:
             grad_states = (grad_states,)
         elif grad_states is None:
             grad_states = (None,) * len(self.state_names)
-        grad_finals = [self._prepare_grad(f"grad_{n}_n", gs, state_shape, batched)
-                       for n, gs in zip(self.state_names, grad_states)]
-        d_states0 = [np.zeros(state_shape, dtype=self.dtype) for _ in self.state_names]
+        grad_finals = [self._prepare_grad(f"grad_{n}_n", gs, shape, batched)
+                       for n, gs, shape in zip(self.state_names, grad_states, state_shapes)]
+        d_states0 = [np.zeros(shape, dtype=self.dtype) for shape in state_shapes]
         lengths = cache["lengths"]
         for layer in reversed(range(L)):
             entry = cache["layers"][layer]
@@ -443,6 +464,25 @@ class LSTM(RecurrentBase):
     ``dx, (dh0, dc0) = lstm.backward(grad_out, (grad_h_n, grad_c_n))``.
     ``layer_norm=True`` builds the layer-normalised LSTM, ``rnncore.nn.layernorm.LayerNormLSTM`` (equations
     and parameter names there), with epsilon ``layer_norm_eps``.
+
+    Variants (all off by default; the default runs kernels without them). Any combination works:
+
+    - ``proj_size`` P in [1, hidden_size): LSTM with projection, as torch.nn.LSTM(proj_size=P).
+      h_t = W_hr (o_t * tanh(c_t)) with ``weight_hr_l{k}`` (P, H); h0, h_n and each direction's
+      output columns are P wide, c is H wide, ``weight_hh_l{k}`` is (4H, P) and a layer above the
+      first gets D*P inputs.
+    - ``peephole=True``: ``weight_peephole_l{k}`` (3H,), rows p_i | p_f | p_o, added to the gate
+      pre-activations as p_i * c_{t-1}, p_f * c_{t-1} and p_o * c_t (Gers & Schmidhuber). ONNX's
+      LSTM input P holds the same vectors in the order i, o, f: P[d] = [p_i, p_o, p_f].
+    - ``gate_clip`` (a float > 0, or None): every gate pre-activation, peephole term included, is
+      clipped to [-gate_clip, gate_clip] before its sigmoid or tanh; ONNX's ``clip`` attribute. The
+      cell state itself is not clipped. Outside the bounds the gradient of that gate is 0.
+    - ``coupled_input_forget=True``: f_t = 1 - i_t (ONNX ``input_forget=1``). The forget rows of
+      weight_ih, weight_hh, the biases (and p_f) keep their torch.nn shapes but are not used; their
+      gradients stay 0.
+    - ``unit_forget_bias=True`` (Keras' unit_forget_bias, Jozefowicz et al. 2015): at
+      initialisation bias_ih's forget rows [H:2H] are set to 1 and bias_hh's forget rows to 0, so
+      the forget gate's bias is 1. Needs bias=True and the forget gate (not coupled_input_forget).
     """
 
     gate_rows = 4
@@ -451,31 +491,138 @@ class LSTM(RecurrentBase):
     def __new__(cls, *args, layer_norm=False, **kwargs):
         return super().__new__(_layer_norm_class(cls, LSTM, layer_norm))
 
-    def __init__(self, *args, layer_norm=False, layer_norm_eps=1e-5, **kwargs):
-        super().__init__(*args, **kwargs)  # layer_norm=True makes a LayerNormLSTM (__new__), which uses both
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, dtype=np.float32, seed=None, check_finite=False, proj_size=0,
+                 peephole=False, gate_clip=None, coupled_input_forget=False, unit_forget_bias=False,
+                 layer_norm=False, layer_norm_eps=1e-5, **regularisers):
+        # layer_norm=True makes a LayerNormLSTM (__new__), whose __init__ takes both layer_norm options
+        if not isinstance(proj_size, (int, np.integer)) or isinstance(proj_size, bool) or proj_size < 0:
+            raise ValueError(f"proj_size must be an integer >= 0 (0 for no projection), got {proj_size!r}")
+        if isinstance(hidden_size, (int, np.integer)) and proj_size and proj_size >= hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size = {hidden_size}, got {proj_size}")
+        if gate_clip is not None:
+            real = isinstance(gate_clip, (int, float, np.integer, np.floating))
+            if not real or isinstance(gate_clip, bool) or not np.isfinite(gate_clip) or gate_clip <= 0:
+                raise ValueError(f"gate_clip must be a finite number > 0 or None, got {gate_clip!r}")
+            gate_clip = float(gate_clip)
+        for name, value in (("peephole", peephole), ("coupled_input_forget", coupled_input_forget),
+                            ("unit_forget_bias", unit_forget_bias)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
+        if unit_forget_bias and not bias:
+            raise ValueError("unit_forget_bias=True needs bias=True (it sets the forget gate's bias)")
+        if unit_forget_bias and coupled_input_forget:
+            raise ValueError("unit_forget_bias=True has no effect with coupled_input_forget=True "
+                             "(f = 1 - i has no bias of its own)")
+        self.proj_size, self.peephole, self.gate_clip = int(proj_size), bool(peephole), gate_clip
+        self.coupled_input_forget, self.unit_forget_bias = bool(coupled_input_forget), bool(unit_forget_bias)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         dtype, seed, check_finite, **regularisers)
+        if self.variant and (self.recurrent_dropout or self.zoneout or self.zoneout_cell):
+            raise ValueError(f"recurrent_dropout and zoneout are not available with the LSTM variants "
+                             f"{sorted(k for k in self.variant_options() if k != 'unit_forget_bias')} (the "
+                             "variant kernels have no masked form)")
+        if self.unit_forget_bias:
+            H = self.hidden_size
+            for name, value in self._params.items():
+                if name.startswith("bias_ih_"):
+                    value[H:2 * H] = 1.0
+                elif name.startswith("bias_hh_"):
+                    value[H:2 * H] = 0.0
+        H = self.hidden_size
+        self._no_proj = np.zeros((0, H), dtype=self.dtype)
+        self._no_peep = np.zeros(0, dtype=self.dtype)
+        self._clip = self.dtype.type(self.gate_clip or 0.0)
+
+    VARIANT_DEFAULTS = {"proj_size": 0, "peephole": False, "gate_clip": None, "coupled_input_forget": False,
+                        "unit_forget_bias": False}
+
+    @property
+    def variant(self):
+        """True when any option changes the cell's equations (then the variant kernels run)."""
+        return bool(self.proj_size or self.peephole or self.gate_clip or self.coupled_input_forget)
+
+    def variant_options(self):
+        """The variant options that differ from the defaults, as constructor keyword arguments."""
+        return {k: getattr(self, k) for k, v in self.VARIANT_DEFAULTS.items() if getattr(self, k) != v}
+
+    def extra_repr(self):
+        return super().extra_repr() + "".join(f", {k}={v!r}" for k, v in self.variant_options().items())
+
+    def _out_size(self):
+        return self.proj_size or self.hidden_size
+
+    def _state_size(self, name):
+        return self.hidden_size if name == "c" else self._out_size()
+
+    def _extra_param_shapes(self):
+        shapes = {}
+        if self.proj_size:
+            shapes["weight_hr"] = (self.proj_size, self.hidden_size)
+        if self.peephole:
+            shapes["weight_peephole"] = (3 * self.hidden_size,)
+        return shapes
+
+    def _variant_args(self, source, layer, direction, empty):
+        """(w_hr, peep) of one layer and direction from ``source`` (params or grads); ``empty`` gives the
+        stand-ins for an absent projection or peephole."""
+        key = f"_l{layer}{self._suffixes()[direction]}"
+        w_hr = source["weight_hr" + key] if self.proj_size else empty(self._no_proj)
+        peep = source["weight_peephole" + key] if self.peephole else empty(self._no_peep)
+        return w_hr, peep
+
+    def _weights(self, layer, direction):
+        w = super()._weights(layer, direction)
+        return w + self._variant_args(self._params, layer, direction, lambda a: a) if self.variant else w
+
+    def _weight_grads(self, layer, direction):
+        g = super()._weight_grads(layer, direction)
+        return g + self._variant_args(self._grads, layer, direction, np.zeros_like) if self.variant else g
 
     def _run_train(self, out, finals, x, lengths, s0, w, reverse, col):
         T, B, _ = x.shape
-        H = self.hidden_size
-        hs = np.empty((T + 2, B, H), dtype=self.dtype)
+        H, P = self.hidden_size, self._out_size()
+        hs = np.empty((T + 2, B, P), dtype=self.dtype)
         cs = np.empty((T + 2, B, H), dtype=self.dtype)
         gates = np.empty((T, B, 4 * H), dtype=self.dtype)
-        lstm.forward_train(out, hs, cs, gates, x, lengths, s0[0], s0[1], *w, reverse, col)
+        if self.variant:
+            ms = np.empty((T, B, H), dtype=self.dtype)
+            pre = np.empty((T, B if self.gate_clip else 0, 4 * H), dtype=self.dtype)
+            lstm.forward_train_variant(out, hs, cs, ms, gates, pre, x, lengths, s0[0], s0[1], *w, self._clip,
+                                       self.coupled_input_forget, reverse, col)
+            saved = hs, cs, gates, ms, pre
+        else:
+            lstm.forward_train(out, hs, cs, gates, x, lengths, s0[0], s0[1], *w, reverse, col)
+            saved = hs, cs, gates
         last = 1 if reverse else T
         finals[0][...] = hs[last]
         finals[1][...] = cs[last]
-        return hs, cs, gates
+        return saved
 
     def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col):
-        lstm.forward_infer(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, reverse, col)
+        if self.variant:
+            lstm.forward_infer_variant(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, self._clip,
+                                       self.coupled_input_forget, reverse, col)
+        else:
+            lstm.forward_infer(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, reverse, col)
 
     def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col):
+        if self.variant:
+            hs, cs, gates, ms, pre = saved
+            lstm.backward_variant(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs,
+                                  ms, gates, pre, w[0], w[1], w[4], w[5], self._clip,
+                                  self.coupled_input_forget, reverse, col)
+            return
         hs, cs, gates = saved
         lstm.backward(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs, gates,
                       w[0], w[1], reverse, col)
 
     def _run_step(self, new, x, states, w):
-        lstm.step(new[0], new[1], x, states[0], states[1], *w)
+        if self.variant:
+            lstm.step_variant(new[0], new[1], x, states[0], states[1], *w, self._clip,
+                              self.coupled_input_forget)
+        else:
+            lstm.step(new[0], new[1], x, states[0], states[1], *w)
 
     def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):
         T, B, _ = x.shape

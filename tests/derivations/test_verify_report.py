@@ -68,6 +68,13 @@ def test_every_listed_check_is_present_and_passed(results):
         "cells/rnn_tanh_stacked_bidir_lengths/weight_hh_l1_reverse",
         "cells/gru_reset_before_stacked_bidir_lengths/weight_ih_l1",
         "cells/method/rnn_tanh_T2",
+        # LSTM variants: projection, peepholes, clipping, coupled gate; all at once stacked, bidirectional
+        *(f"lstm_variants/lstm_proj/{p}" for p in ("weight_hr_l0", "weight_hh_l0", "h0", "c0", "loss")),
+        *(f"lstm_variants/lstm_peephole/{p}" for p in ("weight_peephole_l0", "c0", "loss")),
+        "lstm_variants/lstm_clip/weight_ih_l0", "lstm_variants/lstm_coupled/bias_hh_l0",
+        "lstm_variants/lstm_all_stacked_bidir_lengths/weight_hr_l1_reverse",
+        "lstm_variants/lstm_all_stacked_bidir_lengths/weight_peephole_l1_reverse",
+        "lstm_variants/method/lstm_clip_coupled_T2",
         # local derivatives
         *(f"local/{a}/{k}" for a in ("sigmoid", "tanh", "relu", "identity") for k in ("identity", "kernel")),
         "local/lstm/gate_jacobian_identity", "local/gru_reset_after/gate_jacobian_identity",
@@ -107,7 +114,7 @@ def test_every_listed_check_is_present_and_passed(results):
 
 def test_gradient_checks_agree_to_1e10(results):
     for r in results["checks"]:
-        if r["family"] in ("cells", "bptt", "layer_norm", "regularisers") and r["error_kind"] == "rel":
+        if r["family"] in ("cells", "lstm_variants", "bptt", "layer_norm", "regularisers") and r["error_kind"] == "rel":
             assert r["max_rel_error"] <= 1e-10, r["name"]
 
 

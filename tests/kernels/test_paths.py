@@ -15,13 +15,16 @@ LAYERS = [
     (rnncore.LSTM, {}),
     (rnncore.GRU, {}),
     (rnncore.GRU, {"reset_after": False}),
+    (rnncore.LSTM, {"peephole": True, "gate_clip": 1.0, "coupled_input_forget": True}),
+    (rnncore.LSTM, {"proj_size": 3}),
 ]
-IDS = ["tanh", "relu", "sigmoid", "identity", "lstm", "gru", "gru_reset_before"]
+IDS = ["tanh", "relu", "sigmoid", "identity", "lstm", "gru", "gru_reset_before", "lstm_peephole_clip_coupled",
+       "lstm_proj"]
 
 
 def _states(m, B, rng):
-    shape = (m.num_directions * m.num_layers, B, m.hidden_size)
-    states = [rng.standard_normal(shape).astype(m.dtype) for _ in m.state_names]
+    shape = (m.num_directions * m.num_layers, B)
+    states = [rng.standard_normal(shape + (m._state_size(n),)).astype(m.dtype) for n in m.state_names]
     return states[0] if len(states) == 1 else tuple(states)
 
 

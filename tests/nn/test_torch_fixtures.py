@@ -136,6 +136,12 @@ def test_fixtures_cover_the_configurations():
             assert any(c["has_h0"] for c in mine) and any(not c["has_h0"] for c in mine), (cell, dtype, "h0")
             assert {c["kwargs"]["num_layers"] for c in mine} >= {1, 2}, (cell, dtype, "layers")
     assert some(lambda c, k: k.get("nonlinearity") == "relu")
+    for dtype in TOLERANCE:  # LSTM with projection: stacked, bidirectional, packed, without state or bias
+        proj = [c for c in cfgs if c["kwargs"].get("proj_size") and c["dtype"] == dtype]
+        assert any(c["kwargs"]["bidirectional"] and c["kwargs"]["num_layers"] > 1 and c["lengths"]
+                   for c in proj)
+        assert any(not c["has_h0"] and not c["kwargs"]["bias"] and c["kwargs"]["proj_size"] == 1
+                   for c in proj)
     assert some(lambda c, k: k["num_layers"] == 3)
     assert some(lambda c, k: c["lengths"] and 1 in c["lengths"] and len(set(c["lengths"])) > 1)
     assert some(lambda c, k: c["lengths"] and max(c["lengths"]) < c["T"])

@@ -5,7 +5,8 @@ batch_first, packed lengths, given or absent initial states, bias, unbatched inp
 torch's weights are copied in with load_state_dict; forward outputs, final states and every
 gradient (x, h0, c0, each parameter) are compared by name with random upstream gradients.
 Error measure per array: max|a - b| / max|b| (float64 within 1e-10, float32 within 1e-4).
-Also: the state_dict names and shapes of every layer kind match torch.nn's exactly.
+Also: the state_dict names and shapes of every layer kind match torch.nn's exactly; and the LSTM
+configurations again with a projection (proj_size, torch's weight_hr_l{k}), compared the same way.
 """
 
 import numpy as np
@@ -46,7 +47,8 @@ def config_id(cfg):
     k = cfg["kwargs"]
     parts = [str(cfg["seed"]), cfg["cell"] + (f"-{k['nonlinearity']}" if "nonlinearity" in k else ""),
              f"L{k['num_layers']}", f"T{cfg['T']}" + ("" if cfg["unbatched"] else f"B{cfg['B']}")
-             + f"I{k['input_size']}H{k['hidden_size']}", cfg["dtype"]]
+             + f"I{k['input_size']}H{k['hidden_size']}" + (f"P{k['proj_size']}" if "proj_size" in k else ""),
+             cfg["dtype"]]
     parts += [flag for flag, on in (("bidir", k["bidirectional"]), ("bf", k["batch_first"]),
                                     ("nobias", not k["bias"]), ("packed", cfg["lengths"]),
                                     ("unbatched", cfg["unbatched"]), ("h0", cfg["has_h0"])) if on]
@@ -54,6 +56,18 @@ def config_id(cfg):
 
 
 CONFIGS = [draw_config(s) for s in SEEDS]
+
+
+def with_projection(cfg):
+    """An LSTM configuration with a projection: hidden size at least 2, proj_size in 1..H-1."""
+    cfg = {**cfg, "kwargs": dict(cfg["kwargs"])}
+    rng = np.random.default_rng([2025, cfg["seed"]])
+    H = max(cfg["kwargs"]["hidden_size"], 2)
+    cfg["kwargs"].update(hidden_size=H, proj_size=int(rng.integers(1, H)))
+    return cfg
+
+
+PROJ_CONFIGS = [with_projection(c) for c in CONFIGS if c["cell"] == "LSTM"]
 
 
 def rel_err(a, b):
@@ -143,9 +157,15 @@ def test_configs_cover_the_space():
     assert {c["kwargs"]["num_layers"] for c in CONFIGS} == {1, 2, 3}
     assert {c["has_h0"] for c in CONFIGS} == {True, False}
     assert any(c["unbatched"] for c in CONFIGS)
+    assert {c["dtype"] for c in PROJ_CONFIGS} == set(TOLERANCE)
+    assert any(c["lengths"] and c["kwargs"]["bidirectional"] and c["kwargs"]["num_layers"] > 1
+               for c in PROJ_CONFIGS)
+    assert any(c["unbatched"] for c in PROJ_CONFIGS) and any(c["has_h0"] for c in PROJ_CONFIGS)
+    assert all(1 <= c["kwargs"]["proj_size"] < c["kwargs"]["hidden_size"] for c in PROJ_CONFIGS)
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=[config_id(c) for c in CONFIGS])
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN:UserWarning")
+@pytest.mark.parametrize("cfg", CONFIGS + PROJ_CONFIGS, ids=[config_id(c) for c in CONFIGS + PROJ_CONFIGS])
 def test_matches_torch(cfg):
     kw, dtype = cfg["kwargs"], np.dtype(cfg["dtype"])
     torch.manual_seed(cfg["seed"])
@@ -156,14 +176,16 @@ def test_matches_torch(cfg):
     rng = np.random.default_rng([7, cfg["seed"]])
     T, B, I, H = cfg["T"], cfg["B"], kw["input_size"], kw["hidden_size"]
     D = 2 if kw["bidirectional"] else 1
+    P = kw.get("proj_size") or H  # the width of h and of each direction's output
     batch = () if cfg["unbatched"] else (B,)
     time_batch = (B, T) if kw["batch_first"] and not cfg["unbatched"] else (T, *batch)
-    arrays = {"x": rng.standard_normal((*time_batch, I)), "up.out": rng.standard_normal((*time_batch, D * H))}
+    arrays = {"x": rng.standard_normal((*time_batch, I)), "up.out": rng.standard_normal((*time_batch, D * P))}
     states = ("h", "c") if cfg["cell"] == "LSTM" else ("h",)
     for s in states:
-        arrays[f"up.{s}_n"] = rng.standard_normal((D * kw["num_layers"], *batch, H))
+        width = H if s == "c" else P
+        arrays[f"up.{s}_n"] = rng.standard_normal((D * kw["num_layers"], *batch, width))
         if cfg["has_h0"]:
-            arrays[f"{s}0"] = 0.8 * rng.standard_normal((D * kw["num_layers"], *batch, H))
+            arrays[f"{s}0"] = 0.8 * rng.standard_normal((D * kw["num_layers"], *batch, width))
     arrays = {k: v.astype(dtype) for k, v in arrays.items()}
 
     want = torch_reference(cfg, module, arrays)
@@ -189,6 +211,16 @@ def test_rnn_20_10_weight_shapes():
     ids=["single", "stacked", "bidir", "stacked-bidir", "nobias", "stacked-bidir-nobias"],
 )
 def test_state_dict_matches_torch(cell, kwargs):
+    check_state_dict(cell, kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"proj_size": 3}, {"num_layers": 2, "bidirectional": True, "proj_size": 1},
+                                    {"num_layers": 2, "bias": False, "proj_size": 4}], ids=["P3", "P1", "P4"])
+def test_projection_state_dict_matches_torch(kwargs):
+    check_state_dict("LSTM", kwargs)
+
+
+def check_state_dict(cell, kwargs):
     ours = CELLS[cell](7, 5, **kwargs).state_dict()
     theirs = getattr(torch.nn, cell)(7, 5, **kwargs).state_dict()
     assert [(k, v.shape) for k, v in ours.items()] == [(k, tuple(v.shape)) for k, v in theirs.items()]
