@@ -52,11 +52,13 @@ def _check_layer(layer, x, name):
     return x
 
 
-def _backward_chain(layer, x, states0, grad_out, finals):
-    """Yields (t, [dL_{>t}/ds_t per state, each (B, H)]) for t = T, T-1, ..., 0.
+def _backward_chain(layer, x, states0, grad_out, finals, repeat=1):
+    """Yields (t, [dL_{>t}/ds_t per state, each (B * repeat, H)]) for t = T, T-1, ..., 0.
 
-    states0, finals: lists of (1, B, H) arrays; grad_out (T, B, H). The layer must be in eval mode
-    (no dropout); its parameter gradients are restored by the caller."""
+    states0, finals: lists of (1, B, H) / (1, B * repeat, H) arrays; grad_out (T, B * repeat, H).
+    With ``repeat`` each sequence of x is run ``repeat`` times side by side in the backward chain
+    (row b * repeat + r), its states computed once. The layer must be in eval mode (no dropout);
+    its parameter gradients are restored by the caller."""
     T = x.shape[0]
     pack = (lambda s: s[0]) if len(states0) == 1 else tuple
     states = [pack(states0)]
@@ -64,10 +66,15 @@ def _backward_chain(layer, x, states0, grad_out, finals):
         for t in range(T - 1):  # s_1 .. s_{T-1}
             _, fin = layer.step(x[t], states[-1])
             states.append(fin)
+
+    def rep(a):
+        return a if repeat == 1 else np.ascontiguousarray(np.repeat(a, repeat, axis=1))
+
     d = [np.ascontiguousarray(f) for f in finals]
     yield T, [g[0] for g in d]
     for t in range(T, 0, -1):  # the step from s_{t-1} to s_t reads x[t - 1]
-        layer(x[t - 1:t], states[t - 1])
+        s = states[t - 1]
+        layer(rep(x[t - 1:t]), rep(s) if isinstance(s, np.ndarray) else tuple(rep(a) for a in s))
         _, d0 = layer.backward(grad_out[t - 1:t], pack(d))
         d = list(_as_tuple(d0))
         yield t - 1, [g[0] for g in d]
@@ -140,6 +147,13 @@ def gradient_norms(grads):
     return np.sqrt(np.sum(g.reshape(g.shape[0], -1) ** 2, axis=1))
 
 
+def _largest_singular_values(J):
+    """sigma_max of each (H, n) matrix of J (B, H, n): the square root of the largest eigenvalue of
+    the H x H Gram matrix J J^T (2-3x faster than an SVD here, and as accurate for sigma_max)."""
+    gram = J @ J.transpose(0, 2, 1)
+    return np.sqrt(np.maximum(np.linalg.eigvalsh(gram)[:, -1], 0.0))
+
+
 def state_jacobian_norms(layer, x, hx=None):
     """Norms of J_t = dh_T/ds_t, t = 0..T, for each sequence of a one-layer unidirectional layer.
 
@@ -153,20 +167,18 @@ def state_jacobian_norms(layer, x, hx=None):
     T, B, _ = x.shape
     H, n_states = layer.hidden_size, len(layer.state_names)
     _, _, states0 = _prepare(layer, x, hx, None, None)
-    x_rep = np.ascontiguousarray(np.repeat(x, H, axis=1))  # row b * H + j: sequence b, unit vector e_j
-    states_rep = [np.ascontiguousarray(np.repeat(s, H, axis=1)) for s in states0]
     eye = np.ascontiguousarray(np.tile(np.eye(H, dtype=layer.dtype), (B, 1))[None])
     finals = [eye] + [np.zeros_like(eye)] * (n_states - 1)
     grad_out = np.zeros((T, B * H, H), dtype=layer.dtype)
     result = {key: np.empty((T + 1, B)) for key in ("spectral", "frobenius", "spectral_h")}
     with _restored(layer):
-        for t, d in _backward_chain(layer, x_rep, states_rep, grad_out, finals):
+        for t, d in _backward_chain(layer, x, states0, grad_out, finals, repeat=H):  # row b*H + j: e_j
             blocks = [g.reshape(B, H, H).astype(np.float64) for g in d]  # [b, j, :] = d h_T[j] / d s_t
             J = np.concatenate(blocks, axis=2)
-            result["spectral"][t] = np.linalg.svd(J, compute_uv=False)[:, 0]
+            result["spectral"][t] = _largest_singular_values(J)
             result["frobenius"][t] = np.sqrt(np.sum(J ** 2, axis=(1, 2)))
             result["spectral_h"][t] = (result["spectral"][t] if n_states == 1
-                                       else np.linalg.svd(blocks[0], compute_uv=False)[:, 0])
+                                       else _largest_singular_values(blocks[0]))
     return result
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from rnncore.diagnostics.gradients import VERDICT_THRESHOLDS
 from rnncore.diagnostics.run import diagnose_model, write_json
+from rnncore.threads import blas_threads
 
 __all__ = ["diagnose_run"]
 
@@ -48,7 +49,9 @@ def plot_gradient_flow(result, path):
     """Left: ||dh_T/ds_(T-k)||_2 against k (median and range over the sequences), with the verdict
     thresholds. Right: ||dL/dh_t|| (and ||dL/dc_t||) per step t of the top layer."""
     plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    many = sum(len(item.get("grad_norms", {})) for info in result["layers"].values()
+               for item in info["directions"]) > 3
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13.5 if many else 11, 4.2))
     for name, info in result["layers"].items():
         for item in info["directions"]:
             label = _label(name, item, info["num_layers"], info["bidirectional"]) + f" ({info['cell']})"
@@ -57,11 +60,15 @@ def plot_gradient_flow(result, path):
             line, = ax1.semilogy(k, np.median(spec, axis=1), label=label)
             if spec.shape[1] > 1:
                 ax1.fill_between(k, spec.min(axis=1), spec.max(axis=1), color=line.get_color(), alpha=0.2)
+            color = None  # h solid, c dashed, in one colour per layer
             for state, norms in item.get("grad_norms", {}).items():
-                ax2.semilogy(np.arange(len(norms)), norms, label=f"{label}: dL/d{state}_t",
-                             linestyle="-" if state == "h" else "--")
-    low, high = ax1.get_ylim()
-    ax1.set_ylim(max(low, 1e-12), max(high, 10 * VERDICT_THRESHOLDS["explode"]))
+                norms = np.where(np.asarray(norms) > 0, norms, np.nan)  # an exact 0 (e.g. dL/dc_T) not drawn
+                drawn, = ax2.semilogy(np.arange(len(norms)), norms, label=f"{label}: dL/d{state}_t",
+                                      linestyle="-" if state == "h" else "--", color=color)
+                color = drawn.get_color()
+    low, high = ax1.get_ylim()  # both thresholds in view, underflow to 1e-45 not
+    ax1.set_ylim(min(max(low, 1e-12), 0.1 * VERDICT_THRESHOLDS["vanish"]),
+                 max(high, 10 * VERDICT_THRESHOLDS["explode"]))
     for value, text, offset in ((VERDICT_THRESHOLDS["explode"], "exploding above", -10),
                                 (VERDICT_THRESHOLDS["vanish"], "vanished below", 3)):
         ax1.axhline(value, color="grey", linestyle=":", linewidth=1)
@@ -73,10 +80,12 @@ def plot_gradient_flow(result, path):
     ax1.grid(alpha=0.3, which="both")
     ax1.legend(fontsize=8)
     ax2.set_xlabel("t (state after t steps)")
-    ax2.set_ylabel("||dL/dh_t|| (whole batch)")
+    ax2.set_ylabel("gradient norm over the batch")
     ax2.set_title("Loss gradient per step, top layer")
     ax2.grid(alpha=0.3, which="both")
-    if ax2.lines:
+    if len(ax2.lines) > 3:  # outside, to the right, so that it hides no curve
+        ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    elif ax2.lines:
         ax2.legend(fontsize=8)
     else:
         ax2.text(0.5, 0.5, "no loss gradient reaches this layer", ha="center", transform=ax2.transAxes)
@@ -218,7 +227,8 @@ def diagnose_run(run_dir, out_dir=None, steps=100, sequences=4, split="valid", e
                          "diagnose on")
     valid, test = task["data"](config, model)
     source = valid if split == "valid" else test
-    result = diagnose_model(model, source.batches(0), steps=steps, sequences=sequences)
+    with blas_threads(config.get("blas_threads", 1)):  # as in training: see README, "BLAS threads"
+        result = diagnose_model(model, source.batches(0), steps=steps, sequences=sequences)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = _read_jsonl(run_dir / "metrics.jsonl")
     history = _read_jsonl(run_dir / "diagnostics.jsonl")
