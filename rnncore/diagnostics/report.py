@@ -283,12 +283,14 @@ def _report(run_dir, config, result, summary, paths, steps, sequences):
         for item in info["directions"]:
             v = item["verdict"]
             g = v["gain"]
+            k10 = min(10, len(g) - 1)
+            g_h = np.median(np.asarray(item["jacobian"]["spectral_h"]), axis=1)[::-1]
             rows.append([_label(name, item, info["num_layers"], info["bidirectional"]), v["verdict"],
-                         "-" if v["k"] is None else str(v["k"]), f"{g[1]:.3g}",
-                         f"{g[min(10, len(g) - 1)]:.3g}",
-                         f"{g[-1]:.3g} (k = {len(g) - 1})", f"{v['rate']:.3g}"])
+                         "-" if v["k"] is None else str(v["k"]), f"{g[1]:.3g}", f"{g[k10]:.3g}",
+                         f"{g_h[k10]:.3g}", f"{g[-1]:.3g} (k = {len(g) - 1})", f"{v['rate']:.3g}"])
     rep.heading("Gradient flow")
-    rep.table(["layer", "verdict", "k", "g(1)", "g(10)", "g(T)", "factor per step"], rows)
+    rep.paragraph("g_h(k) = ||dh_T/dh_(T-k)||_2 with the cell state held fixed (the same as g(k) without one).")
+    rep.table(["layer", "verdict", "k", "g(1)", "g(10)", "g_h(10)", "g(T)", "factor per step"], rows)
     rep.figure(paths["gradient_flow"], "Left: g(k) (median over sequences, band: range). Right: ||dL/dh_t|| "
                "per step of the top layer, from the gradient the model's loss sends into it.")
     rep.heading("Recurrent weights")

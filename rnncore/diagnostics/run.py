@@ -133,16 +133,19 @@ def _gather(model, batches, steps):
             break
     if merged is None:
         raise ValueError("the data source gave no batches")
-    for r in merged.values():
-        if r["lengths"] is not None:  # keep the rows of the longest length, cut to it
-            T = int(np.max(r["lengths"]))
-            rows = np.nonzero(r["lengths"] == T)[0]
-            r["x"] = r["x"][:T, rows]
-            r["grad_out"] = None if r["grad_out"] is None else r["grad_out"][:T, rows]
-            r["hx"] = _rows(r["hx"], rows)
-            r["grad_state"] = _rows(r["grad_state"], rows)
-            r["rows"] = rows
-    return merged
+    return {name: _full_length_rows(r) for name, r in merged.items()}
+
+
+def _full_length_rows(rec):
+    """A record with lengths cut to the rows of the longest length (full-length sequences, for
+    which a reverse direction is the time-reversed input), and to that length."""
+    if rec["lengths"] is None:
+        return rec
+    T = int(np.max(rec["lengths"]))
+    rows = np.nonzero(rec["lengths"] == T)[0]
+    grad_out = None if rec["grad_out"] is None else rec["grad_out"][:T, rows]
+    return dict(rec, x=rec["x"][:T, rows], grad_out=grad_out,
+                hx=_rows(rec["hx"], rows), grad_state=_rows(rec["grad_state"], rows), lengths=None, rows=rows)
 
 
 def _rows(state, rows):
@@ -219,16 +222,17 @@ def diagnose_model(model, batches, steps=100, sequences=4, tol=0.01):
 def training_record(model, batch, state=None, tol=0.01):
     """The cheap diagnostics of one training batch, as a JSON-ready dict: per recurrent layer, the
     W_hh spectra (sigma_max, sigma_min, spectral radius per block), gate saturation (near 0 / near 1
-    fractions) and, for the top layer, ||dL/dh_t|| at every step. No Jacobians (see
+    fractions) and, for the top layer, ||dL/dh_t|| at every step; batches of separate sequences
+    use their rows of the longest length. No Jacobians (see
     ``diagnose_model``). The model's gradients, mode and random generators are left as they were."""
     if batch.get("reset_state", False):
         state = None
     records, _ = capture_recurrent(model, batch, state)
-    records = {name: r for name, r in records.items() if r["lengths"] is None}
     layers = dict(recurrent_modules(model))
     out = {}
     for name, rec in records.items():
         layer = layers[name]
+        rec = _full_length_rows(rec)
         entries = direction_inputs(layer, rec["x"], rec["hx"], check=False)
         grads = {}
         for entry in entries:

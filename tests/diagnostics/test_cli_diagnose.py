@@ -108,8 +108,11 @@ def test_diagnose_a_bidirectional_stacked_classifier(tmp_path):
     out = tmp_path / "clf"
     result = invoke("train", "classify", "--data", data, "--out", out, "--cell", "gru", "--layers", 2,
                     "--bidirectional", "--hidden-size", 5, "--embedding-dim", 3, "--batch-size", 8,
-                    "--epochs", 1, "--quiet", "--valid-fraction", 0.2)
+                    "--epochs", 1, "--quiet", "--valid-fraction", 0.2, "--diagnose-every", 2)
     assert result.exit_code == 0, result.output
+    record = read_jsonl(out / "diagnostics.jsonl")[0]["rnn"]
+    assert sorted(record["grad_norms"]) == ["forward", "reverse"]  # the loss reads both top directions' h_n
+    assert len(record["saturation"]) == 2 * 2 * 3  # layers x directions x gates r, z, n
     result = invoke("diagnose", out, "--steps", 6, "--sequences", 1)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "diagnostics" / "diagnostics.json").read_text())
