@@ -104,10 +104,10 @@ def capture_recurrent(model, batch, state=None):
     return records, result
 
 
-def _gather(model, batches, steps):
+def _gather(model, batches, steps, state=None):
     """Capture records over consecutive stream chunks until ``steps`` steps, or one batch of
     separate sequences (its longest rows). Returns {layer name: record} with full-length rows."""
-    merged, state = None, None
+    merged = None
     for batch in batches:
         if merged is not None and (batch.get("lengths") is not None or batch.get("reset_state", False)):
             break
@@ -180,15 +180,16 @@ def worst_verdict(verdicts):
     return min(verdicts, key=lambda v: (_ORDER[v["verdict"]], v["k"] if v["k"] is not None else 0))
 
 
-def diagnose_model(model, batches, steps=100, sequences=4, tol=0.01):
-    """Everything ``rnncore diagnose`` reports, for a model and an iterator of its batches.
+def diagnose_model(model, batches, steps=100, sequences=4, tol=0.01, state=None):
+    """Everything ``rnncore diagnose`` reports, for a model and an iterator of its batches (``state``:
+    the model state the first batch starts from, None for zeros).
 
     Returns {"layers": {name: {...}}, "verdict": the worst verdict}; per recurrent layer name: cell,
     hidden_size, steps (T used), spectra (``weight_spectra``), saturation (``gate_saturation``),
     directions (a list: layer, direction, jacobian norms (T + 1, n) of the first ``sequences``
     sequences, verdict), and grad_norms ({"h": (T + 1,), "c": ...} of the top layer per direction).
     """
-    records = _gather(model, iter(batches), steps)
+    records = _gather(model, iter(batches), steps, state)
     layers = dict(recurrent_modules(model))
     report, verdicts = {}, []
     for name, rec in records.items():
