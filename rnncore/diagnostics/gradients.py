@@ -5,16 +5,16 @@ The kernels carry dL/dh_t through their backward loop but do not return it. It c
 touching them, because the recurrence after step t depends on the past only through the state
 s_t = h_t (and c_t for an LSTM). For a one-layer unidirectional layer and
 
-    L = sum_t out[t] . grad_out[t] + h_n . grad_h_n (+ c_n . grad_c_n),
+    L = sum_t out[t - 1] . grad_out[t - 1] + h_n . grad_h_n (+ c_n . grad_c_n),   t = 1..T
 
-write L_{>t} for the part computed by the steps after t (everything but the output terms of steps
-1..t). Running the layer for the one step t from s_{t-1}, with output gradient grad_out[t] and
-final-state gradient dL_{>t}/ds_t, its backward returns dL_{>t-1}/ds_{t-1}. Chaining these one-step
-backward passes from t = T down to 1, starting from dL_{>T}/ds_T = (grad_h_n, grad_c_n), gives every
-per-step gradient in O(T) steps (T one-step forwards for the states s_t, then T one-step forward and
-backward pairs), and
+(0-based arrays: out[t - 1] = h_t, the state after step t), write L_{>t} for the part computed by
+the steps after t (everything but the output terms of steps 1..t). Running the layer for the one
+step t from s_{t-1}, with output gradient grad_out[t - 1] and final-state gradient dL_{>t}/ds_t,
+its backward returns dL_{>t-1}/ds_{t-1}. Chaining these one-step backward passes from t = T down
+to 1, starting from dL_{>T}/ds_T = (grad_h_n, grad_c_n), gives every per-step gradient in O(T)
+steps (T one-step forwards for the states s_t, then T one-step forward and backward pairs), and
 
-    dL/dh_t = grad_out[t] + dL_{>t}/dh_t,      dL/dc_t = dL_{>t}/dc_t.
+    dL/dh_t = grad_out[t - 1] + dL_{>t}/dh_t,      dL/dc_t = dL_{>t}/dc_t.
 
 These are the total gradients the BPTT loop carries (the "dh" after step t has added its output
 gradient), partial with respect to h_t with c_t held fixed for an LSTM.

@@ -152,26 +152,29 @@ def plot_saturation(result, path):
     return _save(fig, path)
 
 
+def _step_records(metrics):
+    return [r for r in metrics if "loss" in r and "grad_norm" in r]
+
+
+def _clip_events(metrics):
+    return [r for r in metrics if r.get("clipped")]
+
+
 def plot_training(metrics, diagnostics, clip, path):
-    """Pre-clip gradient norm over training (per record and the largest since the previous one), the
-    clip threshold and clip events; with diagnostics records, sigma_max of each W_hh block."""
+    """Pre-clip gradient norm over training (at every logged step, and at every clipped step) and the
+    clip threshold; with diagnostics records, sigma_max of each W_hh block."""
     plt = _pyplot()
-    steps = [r for r in metrics if "grad_norm" in r]
+    steps, events = _step_records(metrics), _clip_events(metrics)
     two = bool(diagnostics)
     fig, axes = plt.subplots(1, 2 if two else 1, figsize=(11 if two else 6, 4.0), squeeze=False)
     ax = axes[0][0]
-    x = [r["step"] for r in steps]
-    ax.semilogy(x, [r["grad_norm"] for r in steps], label="pre-clip norm at the logged step")
-    if steps and "grad_norm_max" in steps[0]:
-        ax.semilogy(x, [r["grad_norm_max"] for r in steps], alpha=0.7,
-                    label="largest since the previous record")
+    ax.semilogy([r["step"] for r in steps], [r["grad_norm"] for r in steps],
+                label="pre-clip norm, logged steps")
+    if events:
+        ax.semilogy([r["step"] for r in events], [r["grad_norm"] for r in events], "rv", markersize=4,
+                    label=f"clipped steps ({len(events)}), their pre-clip norm")
     if clip:
         ax.axhline(clip, color="red", linestyle="--", linewidth=1, label=f"clip threshold {clip:g}")
-        clipped = [(r["step"], r["clipped"]) for r in steps if r.get("clipped")]
-        if clipped:
-            total = sum(c for _, c in clipped)
-            ax.plot([s for s, _ in clipped], [clip] * len(clipped), "rv", markersize=4,
-                    label=f"records with clipped steps ({total} steps in all)")
     ax.set_xlabel("step")
     ax.set_ylabel("global gradient norm")
     ax.set_title("Gradient norm during training")
@@ -235,7 +238,7 @@ def diagnose_run(run_dir, out_dir=None, steps=100, sequences=4, split="valid", e
     paths = {"gradient_flow": plot_gradient_flow(result, out_dir / "gradient_flow.png"),
              "singular_values": plot_singular_values(result, out_dir / "singular_values.png"),
              "saturation": plot_saturation(result, out_dir / "saturation.png")}
-    if any("grad_norm" in r for r in metrics):
+    if _step_records(metrics):
         paths["training"] = plot_training(metrics, history, config.get("clip"), out_dir / "training.png")
     verdict = result["verdict"]
     summary = {"run": str(run_dir), "verdict": verdict["line"], "where": verdict["where"],
@@ -251,16 +254,14 @@ def diagnose_run(run_dir, out_dir=None, steps=100, sequences=4, split="valid", e
 
 
 def _training_summary(metrics, clip):
-    steps = [r for r in metrics if "grad_norm" in r]
+    steps, events = _step_records(metrics), _clip_events(metrics)
     if not steps:
         return None
-    norms = [r.get("grad_norm_max", r["grad_norm"]) for r in steps]
-    out = {"records": len(steps), "last_step": steps[-1]["step"], "grad_norm_last": steps[-1]["grad_norm"],
-           "grad_norm_max": max(norms), "grad_norm_median": float(np.median([r["grad_norm"] for r in steps])),
-           "clip": clip}
-    if clip and all("clipped" in r for r in steps):
-        out["clipped_steps"] = int(sum(r["clipped"] for r in steps))
-    return out
+    norms = [r["grad_norm"] for r in steps + events]
+    return {"records": len(steps), "last_step": steps[-1]["step"], "grad_norm_last": steps[-1]["grad_norm"],
+            "grad_norm_max": max(norms),
+            "grad_norm_median": float(np.median([r["grad_norm"] for r in steps])),
+            "clip": clip, "clipped_steps": len(events) if clip else None}
 
 
 def _report(run_dir, config, result, summary, paths, steps, sequences):
@@ -289,7 +290,8 @@ def _report(run_dir, config, result, summary, paths, steps, sequences):
                          "-" if v["k"] is None else str(v["k"]), f"{g[1]:.3g}", f"{g[k10]:.3g}",
                          f"{g_h[k10]:.3g}", f"{g[-1]:.3g} (k = {len(g) - 1})", f"{v['rate']:.3g}"])
     rep.heading("Gradient flow")
-    rep.paragraph("g_h(k) = ||dh_T/dh_(T-k)||_2 with the cell state held fixed (the same as g(k) without one).")
+    rep.paragraph("g_h(k) = ||dh_T/dh_(T-k)||_2 with the cell state held fixed (the same as g(k) "
+                  "without one).")
     rep.table(["layer", "verdict", "k", "g(1)", "g(10)", "g_h(10)", "g(T)", "factor per step"], rows)
     rep.figure(paths["gradient_flow"], "Left: g(k) (median over sequences, band: range). Right: ||dL/dh_t|| "
                "per step of the top layer, from the gradient the model's loss sends into it.")
@@ -309,10 +311,12 @@ def _report(run_dir, config, result, summary, paths, steps, sequences):
     tr = summary["training"]
     if tr is not None:
         rep.heading("Training")
-        clipped = (f", {tr['clipped_steps']} steps clipped at {tr['clip']:g}" if "clipped_steps" in tr
-                   else "")
+        clipped = (f"; {tr['clipped_steps']} of {tr['last_step']} steps clipped at {tr['clip']:g}"
+                   if tr["clipped_steps"] is not None else "; no clipping")
         rep.paragraph(f"{tr['records']} metrics records up to step {tr['last_step']}: pre-clip gradient norm "
-                      f"median {tr['grad_norm_median']:.3g}, largest {tr['grad_norm_max']:.3g}, last "
-                      f"{tr['grad_norm_last']:.3g}{clipped}.")
-        rep.figure(paths["training"], "Pre-clip global gradient norm during training.")
+                      f"at the logged steps median {tr['grad_norm_median']:.3g}, last "
+                      f"{tr['grad_norm_last']:.3g}; "
+                      f"largest logged or clipped {tr['grad_norm_max']:.3g}{clipped}.")
+        rep.figure(paths["training"], "Pre-clip global gradient norm during training: at the logged steps, "
+                   "and at every clipped step.")
     return rep

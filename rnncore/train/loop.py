@@ -12,13 +12,8 @@ gradient flows back into the previous batch) into its next batch until a batch h
 
 Every step checks the loss and the gradient norm for finiteness (NaN inside jitted code is
 silent) and raises ``FloatingPointError`` naming the step. The metrics log ``metrics.jsonl``
-has one record per logged step (``{"step", "epoch", "loss", "grad_norm", "lr", "tokens_per_s"}``;
-``grad_norm`` is the pre-clip global norm of the step, ``grad_norm_max`` the largest over the
-steps since the previous record, and with ``clip_norm`` ``clipped`` counts those steps whose norm
-exceeded it) and one per validation (``{"epoch", "step", "valid_loss", ...}``); ``plot_curves``
-draws it. With ``diagnose_every`` N, every N-th step also appends a record of
-``rnncore.diagnostics.training_record`` (W_hh spectra, gate saturation, ||dL/dh_t|| on that
-step's batch, in eval mode) to ``diagnostics.jsonl``.
+has one record per logged step (``{"step", "epoch", "loss", "grad_norm", "lr", "tokens_per_s"}``)
+and one per validation (``{"epoch", "step", "valid_loss", ...}``); ``plot_curves`` draws it.
 
 Resume: ``Trainer.resume(dir, ...)`` rebuilds model, optimizer state, step, epoch, position in the
 epoch, carried state and every random generator from the checkpoint in ``dir``, so ``fit`` continues
@@ -36,7 +31,7 @@ import numpy as np
 from rnncore.models.base import copy_state
 from rnncore.nn.module import no_grad
 from rnncore.threads import blas_threads
-from rnncore.train.checkpoint import load_checkpoint, save_checkpoint
+from rnncore.train.checkpoint import load_checkpoint, save_checkpoint, write_atomic
 from rnncore.train.clip import clip_grad_norm, clip_grad_value, global_norm
 from rnncore.train.optim import OPTIMIZERS
 from rnncore.train.schedules import Constant, apply_schedule
@@ -125,7 +120,11 @@ class Trainer:
     out_dir: where ``metrics.jsonl`` and the checkpoint go (nothing is written without it).
     checkpoint_every: also checkpoint every this many steps (always at the end of each epoch).
     log_every: steps between metrics records.
-    diagnose_every: steps between records of ``diagnostics.jsonl`` (None: none).
+    diagnose_every: every this many steps, append ``rnncore.diagnostics.run.training_record`` of the
+    step's batch (W_hh spectra, gate saturation, ||dL/dh_t||; eval mode, no random numbers drawn)
+    to ``diagnostics.jsonl`` (None: never).
+    Besides the records of ``log_every``, every step whose pre-clip norm exceeds ``clip_norm`` adds a
+    clip event ``{"step", "epoch", "clipped": true, "grad_norm", "clip_norm"}`` to the metrics log.
     """
 
     def __init__(self, model, optimizer, schedule=None, clip_norm=None, clip_value=None, out_dir=None,
@@ -195,27 +194,13 @@ class Trainer:
         trainer.model.set_rng_state(ts.get("model_rng", {}))
         trainer.state = _state_from_arrays(ckpt.arrays, ts.get("state_is_tuple", False))
         trainer._truncate_log()
-        trainer._truncate_log("diagnostics.jsonl")
+        trainer._truncate_diagnostics()
         return trainer
 
     # -- metrics log -------------------------------------------------------------------------------
     @property
     def metrics_path(self):
         return None if self.out_dir is None else self.out_dir / "metrics.jsonl"
-
-    def _log(self, record):
-        if self.metrics_path is not None:
-            with open(self.metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def _truncate_log(self, name="metrics.jsonl"):
-        """Drop records written after the checkpoint (an interrupted run may have logged more)."""
-        path = None if self.out_dir is None else self.out_dir / name
-        if path is None or not path.exists():
-            return
-        keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= self.step]
-        path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
     def _diagnose(self, batch, state):
         """Append ``training_record`` of this step's batch to ``diagnostics.jsonl``."""
@@ -225,6 +210,28 @@ class Trainer:
         if self.out_dir is not None:
             with open(self.out_dir / "diagnostics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+
+    def _truncate_diagnostics(self):
+        """Drop the diagnostics records written after the checkpoint."""
+        path = None if self.out_dir is None else self.out_dir / "diagnostics.jsonl"
+        if path is not None and path.exists():
+            keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= self.step]
+            write_atomic(path, "".join(line + "\n" for line in keep))
+
+    def _log(self, record):
+        if self.metrics_path is not None:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _truncate_log(self):
+        """Drop records written after the checkpoint (an interrupted run may have logged more)."""
+        path = self.metrics_path
+        if path is None or not path.exists():
+            return
+        keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= self.step]
+        path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
     # -- training --------------------------------------------------------------------------------
     def train_step(self, batch):
@@ -260,7 +267,6 @@ class Trainer:
         n_batches = len(train)
         total = epochs * n_batches if max_steps is None else min(epochs * n_batches, max_steps)
         window_loss, window_n, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
-        window_max, window_clipped = 0.0, 0
         while self.epoch < epochs and (max_steps is None or self.step < max_steps):
             self.model.train()
             t_epoch = time.perf_counter()
@@ -272,8 +278,9 @@ class Trainer:
                 state_in = self.state
                 loss, norm = self.train_step(batch)
                 self.batch_in_epoch = i + 1
-                window_max = max(window_max, norm)
-                window_clipped += self.clip_norm is not None and norm > self.clip_norm
+                if self.clip_norm is not None and norm > self.clip_norm:
+                    self._log({"step": self.step, "epoch": self.epoch, "clipped": True, "grad_norm": norm,
+                               "clip_norm": self.clip_norm})
                 if self.diagnose_every and self.step % self.diagnose_every == 0:
                     t_diagnose = time.perf_counter()
                     self._diagnose(batch, state_in)
@@ -288,13 +295,10 @@ class Trainer:
                 if self.step % self.log_every == 0:
                     elapsed = max(time.perf_counter() - t_window, 1e-9)
                     record = {"step": self.step, "epoch": self.epoch, "loss": window_loss / window_n,
-                              "grad_norm": norm, "grad_norm_max": window_max, "lr": self.optimizer.lr,
+                              "grad_norm": norm, "lr": self.optimizer.lr,
                               "tokens_per_s": window_tokens / elapsed}
-                    if self.clip_norm is not None:
-                        record["clipped"] = window_clipped
                     self._log(record)
                     window_loss, window_n, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
-                    window_max, window_clipped = 0.0, 0
                     self.progress.update(self.step, total,
                                          f"epoch {self.epoch + 1} loss {record['loss']:.4f} "
                                          f"|g| {norm:.2f} lr {self.optimizer.lr:.2e} "

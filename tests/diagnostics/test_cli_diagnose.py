@@ -38,11 +38,13 @@ def lstm_run(tmp_path_factory, text_file):
 
 
 def test_training_logs_clip_events_and_diagnostics(lstm_run):
-    steps = [r for r in read_jsonl(lstm_run / "metrics.jsonl") if "loss" in r]
+    metrics = read_jsonl(lstm_run / "metrics.jsonl")
+    steps = [r for r in metrics if "loss" in r]
     assert [r["step"] for r in steps] == [3, 6]
-    for r in steps:
-        assert r["clipped"] == 3  # every step of the window exceeded the threshold
-        assert r["grad_norm_max"] >= r["grad_norm"] > 1e-4
+    events = [r for r in metrics if r.get("clipped")]
+    assert [r["step"] for r in events] == [1, 2, 3, 4, 5, 6]  # every step exceeded the threshold
+    assert all(r["grad_norm"] > r["clip_norm"] == 1e-4 for r in events)
+    assert [r["grad_norm"] for r in events if r["step"] in (3, 6)] == [r["grad_norm"] for r in steps]
     records = read_jsonl(lstm_run / "diagnostics.jsonl")
     assert [r["step"] for r in records] == [2, 4, 6]
     rnn = records[0]["rnn"]
@@ -66,16 +68,18 @@ def test_diagnostics_leave_the_training_unchanged(tmp_path, text_file):
     assert losses[0] == losses[1]
 
 
-def test_resume_drops_diagnostics_after_the_checkpoint(tmp_path, text_file):
+def test_resume_drops_records_after_the_checkpoint(tmp_path, text_file):
+    """Diagnostics records and clip events after the checkpoint go; the resumed run writes them again."""
     out = tmp_path / "run"
     assert invoke("train", "lm", "--text", text_file, "--out", out, "--max-steps", 4, "--checkpoint-every", 2,
-                  "--diagnose-every", 1, *TINY).exit_code == 0
-    path = out / "diagnostics.jsonl"
-    lines = path.read_text().splitlines()
-    path.write_text("\n".join(lines + [json.dumps({"step": 99})]) + "\n")  # as if interrupted after step 4
+                  "--diagnose-every", 1, "--clip", 1e-4, *TINY).exit_code == 0
+    for name, extra in (("diagnostics.jsonl", {"step": 99}), ("metrics.jsonl", {"step": 99, "clipped": True})):
+        path = out / name
+        path.write_text(path.read_text() + json.dumps(extra) + "\n")  # as if interrupted after step 4
     result = invoke("train", "lm", "--resume", out, "--max-steps", 6)
     assert result.exit_code == 0, result.output
-    assert [r["step"] for r in read_jsonl(path)] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in read_jsonl(out / "diagnostics.jsonl")] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl") if r.get("clipped")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_diagnose_writes_plots_json_and_a_report(lstm_run, tmp_path):
