@@ -65,16 +65,16 @@ def capture_recurrent(model, batch, state=None):
     def wrap(name, layer):
         forward, backward = layer.forward, layer.backward
 
-        def fwd(x, hx=None, lengths=None):
+        def fwd(x, hx=None, lengths=None, **kwargs):
             calls[name].append({"x": np.array(x, copy=True), "hx": _copy(hx),
                                 "lengths": None if lengths is None else np.array(lengths)})
-            return forward(x, hx, lengths)
+            return forward(x, hx, lengths, **kwargs)
 
-        def bwd(grad_out=None, grad_state=None):
+        def bwd(grad_out=None, grad_state=None, **kwargs):
             if calls[name]:
                 calls[name][-1].update(grad_out=None if grad_out is None else np.array(grad_out, copy=True),
                                        grad_state=_copy(grad_state))
-            return backward(grad_out, grad_state)
+            return backward(grad_out, grad_state, **kwargs)
 
         layer.forward, layer.backward = fwd, bwd
 
