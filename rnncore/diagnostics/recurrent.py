@@ -12,6 +12,8 @@ activation. Saturation: the fraction of activations within ``tol`` of 0 and of 1
 activation (LSTM g, GRU n, Elman tanh) counts by its magnitude |a| (near 1 means near +-1).
 """
 
+import inspect
+
 import numpy as np
 
 from rnncore.nn.module import no_grad
@@ -42,6 +44,9 @@ def _suffix(layer, index, direction):
     return f"_l{index}{'_reverse' if direction else ''}"
 
 
+_STRUCTURE = {"input_size", "hidden_size", "num_layers", "bidirectional", "batch_first", "dropout", "seed"}
+
+
 def single_direction(layer, index=0, direction=0):
     """A one-layer unidirectional copy of layer ``index``, direction ``direction`` (0 forward, 1 reverse)."""
     if not isinstance(layer, RecurrentBase):
@@ -50,11 +55,10 @@ def single_direction(layer, index=0, direction=0):
         raise ValueError(f"(index, direction) must lie in 0..{layer.num_layers - 1} x "
                          f"0..{layer.num_directions - 1}, got ({index}, {direction})")
     size = layer.input_size if index == 0 else layer.num_directions * layer.hidden_size
-    kwargs = {"bias": layer.bias, "dtype": layer.dtype}
-    if isinstance(layer, RNN):
-        kwargs["nonlinearity"] = layer.nonlinearity
-    if isinstance(layer, GRU):
-        kwargs["reset_after"] = layer.reset_after
+    # every other constructor option the layer keeps under its own name (nonlinearity, bias,
+    # reset_after, ...) is copied, so cell variants are copied with their options
+    kwargs = {name: getattr(layer, name) for name in inspect.signature(type(layer)).parameters
+              if name not in _STRUCTURE and hasattr(layer, name)}
     copy = type(layer)(size, layer.hidden_size, **kwargs)
     suffix = _suffix(layer, index, direction)
     params = dict(layer.named_parameters())
@@ -151,8 +155,14 @@ def _gate_activations(copy, x, hx):
         return {names[0]: out}
     T, B, _ = x.shape
     H = copy.hidden_size
-    gates = next(a for a in saved if a.shape == (T, B, len(names) * H))
-    return {g: gates[:, :, k * H:(k + 1) * H] for k, g in enumerate(names)}
+    # the activated gates: the first (T, B, G) array the forward keeps (pre-activations may follow)
+    gates = next((a for a in saved if a.shape == (T, B, len(names) * H)), None)
+    acts = None if gates is None else {g: gates[:, :, k * H:(k + 1) * H] for k, g in enumerate(names)}
+    if acts is None or not all(np.all((a >= -1.0) & (a <= 1.0)) and
+                               (_gate_kind(copy, g) == "tanh" or np.all(a >= 0.0)) for g, a in acts.items()):
+        raise RuntimeError(f"the gate activations of {type(copy).__name__} are not among what its forward "
+                           "keeps; gate saturation does not support this layer")
+    return acts
 
 
 def gate_saturation(layer, x, hx=None, tol=0.01, bins=40, entries=None):

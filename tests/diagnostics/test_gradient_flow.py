@@ -16,7 +16,7 @@ from rnncore.diagnostics import (
     state_jacobian_norms,
     weight_spectra,
 )
-from rnncore.diagnostics.recurrent import direction_inputs
+from rnncore.diagnostics.recurrent import direction_inputs, gate_names
 
 LAYERS = {
     "rnn_tanh": lambda i, h: rnncore.RNN(i, h, dtype=np.float64, seed=1),
@@ -271,8 +271,15 @@ def test_gate_saturation_counts_against_the_layer_output():
     assert 0 < row["near_1"] < 1
 
 
-def test_direction_copies_reproduce_a_stacked_bidirectional_layer():
-    layer = rnncore.GRU(2, 3, num_layers=2, bidirectional=True, dtype=np.float64, seed=0, reset_after=False)
+@pytest.mark.parametrize("make", [
+    lambda: rnncore.GRU(2, 3, num_layers=2, bidirectional=True, dtype=np.float64, seed=0, reset_after=False),
+    lambda: rnncore.RNN(2, 3, num_layers=2, bidirectional=True, dtype=np.float64, seed=0, nonlinearity="relu",
+                        bias=False),
+], ids=["gru_reset_before", "rnn_relu_no_bias"])
+def test_direction_copies_reproduce_a_stacked_bidirectional_layer(make):
+    """The copies keep the layer's options (reset_after, nonlinearity, bias): their outputs rebuild
+    the layer's output (checked inside direction_inputs) and their last states its h_n."""
+    layer = make()
     rng = np.random.default_rng(0)
     x, h0 = rng.standard_normal((5, 2, 2)), rng.standard_normal((4, 2, 3))
     entries = direction_inputs(layer, x, h0)  # checks the reconstruction itself
@@ -283,7 +290,8 @@ def test_direction_copies_reproduce_a_stacked_bidirectional_layer():
     for idx, e in enumerate(entries):  # each copy's last state is the layer's h_n of that direction
         np.testing.assert_allclose(e["out"][-1], h_n[idx], rtol=1e-12)
     rows = gate_saturation(layer, x, h0)
-    assert len(rows) == 4 * 3
+    assert [(r["layer"], r["direction"], r["gate"]) for r in rows] == [
+        (e["layer"], e["direction"], g) for e in entries for g in gate_names(layer)]
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
