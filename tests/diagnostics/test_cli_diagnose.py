@@ -73,7 +73,8 @@ def test_resume_drops_records_after_the_checkpoint(tmp_path, text_file):
     out = tmp_path / "run"
     assert invoke("train", "lm", "--text", text_file, "--out", out, "--max-steps", 4, "--checkpoint-every", 2,
                   "--diagnose-every", 1, "--clip", 1e-4, *TINY).exit_code == 0
-    for name, extra in (("diagnostics.jsonl", {"step": 99}), ("metrics.jsonl", {"step": 99, "clipped": True})):
+    for name, extra in (("diagnostics.jsonl", {"step": 99}),
+                        ("metrics.jsonl", {"step": 99, "clipped": True})):
         path = out / name
         path.write_text(path.read_text() + json.dumps(extra) + "\n")  # as if interrupted after step 4
     result = invoke("train", "lm", "--resume", out, "--max-steps", 6)
