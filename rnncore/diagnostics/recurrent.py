@@ -47,6 +47,23 @@ def _suffix(layer, index, direction):
 _STRUCTURE = {"input_size", "hidden_size", "num_layers", "bidirectional", "batch_first", "dropout", "seed"}
 
 
+def _options(layer):
+    """Every constructor option the layer keeps under its own name (nonlinearity, bias, reset_after,
+    dtype, ...), from the named parameters of each ``__init__`` / ``__new__`` in its class hierarchy,
+    so that cell variants are copied with their options; the structure (sizes, stacking) is not."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = set()
+    for klass in type(layer).__mro__:
+        for fn in (klass.__dict__.get("__init__"), klass.__dict__.get("__new__")):
+            try:
+                params = inspect.signature(fn).parameters.values() if fn is not None else ()
+            except (TypeError, ValueError):  # builtins without a signature
+                continue
+            names |= {p.name for p in params if p.kind in kinds}
+    return {name: getattr(layer, name) for name in sorted(names - _STRUCTURE - {"self", "cls"})
+            if hasattr(layer, name)}
+
+
 def single_direction(layer, index=0, direction=0):
     """A one-layer unidirectional copy of layer ``index``, direction ``direction`` (0 forward, 1 reverse)."""
     if not isinstance(layer, RecurrentBase):
@@ -55,11 +72,7 @@ def single_direction(layer, index=0, direction=0):
         raise ValueError(f"(index, direction) must lie in 0..{layer.num_layers - 1} x "
                          f"0..{layer.num_directions - 1}, got ({index}, {direction})")
     size = layer.input_size if index == 0 else layer.num_directions * layer.hidden_size
-    # every other constructor option the layer keeps under its own name (nonlinearity, bias,
-    # reset_after, ...) is copied, so cell variants are copied with their options
-    kwargs = {name: getattr(layer, name) for name in inspect.signature(type(layer)).parameters
-              if name not in _STRUCTURE and hasattr(layer, name)}
-    copy = type(layer)(size, layer.hidden_size, **kwargs)
+    copy = type(layer)(size, layer.hidden_size, **_options(layer))
     suffix = _suffix(layer, index, direction)
     params = dict(layer.named_parameters())
     copy.load_state_dict({name: params[name.replace("_l0", suffix)] for name, _ in copy.named_parameters()})
