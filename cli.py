@@ -146,6 +146,10 @@ def train_options(**defaults):
                          help="Steps between metrics records."),
             click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
                          help="Also checkpoint every this many steps (always after each epoch)."),
+            click.option("--diagnose-every", type=click.IntRange(min=0), default=0,
+                         help="Every N steps, record W_hh spectra, gate saturation and per-step gradient "
+                              "norms of the step's batch in diagnostics.jsonl (0: off; see 'rnncore "
+                              "diagnose')."),
             click.option("--blas-threads", type=click.IntRange(min=0), default=d["blas_threads"],
                          help="BLAS threads while training (0: leave the library default)."),
             click.option("--quiet", is_flag=True, help="No progress lines."),
@@ -187,7 +191,7 @@ def _run_task(ctx, task, options):
         if unknown:
             raise click.ClickException(f"--resume: {run_dir}/config.json has unknown keys {unknown} "
                                        f"(not options of 'rnncore train {task}')")
-        for name in ("epochs", "max_steps", "quiet", "blas_threads"):
+        for name in ("epochs", "max_steps", "quiet", "blas_threads", "diagnose_every"):
             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
                 config[name] = options[name]
         config.update(resume=str(run_dir), out=str(run_dir))
@@ -415,6 +419,28 @@ def export(run_dir, onnx_path, st_path, opset, lengths):
             io.save(model, st_path)
             click.echo(f"wrote {st_path}")
     except (TypeError, ValueError, ImportError, OSError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory for the plots, diagnostics.json and report.md/.html "
+                   "[default: RUN_DIR/diagnostics].")
+@click.option("--steps", type=click.IntRange(min=2), default=100,
+              help="Steps T over which ||dh_T/ds_t|| is followed back (running text: consecutive chunks).")
+@click.option("--sequences", type=click.IntRange(min=1), default=4,
+              help="Sequences whose Jacobians are computed (each costs a backward pass over H rows).")
+@click.option("--split", type=click.Choice(["valid", "test"]), default="valid",
+              help="Which held-out split of the run to read.")
+def diagnose(run_dir, out, steps, sequences, split):
+    """Gradient-flow diagnostics of a trained run: per-step gradient and Jacobian norms, W_hh spectra,
+    gate saturation, the training's gradient norms and clip events, and a verdict; plots and a report."""
+    from rnncore.diagnostics.report import diagnose_run
+
+    try:
+        diagnose_run(run_dir, out, steps=steps, sequences=sequences, split=split, echo=click.echo)
+    except (FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
 
 

@@ -201,8 +201,8 @@ def run(quick=False):
         "the last term, merging the sums) and by expansion, also with non-commuting symbols, which is the "
         "matrix case. The closed form evaluated with SymPy's one-step Jacobians of each cell is then "
         "compared with the per-step gradients the layers' backward produces (read with "
-        "`rnncore.diagnostics.hidden_state_gradients`, which runs the backward of each suffix of the "
-        "sequence from the state it starts from; see its docstring). The figure shows ||dL/dh_t|| for "
+        "`rnncore.diagnostics.hidden_state_gradients`, which chains the layer's backward of one step at a "
+        "time from the last step to the first; see its docstring). The figure shows ||dL/dh_t|| for "
         f"Elman, LSTM and GRU layers (H = {data['hidden']}, torch's default initialisation) on the same "
         f"{len(data['text'])} characters of the Python documentation, with the loss on the last state only."
     )

@@ -127,10 +127,15 @@ class Trainer:
     out_dir: where ``metrics.jsonl`` and the checkpoint go (nothing is written without it).
     checkpoint_every: also checkpoint every this many steps (always at the end of each epoch).
     log_every: steps between metrics records.
+    diagnose_every: every this many steps, append ``rnncore.diagnostics.run.training_record`` of the
+    step's batch (W_hh spectra, gate saturation, ||dL/dh_t||; eval mode, no random numbers drawn)
+    to ``diagnostics.jsonl`` (None: never).
+    Besides the records of ``log_every``, every step whose pre-clip norm exceeds ``clip_norm`` adds a
+    clip event ``{"step", "epoch", "clipped": true, "grad_norm", "clip_norm"}`` to the metrics log.
     """
 
     def __init__(self, model, optimizer, schedule=None, clip_norm=None, clip_value=None, out_dir=None,
-                 checkpoint_every=None, log_every=10, progress=None, run_info=None):
+                 checkpoint_every=None, log_every=10, progress=None, run_info=None, diagnose_every=None):
         self.model, self.optimizer = model, optimizer
         self.schedule = schedule or Constant()
         self.clip_norm = None if clip_norm is None else float(clip_norm)
@@ -138,6 +143,7 @@ class Trainer:
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.checkpoint_every = checkpoint_every
         self.log_every = max(int(log_every), 1)
+        self.diagnose_every = int(diagnose_every) if diagnose_every else None
         self.progress = progress if progress is not None else Progress(enabled=False)
         self.run_info = dict(run_info or {})
         self.step = 0
@@ -219,12 +225,30 @@ class Trainer:
         trainer.model.set_rng_state(ts.get("model_rng", {}))
         trainer.state = _state_from_arrays(ckpt.arrays, ts.get("state_is_tuple", False))
         trainer._truncate_log()
+        trainer._truncate_diagnostics()
         return trainer
 
     # -- metrics log -------------------------------------------------------------------------------
     @property
     def metrics_path(self):
         return None if self.out_dir is None else self.out_dir / "metrics.jsonl"
+
+    def _diagnose(self, batch, state):
+        """Append ``training_record`` of this step's batch to ``diagnostics.jsonl``."""
+        from rnncore.diagnostics.run import training_record
+
+        record = {"step": self.step, "epoch": self.epoch, **training_record(self.model, batch, state)}
+        if self.out_dir is not None:
+            with open(self.out_dir / "diagnostics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _truncate_diagnostics(self):
+        """Drop the diagnostics records written after the checkpoint."""
+        path = None if self.out_dir is None else self.out_dir / "diagnostics.jsonl"
+        if path is not None and path.exists():
+            keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= self.step]
+            write_atomic(path, "".join(line + "\n" for line in keep))
 
     def _log(self, record):
         if self.metrics_path is not None:
@@ -318,8 +342,16 @@ class Trainer:
             for i, batch in enumerate(train.batches(self.epoch)):
                 if i < self.batch_in_epoch:
                     continue  # resumed: these batches were trained before the checkpoint
+                state_in = self.state
                 loss, norm = self.train_step(batch)
                 self.batch_in_epoch = i + 1
+                if self.clip_norm is not None and norm > self.clip_norm:
+                    self._log({"step": self.step, "epoch": self.epoch, "clipped": True, "grad_norm": norm,
+                               "clip_norm": self.clip_norm})
+                if self.diagnose_every and self.step % self.diagnose_every == 0:
+                    t_diagnose = time.perf_counter()
+                    self._diagnose(batch, state_in)
+                    t_window += time.perf_counter() - t_diagnose  # not counted in tokens_per_s
                 if on_step is not None:
                     on_step(self, loss, norm)
                 self._window = [self._window[0] + loss, self._window[1] + 1,

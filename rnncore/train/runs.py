@@ -4,6 +4,7 @@ A run directory holds::
 
     config.json      the resolved config (every option, the seed used included)
     metrics.jsonl    one JSON record per logged step and per epoch (rnncore.train.loop)
+    diagnostics.jsonl  with ``diagnose_every``: gradient-flow records (rnncore.diagnostics.run)
     curve.png        training and validation loss (when matplotlib is installed)
     checkpoint/      the model, optimizer and training state (rnncore.train.checkpoint)
 
@@ -49,7 +50,7 @@ def start_run(config, overwrite=False):
         raise FileExistsError(f"{out} already holds a run: use --overwrite to replace it or --resume {out}")
     out.mkdir(parents=True, exist_ok=True)
     if overwrite and not config.get("resume"):
-        for name in ("metrics.jsonl", "curve.png"):
+        for name in ("metrics.jsonl", "curve.png", "diagnostics.jsonl"):
             (out / name).unlink(missing_ok=True)
         ckpt = out / "checkpoint"
         if ckpt.is_dir():
@@ -97,7 +98,8 @@ def build_trainer(config, model, echo):
                              min_factor=config.get("min_lr_factor", 0.0))
     progress = Progress(every=config["log_every"] * 10, enabled=not config.get("quiet"))
     common = dict(schedule=schedule, out_dir=config["out"], checkpoint_every=config.get("checkpoint_every"),
-                  log_every=config["log_every"], progress=progress)
+                  log_every=config["log_every"], progress=progress,
+                  diagnose_every=config.get("diagnose_every") or None)
     if config.get("resume"):
         trainer = Trainer.resume(config["out"], model=model, **common)
         echo(f"resumed {config['out']} at step {trainer.step} (epoch {trainer.epoch + 1}, "
