@@ -108,6 +108,32 @@ def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh):
 
 
 @kernel
+def gate_grads(d_t, dc, dh, c_new, c_prev, g_t, lengths, t):
+    """The gate gradients of one step (active rows; padding rows untouched), for ``backward`` and
+    ``backward_masked`` (there c~ and h~ are the candidates before zoneout).
+    d_t (B, 4H): gate pre-activation gradients (output); dc (B, H): on entry the gradient for c~ from
+    the c path, on exit the gradient for c_{t-1} through f * c_{t-1}; dh (B, H): gradient for h~
+    c_new (B, H): c~; c_prev (B, H); g_t (B, 4H): activated gates."""
+    B, H = dh.shape
+    one = activations.one(dh)
+    for b in range(B):
+        if t >= lengths[b]:
+            continue
+        for j in range(H):
+            i, f, g, o = g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j], g_t[b, 3 * H + j]
+            tc = tanh(c_new[b, j])
+            # forward was: h~ = o * tanh(c~)
+            do = dh[b, j] * tc
+            dcj = dc[b, j] + dh[b, j] * o * (one - tc * tc)
+            # forward was: c~ = f * c_prev + i * g
+            d_t[b, j] = dcj * g * (i - i * i)
+            d_t[b, H + j] = dcj * c_prev[b, j] * (f - f * f)
+            d_t[b, 2 * H + j] = dcj * i * (one - g * g)
+            d_t[b, 3 * H + j] = do * (o - o * o)
+            dc[b, j] = dcj * f
+
+
+@kernel
 def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_cn, x, lengths, hs, cs,
              gates, w_ih, w_hh, reverse, col):
     """BPTT through one direction of one layer; every output is accumulated into (``+=``).
@@ -121,28 +147,13 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_c
     dc = grad_cn.copy()  # gradient flowing into c after the current step
     dh_prev = np.empty_like(dh)
     off = prev_offset(reverse)
-    one = activations.one(x)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
         add_output_grad(dh, grad_out, lengths, t, col)
-        c_t, c_prev, g_t, d_t = cs[t + 1], cs[t + off], gates[t], dgates[t]
-        for b in range(B):
-            if t >= lengths[b]:
-                continue  # padding: dh and dc pass through unchanged, gate gradients stay 0
-            for j in range(H):
-                i, f, g, o = g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j], g_t[b, 3 * H + j]
-                tc = tanh(c_t[b, j])
-                # forward was: h = o * tanh(c)
-                do = dh[b, j] * tc
-                dcj = dc[b, j] + dh[b, j] * o * (one - tc * tc)
-                # forward was: c = f * c_prev + i * g
-                d_t[b, j] = dcj * g * (i - i * i)
-                d_t[b, H + j] = dcj * c_prev[b, j] * (f - f * f)
-                d_t[b, 2 * H + j] = dcj * i * (one - g * g)
-                d_t[b, 3 * H + j] = do * (o - o * o)
-                dc[b, j] = dcj * f
+        # padding rows: dh and dc pass through unchanged, gate gradients stay 0
+        gate_grads(dgates[t], dc, dh, cs[t + 1], cs[t + off], gates[t], lengths, t)
         # forward was: gates = ... + h_prev W_hh^T
-        np.dot(d_t, w_hh, dh_prev)
+        np.dot(dgates[t], w_hh, dh_prev)
         carry_inactive(dh_prev, dh, lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh
@@ -176,31 +187,6 @@ def forward_masked(out, hs, cs, cand_h, cand_c, gates, x, lengths, h0, c0, w_ih,
 
 
 @kernel
-def masked_gate_grads(d_t, dc, dh, c_new, c_prev, g_t, lengths, t):
-    """The gate gradients of one step of ``forward_masked`` (active rows; padding rows untouched).
-    d_t (B, 4H): gate pre-activation gradients (output); dc (B, H): on entry the gradient for c~ from
-    the c path, on exit the gradient for c_{t-1} through f * c_{t-1}; dh (B, H): gradient for h~
-    c_new (B, H): c~; c_prev (B, H); g_t (B, 4H): activated gates."""
-    B, H = dh.shape
-    one = activations.one(dh)
-    for b in range(B):
-        if t >= lengths[b]:
-            continue
-        for j in range(H):
-            i, f, g, o = g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j], g_t[b, 3 * H + j]
-            tc = tanh(c_new[b, j])
-            # forward was: h~ = o * tanh(c~)
-            do = dh[b, j] * tc
-            dcj = dc[b, j] + dh[b, j] * o * (one - tc * tc)
-            # forward was: c~ = f * c_prev + i * g
-            d_t[b, j] = dcj * g * (i - i * i)
-            d_t[b, H + j] = dcj * c_prev[b, j] * (f - f * f)
-            d_t[b, 2 * H + j] = dcj * i * (one - g * g)
-            d_t[b, 3 * H + j] = do * (o - o * o)
-            dc[b, j] = dcj * f
-
-
-@kernel
 def backward_masked(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_cn, x, lengths, hs, cs,
                     cand_c, gates, w_ih, w_hh, m, zone_h, zone_c, reverse, col):
     """BPTT of ``forward_masked`` with the same masks; outputs accumulated into as in ``backward``.
@@ -222,7 +208,7 @@ def backward_masked(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn,
         # forward was: h_t = zh * h_prev + (1 - zh) * h~,  c_t = zc * c_prev + (1 - zc) * c~
         zoneout_grad(dh_cand, dh, zone_h[t])
         zoneout_grad(dc_prev, dc, zone_c[t])
-        masked_gate_grads(dgates[t], dc_prev, dh_cand, cand_c[t], cs[t + off], gates[t], lengths, t)
+        gate_grads(dgates[t], dc_prev, dh_cand, cand_c[t], cs[t + off], gates[t], lengths, t)
         # forward was: gates = ... + (m * h_prev) W_hh^T
         np.dot(dgates[t], w_hh, dh_prev)
         prev_state_grad(dh_prev, m, no_direct, dh, zone_h[t], lengths, t)
