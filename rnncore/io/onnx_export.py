@@ -23,12 +23,17 @@ Graphs (inputs -> outputs):
   (T, B, F) [, ``lengths``] -> ``output`` (T, B, O): the layers' outputs at every step, the
   directions merged as the model does, through the head.
 
-Dropout is left out (the graph is the model in eval mode). With ``lengths``, positions past a
-sequence's length are zero and the final states are taken at its own last step (the operators'
-``sequence_lens``), as rnncore computes.
+LSTM variants: peepholes are the LSTM operator's input P, ``gate_clip`` its ``clip`` attribute,
+``coupled_input_forget`` ``input_forget=1``; ``unit_forget_bias`` only initialises the weights.
+``proj_size`` has no ONNX form and is refused, and so is zoneout (in eval mode it mixes each step's
+state with the previous one). Dropout is left out (the graph is the model in eval mode).
+
+With ``lengths``, positions past a sequence's length are zero and the final states are taken at its
+own last step (the operators' ``sequence_lens``), as rnncore computes.
 
 Runtimes: onnxruntime runs these operators in float32 only; ``onnx.reference.ReferenceEvaluator``
-runs float64 (it ignores ``sequence_lens`` and knows only the Tanh activation of ``RNN``).
+runs float64 (it ignores ``sequence_lens``, the LSTM's ``clip`` and ``input_forget``, and knows only the
+Tanh activation of ``RNN``).
 """
 
 import inspect
@@ -119,8 +124,12 @@ class _Graph:
 
 # Constructor options the graphs reproduce; any other option left at a non-default value is refused,
 # so that a layer variant the ONNX operators do not compute is never exported as the plain cell.
+# The LSTM variants map onto the LSTM operator: peepholes -> input P, gate_clip -> ``clip``,
+# coupled_input_forget -> ``input_forget=1``; unit_forget_bias is only an initialisation (the weights say
+# it). proj_size has no ONNX form (the operator's output is its hidden state, unprojected).
 _EXPORTED_OPTIONS = {"input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
-                     "bidirectional", "check_finite", "nonlinearity", "reset_after", "dtype", "seed"}
+                     "bidirectional", "check_finite", "nonlinearity", "reset_after", "dtype", "seed",
+                     "peephole", "gate_clip", "coupled_input_forget", "unit_forget_bias"}
 
 
 def _cell_of(layer):
@@ -130,6 +139,16 @@ def _cell_of(layer):
     cells = {RNN: "rnn", LSTM: "lstm", GRU: "gru"}
     if type(layer) not in cells:  # subclasses compute something else
         raise TypeError(f"to_onnx exports rnncore.RNN, LSTM and GRU layers, got {type(layer).__name__}")
+    proj_size = getattr(layer, "proj_size", 0)
+    if proj_size:
+        raise ValueError(f"to_onnx cannot export LSTM(proj_size={proj_size!r}): ONNX's LSTM operator has no "
+                         "projection (its hidden state is its output, unprojected)")
+    for name in ("zoneout", "zoneout_cell"):  # keyword-only regularisers, not in the signature's names
+        rate = getattr(layer, name, 0.0)
+        if rate:
+            raise ValueError(f"to_onnx cannot export {type(layer).__name__}({name}={rate!r}): in eval mode "
+                             "zoneout mixes each step's state with the previous one (h_t = p h_(t-1) + "
+                             "(1 - p) h~_t), which the ONNX operators do not compute")
     for name, param in inspect.signature(type(layer).__init__).parameters.items():
         if name == "self" or name in _EXPORTED_OPTIONS or param.default is param.empty:
             continue
@@ -149,6 +168,11 @@ def _recurrent(g, layer, x, lengths=None, h0=None, c0=None, prefix=""):
     attrs = {"hidden_size": H, "direction": "bidirectional" if D == 2 else "forward"}
     if cell == "gru":
         attrs["linear_before_reset"] = linear_before_reset(layer)
+    if cell == "lstm":
+        if layer.gate_clip is not None:
+            attrs["clip"] = float(layer.gate_clip)
+        if layer.coupled_input_forget:
+            attrs["input_forget"] = 1
     if cell == "rnn":
         act, alpha_beta = _ACTIVATIONS[layer.nonlinearity]
         attrs["activations"] = [act] * D
@@ -169,6 +193,8 @@ def _recurrent(g, layer, x, lengths=None, h0=None, c0=None, prefix=""):
             else:
                 names.append(g.node("Slice", [state, g.ints("start", [k * D]), g.ints("end", [(k + 1) * D]),
                                               g.ints("axis", [0])], base=f"{state}_l{k}"))
+        if w.get("P") is not None:  # the LSTM's eighth input
+            names.append(g.const(f"{prefix}P_l{k}", w["P"]))
         outs = g.node(op, names, 3 if cell == "lstm" else 2, base=f"{prefix}{cell}_l{k}", **attrs)
         y, y_h = outs[0], outs[1]
         finals_h.append(y_h)

@@ -276,22 +276,145 @@ def test_regressor_float32_and_float64():
 
 
 def test_a_layer_option_the_graph_does_not_compute_is_refused(monkeypatch):
-    """A constructor option outside the exported set, at a non-default value, is refused by name
-    (e.g. an LSTM option the operators have no attribute for)."""
-    original = rnncore.LSTM.__init__
+    """A constructor option outside the exported set, at a non-default value, is refused by name."""
+    original = rnncore.GRU.__init__
 
-    def init(self, input_size, hidden_size, num_layers=1, proj_size=0, peephole=False, **kwargs):
+    def init(self, input_size, hidden_size, num_layers=1, frobnicate=False, **kwargs):
         original(self, input_size, hidden_size, num_layers, **kwargs)
-        self.proj_size, self.peephole = proj_size, peephole
+        self.frobnicate = frobnicate
 
-    monkeypatch.setattr(rnncore.LSTM, "__init__", init)
-    assert rel_err(run_ort(to_onnx_model(rnncore.LSTM(2, 3, seed=0), lengths=False),
-                           {"x": np.ones((2, 1, 2), np.float32), "h0": np.zeros((1, 1, 3), np.float32),
-                            "c0": np.zeros((1, 1, 3), np.float32)})["h_n"],
-                   rnncore.LSTM(2, 3, seed=0)(np.ones((2, 1, 2), np.float32))[1][0]) < 1e-5
-    with pytest.raises(ValueError, match=r"cannot export LSTM\(peephole=True\)"):
-        to_onnx_model(rnncore.LSTM(2, 3, peephole=True))
-    model = LanguageModel(VOCAB, cell="lstm", embedding_dim=2, hidden_size=3)
-    model.rnn.proj_size = 2  # inside a task model too
+    monkeypatch.setattr(rnncore.GRU, "__init__", init)
+    x, h0 = np.ones((2, 1, 2), np.float32), np.zeros((1, 1, 3), np.float32)
+    got = run_ort(to_onnx_model(rnncore.GRU(2, 3, seed=0), lengths=False), {"x": x, "h0": h0})
+    assert rel_err(got["h_n"], rnncore.GRU(2, 3, seed=0)(x)[1]) < 1e-5
+    with pytest.raises(ValueError, match=r"cannot export GRU\(frobnicate=True\)"):
+        to_onnx_model(rnncore.GRU(2, 3, frobnicate=True))
+
+
+def test_projection_and_zoneout_are_refused():
+    """proj_size has no ONNX form (layers and task models alike); eval-mode zoneout mixes the states
+    with the rate, which the operators do not compute."""
+    with pytest.raises(ValueError, match=r"cannot export LSTM\(proj_size=2\): ONNX's LSTM operator has no "
+                                         "projection"):
+        to_onnx_model(rnncore.LSTM(3, 4, proj_size=2, peephole=True))
+    model = LanguageModel(VOCAB, cell="lstm", embedding_dim=2, hidden_size=3, num_layers=2,
+                          lstm_options={"proj_size": 2, "gate_clip": 1.0})
     with pytest.raises(ValueError, match=r"cannot export LSTM\(proj_size=2\)"):
         to_onnx_model(model)
+    classifier = SequenceClassifier(LABELS, VOCAB, embedding_dim=2, hidden_size=3, cell="lstm")
+    classifier.rnn.proj_size = 1  # any task model's layer
+    with pytest.raises(ValueError, match=r"cannot export LSTM\(proj_size=1\)"):
+        to_onnx_model(classifier)
+    for kind, option in (("LSTM", "zoneout"), ("LSTM", "zoneout_cell"), ("GRU", "zoneout")):
+        layer = getattr(rnncore, kind)(2, 3, **{option: 0.25}).eval()
+        with pytest.raises(ValueError, match=rf"cannot export {kind}\({option}=0.25\): in eval mode zoneout"):
+            to_onnx_model(layer)
+    # the training-only regularisers are off in eval mode, so the graph is the layer
+    layer = rnncore.LSTM(3, 4, num_layers=2, input_dropout=0.3, recurrent_dropout=0.3, weight_drop=0.3,
+                         seed=8).eval()
+    feeds, expected = layer_case(layer)
+    got = run_ort(to_onnx_model(layer), feeds)
+    assert all(rel_err(got[name], value) < 1e-5 for name, value in expected.items())
+
+
+# -- LSTM variants ----------------------------------------------------------------------------------------
+VARIANTS = {
+    "peephole": {"peephole": True},
+    "gate_clip": {"gate_clip": 0.7},
+    "coupled_input_forget": {"coupled_input_forget": True},
+    "unit_forget_bias": {"unit_forget_bias": True},
+    "all": {"peephole": True, "gate_clip": 0.9, "coupled_input_forget": True},
+}
+
+
+def variant_layer(options, seed, scale=0.7, **kwargs):
+    """A float32 LSTM with the options and weights N(0, scale^2) (gates saturate, so clipping bites); for
+    unit_forget_bias the initialisation is kept (that is the option)."""
+    layer = rnncore.LSTM(3, 5, seed=seed, **options, **kwargs)
+    if not options.get("unit_forget_bias"):
+        rng = np.random.default_rng(seed)
+        layer.load_state_dict({k: scale * rng.standard_normal(v.shape)
+                               for k, v in layer.state_dict().items()})
+    return layer
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_lstm_variants_in_onnxruntime(name):
+    """Each variant alone and all together, three layers, bidirectional, variable lengths and initial
+    states: onnxruntime runs the exported graph as rnncore's forward; the same graph without the
+    variant's attribute or input is far off, so the export is what carries the option."""
+    options = VARIANTS[name]
+    layer = variant_layer(options, seed=sorted(VARIANTS).index(name), num_layers=3, bidirectional=True)
+    proto = to_onnx_model(layer)
+    feeds, expected = layer_case(layer)
+    got = run_ort(proto, feeds)
+    assert set(got) == set(expected)
+    errors = {k: rel_err(got[k], v) for k, v in expected.items()}
+    assert all(e < 1e-5 for e in errors.values()), errors
+    nodes = [n for n in proto.graph.node if n.op_type == "LSTM"]
+    assert len(nodes) == 3
+    attrs = {a.name: a for a in nodes[0].attribute}
+    assert ("clip" in attrs) == ("gate_clip" in options)
+    assert ("input_forget" in attrs) == ("coupled_input_forget" in options)
+    assert all((len(n.input) == 8 and n.input[7] != "") == ("peephole" in options) for n in nodes)
+    if name == "unit_forget_bias":
+        # ONNX's gate order i, o, f, c and B = [W_b, R_b]: the forget rows of W_b are 1, of R_b 0
+        H = layer.hidden_size
+        for n in nodes:
+            (b,) = [onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if t.name == n.input[3]]
+            assert np.all(b[:, 2 * H:3 * H] == 1) and np.all(b[:, 6 * H:7 * H] == 0)
+        return
+    for n in nodes:  # strip the variant from the graph: the output moves
+        kept = [a for a in n.attribute if a.name not in ("clip", "input_forget")]
+        del n.attribute[:]
+        n.attribute.extend(kept)
+        if len(n.input) == 8:
+            n.input[7] = ""
+    assert rel_err(run_ort(proto, feeds)["output"], expected["output"]) > 1e-3
+
+
+def test_lstm_variants_batch_first_and_float64_peepholes_in_the_reference_evaluator():
+    layer = variant_layer(VARIANTS["all"], seed=9, num_layers=2, batch_first=True)
+    feeds, expected = layer_case(layer)
+    got = run_ort(to_onnx_model(layer), feeds)
+    assert all(rel_err(got[k], v) < 1e-5 for k, v in expected.items())
+    # onnx.reference computes P (it ignores clip and input_forget): float64 peepholes, full lengths
+    layer64 = rnncore.LSTM(3, 5, num_layers=2, bidirectional=True, peephole=True, dtype=np.float64, seed=10)
+    layer64.load_state_dict(variant_layer(VARIANTS["peephole"], seed=10, num_layers=2,
+                                          bidirectional=True).state_dict())
+    feeds, expected = layer_case(layer64, lengths=False, dtype=np.float64)
+    got = run_reference(to_onnx_model(layer64, lengths=False), feeds)
+    assert all(rel_err(got[k], v) < 1e-10 for k, v in expected.items())
+
+
+def test_language_model_with_lstm_options():
+    options = {"peephole": True, "gate_clip": 0.8, "coupled_input_forget": True}
+    model = LanguageModel(VOCAB, cell="lstm", embedding_dim=4, hidden_size=6, num_layers=2, dropout=0.2,
+                          seed=12, lstm_options=options).eval()
+    rng = np.random.default_rng(12)
+    model.load_state_dict({k: 0.7 * rng.standard_normal(v.shape) for k, v in model.state_dict().items()})
+    proto = to_onnx_model(model)
+    T, B = 8, 3
+    ids = RNG.integers(0, len(VOCAB), size=(T, B))
+    h0, c0 = (0.3 * RNG.standard_normal((2, B, 6)).astype(np.float32) for _ in range(2))
+    with rnncore.no_grad():
+        logits, (h_n, c_n) = model.logits(ids, (h0, c0))
+    got = run_ort(proto, {"ids": ids, "h0": h0, "c0": c0})
+    errors = {"logits": rel_err(got["logits"], logits), "h_n": rel_err(got["h_n"], h_n),
+              "c_n": rel_err(got["c_n"], c_n)}
+    assert all(e < 1e-5 for e in errors.values()), errors
+    feeds = {"ids": ids, "h0": h0, "c0": c0}  # stepped, the state fed back
+    for t in range(T):
+        out = run_ort(proto, {**feeds, "ids": ids[t : t + 1]})
+        assert rel_err(out["logits"][0], logits[t]) < 1e-5
+        feeds = {**feeds, "h0": out["h_n"], "c0": out["c_n"]}
+    # with lengths
+    lengths = np.array([8, 3, 5])
+    with rnncore.no_grad():
+        logits, _ = model.logits(ids, (h0, c0), lengths)
+    got = run_ort(to_onnx_model(model, lengths=True), {"ids": ids, "h0": h0, "c0": c0, "lengths": lengths})
+    assert rel_err(got["logits"], logits) < 1e-5
+    plain = LanguageModel(VOCAB, cell="lstm", embedding_dim=4, hidden_size=6, num_layers=2, seed=12).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k in plain.state_dict()})
+    with rnncore.no_grad():
+        assert rel_err(plain.logits(ids, (h0, c0), lengths)[0], got["logits"]) > 1e-3

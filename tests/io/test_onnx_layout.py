@@ -1,8 +1,10 @@
-"""to_onnx_weights / from_onnx_weights: torch.nn names <-> ONNX W (D, G*H, I), R (D, G*H, H), B (D, 2*G*H).
+"""to_onnx_weights / from_onnx_weights: torch.nn names <-> ONNX W (D, G*H, I), R (D, G*H, H), B (D, 2*G*H)
+and an LSTM's peepholes P (D, 3H).
 
 The block orders are checked against the ONNX operator specification (LSTM i, o, f, c; GRU z, r, h;
-B = [W_b, R_b]), the conversions round-trip exactly, and weights drawn in the ONNX layout, run
-through a one-operator graph in onnxruntime, give rnncore's outputs after ``from_onnx_weights``.
+B = [W_b, R_b]; P = [p_i, p_o, p_f]), the conversions round-trip exactly, and weights drawn in the
+ONNX layout, run through a one-operator graph in onnxruntime, give rnncore's outputs after
+``from_onnx_weights``.
 """
 
 import numpy as np
@@ -32,6 +34,28 @@ def test_round_trip_is_exact(cell, bias):
     assert list(back) == list(sd)  # torch.nn's key order too
     for key, value in sd.items():
         np.testing.assert_array_equal(back[key], value, err_msg=key)
+
+
+def test_peepholes_round_trip_as_P():
+    layer = rnncore.LSTM(3, 4, num_layers=3, bidirectional=True, peephole=True, dtype=np.float64, seed=2)
+    sd = layer.state_dict()
+    onnx_layers = to_onnx_weights(sd, "lstm")
+    assert all(w["P"].shape == (2, 12) for w in onnx_layers)
+    for k, w in enumerate(onnx_layers):
+        for d, suffix in enumerate(("", "_reverse")):
+            p_i, p_f, p_o = np.split(sd[f"weight_peephole_l{k}{suffix}"], 3)  # rnncore: i, f, o
+            np.testing.assert_array_equal(w["P"][d], np.concatenate([p_i, p_o, p_f]))  # ONNX: i, o, f
+    back = from_onnx_weights(onnx_layers, "lstm")
+    assert list(back) == list(sd)
+    for key, value in sd.items():
+        np.testing.assert_array_equal(back[key], value, err_msg=key)
+    as_tuples = from_onnx_weights([(w["W"], w["R"], w["B"], w["P"]) for w in onnx_layers], "lstm")
+    assert all(np.array_equal(as_tuples[k], v) for k, v in sd.items())
+    # without peepholes: P is None and no peephole keys come back
+    plain = to_onnx_weights(rnncore.LSTM(3, 4, seed=2).state_dict(), "lstm")
+    assert plain[0]["P"] is None
+    assert not any("peephole" in k for k in from_onnx_weights(plain, "lstm"))
+    assert "P" not in to_onnx_weights(rnncore.GRU(3, 4).state_dict(), "gru")[0]
 
 
 def test_block_orders_follow_the_onnx_spec():
@@ -80,6 +104,23 @@ def test_refusals_are_clear():
         from_onnx_weights(layers, "lstm", bias=False)
     with pytest.raises(ValueError, match=r"R must be \(D, G\*H, H\) with G = 3"):
         from_onnx_weights(layers, "gru")
+    peep = rnncore.LSTM(3, 4, num_layers=2, peephole=True, seed=0).state_dict()
+    with pytest.raises(ValueError, match=r"missing \['weight_peephole_l1'\]"):
+        to_onnx_weights({k: v for k, v in peep.items() if k != "weight_peephole_l1"}, "lstm")
+    with pytest.raises(ValueError, match=r"weight_peephole_l0: must have shape \(12,\), got \(8,\)"):
+        to_onnx_weights(dict(peep, weight_peephole_l0=np.zeros(8, np.float32)), "lstm")
+    gru = rnncore.GRU(3, 4).state_dict()
+    with pytest.raises(ValueError, match="peephole weights .* only an lstm has, got cell='gru'"):
+        to_onnx_weights(dict(gru, weight_peephole_l0=np.zeros(12, np.float32)), "gru")
+    peep_layers = to_onnx_weights(peep, "lstm")
+    with pytest.raises(ValueError, match=r"layer 0: P must be \(D, 3\*H\) = \(1, 12\), got \(1, 16\)"):
+        from_onnx_weights([dict(peep_layers[0], P=np.zeros((1, 16))), peep_layers[1]], "lstm")
+    with pytest.raises(ValueError, match="layer 1: P is None but layer 0's is not"):
+        from_onnx_weights([peep_layers[0], dict(peep_layers[1], P=None)], "lstm")
+    with pytest.raises(ValueError, match="layer 0: P .peepholes. belongs to an lstm, got cell='gru'"):
+        from_onnx_weights([dict(to_onnx_weights(gru, "gru")[0], P=np.zeros((1, 12)))], "gru")
+    with pytest.raises(ValueError, match=r"expected \(W, R, B\) or \(W, R, B, P\), got 2 arrays"):
+        from_onnx_weights([(peep_layers[0]["W"], peep_layers[0]["R"])], "lstm")
     assert linear_before_reset(rnncore.GRU(2, 2)) == 1
     assert linear_before_reset(rnncore.GRU(2, 2, reset_after=False)) == 0
     assert linear_before_reset(rnncore.GRUCell(2, 2, reset_after=False)) == 0
@@ -87,34 +128,39 @@ def test_refusals_are_clear():
         linear_before_reset(rnncore.LSTM(2, 2))
 
 
-@pytest.mark.parametrize(("cell", "lbr"), [("rnn", None), ("lstm", None), ("gru", 1), ("gru", 0)])
+@pytest.mark.parametrize(("cell", "lbr"), [("rnn", None), ("lstm", None), ("lstm", "P"), ("gru", 1),
+                                           ("gru", 0)])
 def test_weights_in_onnx_layout_run_the_same_in_onnxruntime_and_rnncore(cell, lbr):
-    """ONNX -> rnncore: random W, R, B in the ONNX layout through one ONNX operator in onnxruntime
-    (the reference), and through rnncore after from_onnx_weights."""
+    """ONNX -> rnncore: random W, R, B (and an LSTM's peepholes P) in the ONNX layout through one
+    ONNX operator in onnxruntime (the reference), and through rnncore after from_onnx_weights."""
     rng = np.random.default_rng(3)
     G, H, I, T, B, D = {"rnn": 1, "lstm": 4, "gru": 3}[cell], 4, 3, 6, 2, 2
     W = rng.uniform(-0.7, 0.7, (D, G * H, I)).astype(np.float32)
     R = rng.uniform(-0.7, 0.7, (D, G * H, H)).astype(np.float32)
     Bias = rng.uniform(-0.7, 0.7, (D, 2 * G * H)).astype(np.float32)
+    weights = {"W": W, "R": R, "B": Bias}
+    if lbr == "P":  # the three peephole vectors differ in scale, so a swapped pair shows
+        weights["P"] = (rng.uniform(-1, 1, (D, 3 * H)) * np.repeat([0.3, 1.5, 3.0], H)).astype(np.float32)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     op = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[cell]
     attrs = {"hidden_size": H, "direction": "bidirectional"}
-    if lbr is not None:
+    if cell == "gru":
         attrs["linear_before_reset"] = lbr
-    node = helper.make_node(op, ["x", "W", "R", "B"], ["Y", "Y_h"], **attrs)
+    names = ["x", "W", "R", "B"] + (["", "", "", "P"] if "P" in weights else [])
+    node = helper.make_node(op, names, ["Y", "Y_h"], **attrs)
     f32 = TensorProto.FLOAT
     graph = helper.make_graph([node], "one", [helper.make_tensor_value_info("x", f32, ["T", "B", I])],
                               [helper.make_tensor_value_info("Y", f32, ["T", D, "B", H]),
                                helper.make_tensor_value_info("Y_h", f32, [D, "B", H])],
-                              [numpy_helper.from_array(a, n) for a, n in ((W, "W"), (R, "R"), (Bias, "B"))])
+                              [numpy_helper.from_array(a, n) for n, a in weights.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_operatorsetid("", 14)])
     model.ir_version = 7
     onnx.checker.check_model(model)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     Y, Y_h = sess.run(None, {"x": x})
-    kwargs = {"reset_after": bool(lbr)} if cell == "gru" else {}
+    kwargs = {"reset_after": bool(lbr)} if cell == "gru" else {"peephole": True} if lbr == "P" else {}
     layer = LAYERS[cell](I, H, bidirectional=True, seed=0, **kwargs)
-    layer.load_state_dict(from_onnx_weights([{"W": W, "R": R, "B": Bias}], cell))
+    layer.load_state_dict(from_onnx_weights([weights], cell))
     with rnncore.no_grad():
         out, state = layer(x)
     h_n = state[0] if isinstance(state, tuple) else state

@@ -2,13 +2,14 @@
 
 onnxruntime implements all three (ONNX's ``P`` input, ``clip`` and ``input_forget=1`` attributes) and
 runs them in float32 only; ``onnx.reference`` ignores clip and input_forget, so it is not used here.
-The graph is built with ``onnx.helper`` from numpy weights: rnncore's rows i, f, g, o are reordered
-to ONNX's i, o, f, c; W = weight_ih, R = weight_hh, B = [bias_ih, bias_hh], and the peephole vector
-[p_i, p_f, p_o] becomes P = [p_i, p_o, p_f]. Forward outputs and final states are compared (the
-operator has no backward), one-layer networks, each direction, with sequence lengths and initial
-states. Error measure: max|a - b| / max|b|, within 1e-4 (the torch float32 parity tolerance), for
-rnncore's float32 layer (training and inference kernels) and its float64 layer on the same values
-(measured: 1e-7 to 3.2e-7, the level of onnxruntime's own float32 rounding).
+The graph is the library's export of the layer (``rnncore.io.to_onnx_model``: one LSTM operator per
+layer, the weights in the ONNX layout of ``rnncore.io.onnx_layout``, which tests/io checks against the
+operator specification and onnxruntime); the reference is onnxruntime's own implementation of the
+operator. Forward outputs and final states are compared (the operator has no backward), one-layer
+networks, each direction, with sequence lengths and initial states. Error measure:
+max|a - b| / max|b|, within 1e-4 (the torch float32 parity tolerance), for rnncore's float32 layer
+(training and inference kernels) and its float64 layer on the same values (measured: 1e-7 to 3.2e-7,
+the level of onnxruntime's own float32 rounding).
 Each case also checks that its option changes the output by far more than that, so a layer that
 ignored the option would fail.
 """
@@ -17,60 +18,23 @@ import numpy as np
 import pytest
 
 import rnncore
+from rnncore.io import to_onnx_model
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper  # noqa: E402
 
 TOL = 1e-4
-ONNX_ORDER = (0, 3, 1, 2)  # ONNX block k is rnncore block ONNX_ORDER[k]: i, o, f, c <- i, f, g, o
-
-
-def to_onnx_rows(w, H):
-    """rnncore gate rows i | f | g | o (4H along axis 0) -> ONNX rows i | o | f | c."""
-    return np.concatenate([w[k * H:(k + 1) * H] for k in ONNX_ORDER])
-
-
-def onnx_weights(layer):
-    """W (D, 4H, I), R (D, 4H, H), B (D, 8H) and P (D, 3H) of a one-layer rnncore LSTM."""
-    H = layer.hidden_size
-    sd = layer.state_dict()
-    W, R, B, P = [], [], [], []
-    for suffix in ("", "_reverse")[: layer.num_directions]:
-        W.append(to_onnx_rows(sd[f"weight_ih_l0{suffix}"], H))
-        R.append(to_onnx_rows(sd[f"weight_hh_l0{suffix}"], H))
-        B.append(np.concatenate([to_onnx_rows(sd[f"bias_ih_l0{suffix}"], H),
-                                 to_onnx_rows(sd[f"bias_hh_l0{suffix}"], H)]))
-        p = sd.get(f"weight_peephole_l0{suffix}", np.zeros(3 * H, dtype=layer.dtype))
-        P.append(np.concatenate([p[:H], p[2 * H:], p[H:2 * H]]))  # [p_i, p_f, p_o] -> [p_i, p_o, p_f]
-    return {name: np.stack(v).astype(np.float32) for name, v in zip("WRBP", (W, R, B, P))}
 
 
 def run_onnxruntime(layer, x, h0, c0, lengths):
-    """Y (T, B, D*H), Y_h and Y_c (D, B, H) from onnxruntime's LSTM with the layer's weights and options."""
-    T, Bn, I = x.shape
-    D, H = layer.num_directions, layer.hidden_size
-    attrs = {"hidden_size": H, "direction": "bidirectional" if D == 2 else "forward"}
-    if layer.gate_clip is not None:
-        attrs["clip"] = float(layer.gate_clip)
-    if layer.coupled_input_forget:
-        attrs["input_forget"] = 1
-    names = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"]
-    node = helper.make_node("LSTM", names, ["Y", "Y_h", "Y_c"], **attrs)
-    feeds = {"X": x.astype(np.float32), **onnx_weights(layer), "sequence_lens": np.asarray(lengths, np.int32),
-             "initial_h": h0.astype(np.float32), "initial_c": c0.astype(np.float32)}
-    kinds = {n: TensorProto.INT32 if n == "sequence_lens" else TensorProto.FLOAT for n in names}
-    inputs = [helper.make_tensor_value_info(n, kinds[n], feeds[n].shape) for n in names]
-    outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, (T, D, Bn, H)),
-               helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, (D, Bn, H)),
-               helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, (D, Bn, H))]
-    graph = helper.make_graph([node], "lstm_variant", inputs, outputs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    y, y_h, y_c = session.run(None, feeds)
-    return y.transpose(0, 2, 1, 3).reshape(T, Bn, D * H), y_h, y_c
+    """Output (T, B, D*H), h_n and c_n (D, B, H) from onnxruntime running the layer's float32 ONNX export."""
+    proto = to_onnx_model(layer, dtype=np.float32)
+    ops = [n.op_type for n in proto.graph.node if n.op_type == "LSTM"]
+    assert ops == ["LSTM"], ops  # one layer: one operator computes it
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"x": x.astype(np.float32), "h0": h0.astype(np.float32), "c0": c0.astype(np.float32),
+             "lengths": np.asarray(lengths, np.int64)}
+    return tuple(session.run(["output", "h_n", "c_n"], feeds))
 
 
 def rel_err(a, b):
@@ -140,8 +104,8 @@ def test_onnxruntime_sees_the_options():
     options, shape = CASES["all_three_bidir"]
     layer, x, h0, c0, lengths = draw(options, shape, np.float32, seed=5)
     base = run_onnxruntime(layer, x, h0, c0, lengths)[0]
-    for change in ({"gate_clip": None}, {"coupled_input_forget": False}):
+    for change in ({"gate_clip": None}, {"coupled_input_forget": False}, {"peephole": False}):
         other = rnncore.LSTM(shape[2], shape[3], bidirectional=True, dtype=np.float32,
                              **{**options, **change})
-        other.load_state_dict(layer.state_dict())
+        other.load_state_dict({k: v for k, v in layer.state_dict().items() if k in other.state_dict()})
         assert rel_err(run_onnxruntime(other, x, h0, c0, lengths)[0], base) > 100 * TOL, change
