@@ -4,7 +4,7 @@
   model, keys and shapes as torch.nn's, dtype in the metadata (``rnncore.io.weights``).
 - ``to_onnx(model, path)``: recurrent layers, language models and classifiers as ONNX graphs of
   the RNN / LSTM / GRU operators (``rnncore.io.onnx_export``; needs ``rnncore[onnx]``).
-- ``to_onnx_weights`` / ``from_onnx_weights``: torch.nn-named weights <-> ONNX W, R, B
+- ``to_onnx_weights`` / ``from_onnx_weights``: torch.nn-named weights <-> ONNX W, R, B (and the LSTM peepholes P)
   (``rnncore.io.onnx_layout``).
 - ``rnncore.io.keras``: Keras 3 LSTM / GRU / SimpleRNN weights to and from rnncore layers.
 - ``write_atomic``, ``encode_arrays``, ``read_arrays``: the file helpers the checkpoints use too.
