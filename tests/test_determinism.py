@@ -146,7 +146,7 @@ if __name__ == "__main__":
 
 def test_a_fixed_blas_thread_count_gives_the_same_bits_in_another_process(tmp_path):
     """Two BLAS threads here and in a new process: the same bits. One thread against two: the same
-    values within rounding (not always the same bits: see the README's Determinism section)."""
+    values within rounding (not always the same bits: see docs/reliability.md, Determinism)."""
     script = tmp_path / "threaded.py"
     script.write_text(THREADED, encoding="utf-8")
     namespace = {}

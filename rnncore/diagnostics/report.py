@@ -230,7 +230,7 @@ def diagnose_run(run_dir, out_dir=None, steps=100, sequences=4, split="valid", e
                          "diagnose on")
     valid, test = task["data"](config, model)
     source = valid if split == "valid" else test
-    with blas_threads(config.get("blas_threads", 1)):  # as in training: see README, "BLAS threads"
+    with blas_threads(config.get("blas_threads", 1)):  # as in training: see docs/reliability.md, "Threads"
         result = diagnose_model(model, source.batches(0), steps=steps, sequences=sequences)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = _read_jsonl(run_dir / "metrics.jsonl")

@@ -109,7 +109,7 @@ def test_beam_one_equals_greedy(trained_model):
             init = m._initial_states(sub)
         [beam] = beam_search(m._step, init, TGT.bos_id, TGT.eos_id, 8, 1)
         # one source alone against the same source in a batch of 8: the same tokens, and the score
-        # to rounding (B=1 takes OpenBLAS's matrix-vector path; see the README's Determinism section)
+        # to rounding (B=1 takes OpenBLAS's matrix-vector path; see docs/reliability.md, Determinism)
         assert (beam.tokens, beam.finished) == (greedy[row].tokens, greedy[row].finished)
         assert beam.score == pytest.approx(greedy[row].score, rel=1e-12)
 
