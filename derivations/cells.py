@@ -20,7 +20,7 @@ import sympy as sp
 
 import rnncore
 from derivations import symbolic as S
-from derivations.checks import DerivationResult, array_check, value_check
+from derivations.checks import DerivationResult, array_check, bound_check, value_check
 
 FAMILY = "cells"
 TOLERANCE = 1e-10
@@ -352,17 +352,34 @@ def check_network(spec, points=2, seed=0, layer_class=None, compiled=None, famil
         refs.append(compiled(values))
         meas.append(measure(spec, values, layer_class))
     layer_name = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[spec.cell]
-    where = f"{spec.describe()}; {points} random points"
-    worst = max(range(points), key=lambda k: abs(refs[k][0] - meas[k][0]) / max(abs(refs[k][0]), 1e-300))
-    checks = [value_check(family, f"{family}/{spec.label}/loss", f"loss value (forward pass), {where}; "
-                          "the worst point", "SymPy unrolled loss, lambdified",
+    return point_checks(family, spec.label, f"{spec.describe()}; {points} random points", layer_name, refs,
+                        meas, compiled.shapes)
+
+
+def point_checks(family, label, where, layer_name, refs, meas, names, what="unrolled loss",
+                 exact_zero=None):
+    """Checks of the loss (at the worst point) and of every gradient in ``names`` (max error over the
+    points) from the reference and the measured (loss, {name: gradient}) of each random point.
+    ``what`` names the SymPy expression. A gradient whose reference is 0 at every point proves
+    nothing and fails as vacuous, unless ``exact_zero`` ({name: reason}) says why the equations make
+    it exactly 0: then the measured gradient must be exactly 0 too."""
+    exact_zero = exact_zero or {}
+    worst = max(range(len(refs)), key=lambda k: abs(refs[k][0] - meas[k][0]) / max(abs(refs[k][0]), 1e-300))
+    checks = [value_check(family, f"{family}/{label}/loss", f"loss value (forward pass), {where}; "
+                          "the worst point", f"SymPy {what}, lambdified",
                           f"rnncore.{layer_name} forward (float64)", refs[worst][0], meas[worst][0],
                           TOLERANCE)]
-    for name in compiled.shapes:
+    for name in names:
         ref = np.stack([r[1][name] for r in refs])
         got = np.stack([m[1][name] for m in meas])
-        check = array_check(family, f"{family}/{spec.label}/{name}", f"dL/d{name}, {where}",
-                            "SymPy gradient of the unrolled loss, lambdified",
+        if not np.any(ref) and name in exact_zero:
+            checks.append(bound_check(family, f"{family}/{label}/{name}", f"dL/d{name} = 0 "
+                                      f"({exact_zero[name]}), {where}", "SymPy: the reference gradient is "
+                                      "exactly 0", f"max |rnncore.{layer_name}.backward|",
+                                      float(np.max(np.abs(got))), 0.0))
+            continue
+        check = array_check(family, f"{family}/{label}/{name}", f"dL/d{name}, {where}",
+                            f"SymPy gradient of the {what}, lambdified",
                             f"rnncore.{layer_name}.backward (float64)", ref, got, TOLERANCE)
         if not np.any(ref):  # a comparison of zeros proves nothing: report it as failed
             check.compared += " (vacuous: the reference gradient is 0 at every point)"

@@ -22,8 +22,9 @@ import sympy as sp
 
 import rnncore
 from derivations import symbolic as S
-from derivations.cells import CompiledNet, NetSpec, SymbolicNet, _affine, measure, random_point
-from derivations.checks import DerivationResult, array_check, bound_check, identity_check, value_check
+from derivations.cells import (CompiledNet, NetSpec, SymbolicNet, _affine, measure, point_checks,
+                               random_point)
+from derivations.checks import DerivationResult, array_check, identity_check
 from rnncore.kernels import layernorm as K
 
 FAMILY = "layer_norm"
@@ -149,30 +150,11 @@ def check_network(spec, points=2, seed=0):
         refs.append(compiled(values))
         meas.append(measure(spec, values))
     layer_name = {"lstm": "LSTM", "gru": "GRU"}[spec.cell] + "(layer_norm=True)"
-    where = f"{spec.describe()}; {points} random points"
-    worst = max(range(points), key=lambda k: abs(refs[k][0] - meas[k][0]) / max(abs(refs[k][0]), 1e-300))
-    checks = [value_check(FAMILY, f"{FAMILY}/{spec.label}/loss", f"loss value (forward pass), {where}; the "
-                          "worst point", "SymPy unrolled loss, lambdified",
-                          f"rnncore.{layer_name} forward (float64)", refs[worst][0], meas[worst][0],
-                          TOLERANCE)]
-    for name in compiled.shapes:
-        ref = np.stack([r[1][name] for r in refs])
-        got = np.stack([m[1][name] for m in meas])
-        label = f"{FAMILY}/{spec.label}/{name}"
-        if not np.any(ref) and spec.H == 1 and name.startswith("layernorm_c_weight"):
-            # LN of one unit: xhat = c - mean(c) = 0 exactly, so LN(c) = beta_c and the gain has no effect
-            checks.append(bound_check(FAMILY, label, f"dL/d{name} = 0 (LN over the one unit of c is its "
-                                      f"bias), {where}", "SymPy: the reference gradient is exactly 0",
-                                      f"max |rnncore.{layer_name}.backward|", float(np.max(np.abs(got))),
-                                      0.0))
-            continue
-        check = array_check(FAMILY, label, f"dL/d{name}, {where}", "SymPy gradient of the unrolled loss, "
-                            "lambdified", f"rnncore.{layer_name}.backward (float64)", ref, got, TOLERANCE)
-        if not np.any(ref):  # a comparison of zeros proves nothing: report it as failed
-            check.compared += " (vacuous: the reference gradient is 0 at every point)"
-            check.max_rel_error = check.max_abs_error = float("inf")
-        checks.append(check)
-    return checks
+    # LN of one unit: xhat = c - mean(c) = 0 exactly, so LN(c) = beta_c and the gain has no effect
+    exact_zero = {name: "LN over the one unit of c is its bias" for name in compiled.shapes
+                  if spec.H == 1 and name.startswith("layernorm_c_weight")}
+    return point_checks(FAMILY, spec.label, f"{spec.describe()}; {points} random points", layer_name, refs,
+                        meas, compiled.shapes, exact_zero=exact_zero)
 
 
 # -- the local derivative of LN ------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import sympy as sp
 import rnncore
 from derivations import cells as C
 from derivations import symbolic as S
-from derivations.checks import DerivationResult, array_check, value_check
+from derivations.checks import DerivationResult
 
 FAMILY = "regularisers"
 TOLERANCE = 1e-10
@@ -157,22 +157,9 @@ def check_regularised(reg, points=2, seed=0):
         refs.append(compiled(values))
         meas.append(C.measure(reg.net, values, reg.layer))
     name = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[reg.net.cell]
-    where = f"{reg.describe()}; mask seed {reg.mask_seed}; {points} random points"
-    worst = max(range(points), key=lambda k: abs(refs[k][0] - meas[k][0]) / max(abs(refs[k][0]), 1e-300))
-    checks = [value_check(FAMILY, f"{FAMILY}/{reg.label}/loss", f"loss value (forward pass), {where}; the "
-                          "worst point", "SymPy unrolled loss with the layer's masks, lambdified",
-                          f"rnncore.{name} forward (float64)", refs[worst][0], meas[worst][0], TOLERANCE)]
-    for key in compiled.shapes:
-        ref = np.stack([r[1][key] for r in refs])
-        got = np.stack([m[1][key] for m in meas])
-        check = array_check(FAMILY, f"{FAMILY}/{reg.label}/{key}", f"dL/d{key}, {where}",
-                            "SymPy gradient of the unrolled loss with the layer's masks, lambdified",
-                            f"rnncore.{name}.backward (float64)", ref, got, TOLERANCE)
-        if not np.any(ref):
-            check.compared += " (vacuous: the reference gradient is 0 at every point)"
-            check.max_rel_error = check.max_abs_error = float("inf")
-        checks.append(check)
-    return checks
+    return C.point_checks(FAMILY, reg.label, f"{reg.describe()}; mask seed {reg.mask_seed}; {points} random "
+                          "points", name, refs, meas, compiled.shapes,
+                          what="unrolled loss with the layer's masks")
 
 
 LATEX = [
