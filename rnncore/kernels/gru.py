@@ -36,13 +36,6 @@ from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zone
 
 
 @kernel
-def _split(scratch, B, H):
-    """Views of a (B, 3H) scratch as a contiguous (B, 2H) block and a contiguous (B, H) block."""
-    flat = scratch.reshape(B * 3 * H)
-    return flat[: B * 2 * H].reshape(B, 2 * H), flat[B * 2 * H :].reshape(B, H)
-
-
-@kernel
 def cell(h_new, a, aux, h_prev, h_rec, rec, lengths, t, w_hh, b_hh, reset_after):
     """One step for the whole batch.
     h_new (B, H): output state
@@ -64,7 +57,8 @@ def cell(h_new, a, aux, h_prev, h_rec, rec, lengths, t, w_hh, b_hh, reset_after)
                 ab[2 * H + j] = n
                 h_new[b, j] = n + ab[H + j] * (h_prev[b, j] - n)  # (1 - z) n + z h
     else:
-        rec_rz, rec_n = _split(rec, B, H)
+        flat = rec.reshape(B * 3 * H)  # contiguous (B, 2H) and (B, H) blocks of the scratch
+        rec_rz, rec_n = flat[: B * 2 * H].reshape(B, 2 * H), flat[B * 2 * H :].reshape(B, H)
         np.dot(h_rec, w_hh[: 2 * H].T, rec_rz)
         for b in range(B):
             ab = a[b]
