@@ -16,9 +16,8 @@ import numpy as np
 
 from rnncore.kernels._common import (
     INFER_CHUNK,
-    add_column_sums,
+    accumulate_weight_grads,
     add_output_grad,
-    add_product,
     chunk_bounds,
     copy_into,
     carry_inactive,
@@ -29,7 +28,7 @@ from rnncore.kernels._common import (
     time_index,
     write_output,
 )
-from rnncore.kernels._jit import kernel
+from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels import activations
 from rnncore.kernels.activations import sigmoid, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
@@ -178,37 +177,25 @@ def gate_grads(d_rz, dr, dn_t, d_nrec, direct, via_rec, d_rh, dh, g_t, h_prev, h
                 via_rec[b, j] = d_rh[b, j] * r
 
 
-@kernel
+@inline_kernel
 def _weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_rz, dn_pre, d_nrec, x, h_rec, aux, w_ih, reset_after):
-    """The after-loop GEMMs of the GRU backward (accumulating, ``+=``), row block by row block. The
-    input projection's gradient is [d_rz, dn_pre] and the recurrent product's [d_rz, d_nrec] (reset_after)
-    or [d_rz, 0] with W_hn reading aux (reset_before), so neither is stored whole.
+    """The after-loop GEMMs of the GRU backward (accumulating, ``+=``), for the r, z rows and the n rows
+    in turn. The input projection's gradient is [d_rz, dn_pre] and the recurrent product's [d_rz, d_nrec]
+    (reset_after) or [d_rz, 0] with W_hn multiplying aux (reset_before), so neither is stored whole.
     dx (T, B, I); dw_ih (3H, I); db_ih (3H,); dw_hh (3H, H); db_hh (3H,)
     d_rz (T, B, 2H), dn_pre (T, B, H), d_nrec (T, B, H) (reset_after; (T, B, 0) otherwise): what
     ``gate_grads`` wrote at each step, zero in padding rows; x (T, B, I); h_rec (T, B, H): what W_hh
     multiplied at each step; aux (T, B, H) from the forward; w_ih (3H, I)."""
-    T, B, I = x.shape
-    H = h_rec.shape[2]
-    N = T * B
-    d_rz2, dn2 = d_rz.reshape(N, 2 * H), dn_pre.reshape(N, H)
-    x2, h2 = x.reshape(N, I), h_rec.reshape(N, H)
-    add_product(dw_ih[: 2 * H], d_rz2.T, x2)
-    add_product(dw_ih[2 * H :], dn2.T, x2)
-    add_column_sums(db_ih[: 2 * H], d_rz2)
-    add_column_sums(db_ih[2 * H :], dn2)
-    add_product(dw_hh[: 2 * H], d_rz2.T, h2)
-    add_column_sums(db_hh[: 2 * H], d_rz2)
+    G2 = 2 * h_rec.shape[2]
+    accumulate_weight_grads(dx, dw_ih[:G2], db_ih[:G2], dw_hh[:G2], db_hh[:G2], d_rz, d_rz, x, h_rec,
+                            w_ih[:G2])
     if reset_after:
-        dnr2 = d_nrec.reshape(N, H)
-        add_product(dw_hh[2 * H :], dnr2.T, h2)
-        add_column_sums(db_hh[2 * H :], dnr2)
+        accumulate_weight_grads(dx, dw_ih[G2:], db_ih[G2:], dw_hh[G2:], db_hh[G2:], dn_pre, d_nrec, x, h_rec,
+                                w_ih[G2:])
     else:
         # forward was: n = tanh(... + aux W_hn^T + b_hn)
-        add_product(dw_hh[2 * H :], dn2.T, aux.reshape(N, H))
-        add_column_sums(db_hh[2 * H :], dn2)
-    dx2 = dx.reshape(N, I)
-    add_product(dx2, d_rz2, w_ih[: 2 * H])
-    add_product(dx2, dn2, w_ih[2 * H :])
+        accumulate_weight_grads(dx, dw_ih[G2:], db_ih[G2:], dw_hh[G2:], db_hh[G2:], dn_pre, dn_pre, x, aux,
+                                w_ih[G2:])
 
 
 @kernel
