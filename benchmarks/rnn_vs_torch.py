@@ -1,6 +1,6 @@
 """rnncore against torch.nn on the CPU: the same weights, one process, alternating timed blocks.
 
-    python benchmarks/rnn_vs_torch.py [--quick] [--repeats 7] [--markdown docs/benchmarks.md]
+    python benchmarks/rnn_vs_torch.py [--quick] [--repeats 7] [--sections rows,decode,compile,memory]
 
 Prints one table (cell x T x B x H x mode) with milliseconds for each side, the ratio
 rnncore/torch (lower is better), GFLOP/s and the roofline floor, then decode latency against
@@ -257,6 +257,9 @@ def format_table(rows):
     return "\n".join(lines)
 
 
+SECTIONS = ("rows", "decode", "compile", "memory")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="H in (64, 256), T=25 only, fewer repeats")
@@ -264,7 +267,13 @@ def main():
     parser.add_argument("--cells", default="RNN,LSTM,GRU")
     parser.add_argument("--json", type=str, default=None, help="also write all results to this JSON file")
     parser.add_argument("--threads", type=int, default=2, help="threads for torch and for every BLAS")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help="comma-separated subset of " + ",".join(SECTIONS))
     args = parser.parse_args()
+    sections = args.sections.split(",")
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--sections: unknown {unknown}; expected a subset of {list(SECTIONS)}")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -275,31 +284,35 @@ def main():
     print(f"measured float32 GEMM peak {peak / 1e9:.0f} GFLOP/s, copy bandwidth (2 MB) {bandwidth / 1e9:.0f} GB/s")
     Ts = (25,) if args.quick else (25, 100)
     Hs = (64, 256) if args.quick else (64, 256, 1024)
-    rows = []
-    for cell in args.cells.split(","):
-        for T in Ts:
-            for B in (1, 16, 64):
-                for H in Hs:
-                    for mode in ("infer", "train"):
-                        rows.append(bench_row(cell, T, B, H, mode, args.repeats, peak, bandwidth))
-                        r = rows[-1]
-                        print(f"{cell:5s} T={T:<4d} B={B:<3d} H={H:<5d} {mode:5s} ours {r['ours_ms']:9.3f} ms  "
-                              f"torch {r['torch_ms']:9.3f} ms  ratio {r['ratio']:5.2f}  "
-                              f"{r['gflops']:6.1f} GFLOP/s  {r['of_floor']:4.0%} of floor", flush=True)
-    print()
-    print(format_table(rows))
-    decode = [bench_decode(cell, H, args.repeats) for cell in ("LSTM", "GRU") for H in (256, 512)]
-    print("\n| decode step B=1 | H | rnncore us | torch cell us | ratio |\n|---|---|---|---|---|")
-    for d in decode:
-        print(f"| {d['cell']} | {d['H']} | {d['ours_us']:.1f} | {d['torch_us']:.1f} | {d['ratio']:.2f} |")
-    compile_times = bench_compile()
-    print("\ncompile (import + first training step of each cell, float32), seconds:")
-    for k, v in compile_times.items():
-        print(f"  {k}: " + ", ".join(f"{name} {t:.2f}" for name, t in v.items()))
-    memory = {cell: bench_memory(cell) for cell in ("LSTM", "GRU", "RNN")}
-    print("\npeak memory of a training step, T=1000 B=16 H=256 (MB above the warmed-up process):")
-    for cell, v in memory.items():
-        print(f"  {cell}: rnncore {v['rnncore']:.1f}  torch {v['torch']:.1f}")
+    rows, decode, compile_times, memory = [], [], {}, {}
+    if "rows" in sections:
+        for cell in args.cells.split(","):
+            for T in Ts:
+                for B in (1, 16, 64):
+                    for H in Hs:
+                        for mode in ("infer", "train"):
+                            rows.append(bench_row(cell, T, B, H, mode, args.repeats, peak, bandwidth))
+                            r = rows[-1]
+                            print(f"{cell:5s} T={T:<4d} B={B:<3d} H={H:<5d} {mode:5s} ours {r['ours_ms']:9.3f} ms  "
+                                  f"torch {r['torch_ms']:9.3f} ms  ratio {r['ratio']:5.2f}  "
+                                  f"{r['gflops']:6.1f} GFLOP/s  {r['of_floor']:4.0%} of floor", flush=True)
+        print()
+        print(format_table(rows))
+    if "decode" in sections:
+        decode = [bench_decode(cell, H, args.repeats) for cell in ("LSTM", "GRU") for H in (256, 512)]
+        print("\n| decode step B=1 | H | rnncore us | torch cell us | ratio |\n|---|---|---|---|---|")
+        for d in decode:
+            print(f"| {d['cell']} | {d['H']} | {d['ours_us']:.1f} | {d['torch_us']:.1f} | {d['ratio']:.2f} |")
+    if "compile" in sections:
+        compile_times = bench_compile()
+        print("\ncompile (import + first training step of each cell, float32), seconds:")
+        for k, v in compile_times.items():
+            print(f"  {k}: " + ", ".join(f"{name} {t:.2f}" for name, t in v.items()))
+    if "memory" in sections:
+        memory = {cell: bench_memory(cell) for cell in ("LSTM", "GRU", "RNN")}
+        print("\npeak memory of a training step, T=1000 B=16 H=256 (MB above the warmed-up process):")
+        for cell, v in memory.items():
+            print(f"  {cell}: rnncore {v['rnncore']:.1f}  torch {v['torch']:.1f}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"machine": machine, "peak_gflops": peak / 1e9, "bandwidth_gbs": bandwidth / 1e9,

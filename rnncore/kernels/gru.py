@@ -17,9 +17,7 @@ import numpy as np
 from rnncore.kernels._common import (
     INFER_CHUNK,
     accumulate_weight_grads,
-    add_column_sums,
     add_output_grad,
-    add_product,
     chunk_bounds,
     copy_into,
     carry_inactive,
@@ -30,17 +28,10 @@ from rnncore.kernels._common import (
     time_index,
     write_output,
 )
-from rnncore.kernels._jit import kernel
+from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels import activations
 from rnncore.kernels.activations import sigmoid, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
-
-
-@kernel
-def _split(scratch, B, H):
-    """Views of a (B, 3H) scratch as a contiguous (B, 2H) block and a contiguous (B, H) block."""
-    flat = scratch.reshape(B * 3 * H)
-    return flat[: B * 2 * H].reshape(B, 2 * H), flat[B * 2 * H :].reshape(B, H)
 
 
 @kernel
@@ -65,7 +56,8 @@ def cell(h_new, a, aux, h_prev, h_rec, rec, lengths, t, w_hh, b_hh, reset_after)
                 ab[2 * H + j] = n
                 h_new[b, j] = n + ab[H + j] * (h_prev[b, j] - n)  # (1 - z) n + z h
     else:
-        rec_rz, rec_n = _split(rec, B, H)
+        flat = rec.reshape(B * 3 * H)  # contiguous (B, 2H) and (B, H) blocks of the scratch
+        rec_rz, rec_n = flat[: B * 2 * H].reshape(B, 2 * H), flat[B * 2 * H :].reshape(B, H)
         np.dot(h_rec, w_hh[: 2 * H].T, rec_rz)
         for b in range(B):
             ab = a[b]
@@ -135,11 +127,15 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
 
 
 @kernel
-def gate_grads(di, dr, dn_t, direct, via_rec, d_rh, dh, g_t, h_prev, h_rec, aux_t, lengths, t, w_hn,
+def gate_grads(d_rz, dr, dn_t, d_nrec, direct, via_rec, d_rh, dh, g_t, h_prev, h_rec, aux_t, lengths, t, w_hn,
                reset_after):
     """The gate gradients of one step (active rows; padding rows are left as they are).
-    di, dr (B, 3H): gradients of the input projection and of h_rec W_hh^T + b_hh (outputs)
-    dn_t (B, H): gradient of n's pre-activation (output; reset_before's W_hn GEMM)
+    d_rz (B, 2H): gradient of the r, z pre-activations, the same for the input projection and for
+    h_rec W_hh^T + b_hh (output)
+    dr (B, 3H): gradient of h_rec W_hh^T + b_hh (output; its n rows stay untouched for reset_before,
+    so the caller zero-initialises it)
+    dn_t (B, H): gradient of n's pre-activation, which is also the input projection's n rows (output)
+    d_nrec (B, H): reset_after: the n rows of dr (output); reset_before: not touched (may be (B, 0))
     direct (B, H): the gradient for h_prev through z * h_prev (output)
     via_rec (B, H): the gradient for h_rec outside the GEMM over dr, through reset_before's r * h_rec
     (output; untouched for reset_after, so the caller zero-initialises it); d_rh (B, H): scratch
@@ -153,10 +149,9 @@ def gate_grads(di, dr, dn_t, direct, via_rec, d_rh, dh, g_t, h_prev, h_rec, aux_
         for j in range(H):
             z, n = g_t[b, H + j], g_t[b, 2 * H + j]
             # forward was: h = (1 - z) * n + z * h_prev
-            dn_t[b, j] = (dh[b, j] - dh[b, j] * z) * (one - n * n)
-            di[b, H + j] = dh[b, j] * (h_prev[b, j] - n) * (z - z * z)
-            dr[b, H + j] = di[b, H + j]
-            di[b, 2 * H + j] = dn_t[b, j]  # x_n enters n's pre-activation directly in both placements
+            dn_t[b, j] = (dh[b, j] - dh[b, j] * z) * (one - n * n)  # x_n enters n's pre-activation directly
+            d_rz[b, H + j] = dh[b, j] * (h_prev[b, j] - n) * (z - z * z)
+            dr[b, H + j] = d_rz[b, H + j]
             direct[b, j] = dh[b, j] * z
     if reset_after:
         for b in range(B):
@@ -165,9 +160,10 @@ def gate_grads(di, dr, dn_t, direct, via_rec, d_rh, dh, g_t, h_prev, h_rec, aux_
             for j in range(H):
                 r, dan = g_t[b, j], dn_t[b, j]
                 # forward was: n = tanh(x_n + r * hn), hn = W_hn h_rec + b_hn
-                di[b, j] = dan * aux_t[b, j] * (r - r * r)
-                dr[b, j] = di[b, j]
-                dr[b, 2 * H + j] = dan * r
+                d_rz[b, j] = dan * aux_t[b, j] * (r - r * r)
+                dr[b, j] = d_rz[b, j]
+                d_nrec[b, j] = dan * r
+                dr[b, 2 * H + j] = d_nrec[b, j]
     else:
         # forward was: n = tanh(x_n + (r * h_rec) W_hn^T + b_hn)
         np.dot(dn_t, w_hn, d_rh)
@@ -176,19 +172,30 @@ def gate_grads(di, dr, dn_t, direct, via_rec, d_rh, dh, g_t, h_prev, h_rec, aux_
                 continue
             for j in range(H):
                 r = g_t[b, j]
-                di[b, j] = d_rh[b, j] * h_rec[b, j] * (r - r * r)
-                dr[b, j] = di[b, j]
+                d_rz[b, j] = d_rh[b, j] * h_rec[b, j] * (r - r * r)
+                dr[b, j] = d_rz[b, j]
                 via_rec[b, j] = d_rh[b, j] * r
 
 
-@kernel
-def _reset_before_grads(dw_hh, db_hh, dn_pre, aux):
-    """reset_before's W_hn and b_hn gradients: forward was n = tanh(... + aux W_hn^T + b_hn).
-    dw_hh (3H, H), db_hh (3H,): accumulated into; dn_pre, aux (T, B, H)."""
-    T, B, H = aux.shape
-    dn2 = dn_pre.reshape(T * B, H)
-    add_product(dw_hh[2 * H :], dn2.T, aux.reshape(T * B, H))
-    add_column_sums(db_hh[2 * H :], dn2)
+@inline_kernel
+def _weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_rz, dn_pre, d_nrec, x, h_rec, aux, w_ih, reset_after):
+    """The after-loop GEMMs of the GRU backward (accumulating, ``+=``), for the r, z rows and the n rows
+    in turn. The input projection's gradient is [d_rz, dn_pre] and the recurrent product's [d_rz, d_nrec]
+    (reset_after) or [d_rz, 0] with W_hn multiplying aux (reset_before), so neither is stored whole.
+    dx (T, B, I); dw_ih (3H, I); db_ih (3H,); dw_hh (3H, H); db_hh (3H,)
+    d_rz (T, B, 2H), dn_pre (T, B, H), d_nrec (T, B, H) (reset_after; (T, B, 0) otherwise): what
+    ``gate_grads`` wrote at each step, zero in padding rows; x (T, B, I); h_rec (T, B, H): what W_hh
+    multiplied at each step; aux (T, B, H) from the forward; w_ih (3H, I)."""
+    G2 = 2 * h_rec.shape[2]
+    accumulate_weight_grads(dx, dw_ih[:G2], db_ih[:G2], dw_hh[:G2], db_hh[:G2], d_rz, d_rz, x, h_rec,
+                            w_ih[:G2])
+    if reset_after:
+        accumulate_weight_grads(dx, dw_ih[G2:], db_ih[G2:], dw_hh[G2:], db_hh[G2:], dn_pre, d_nrec, x, h_rec,
+                                w_ih[G2:])
+    else:
+        # forward was: n = tanh(... + aux W_hn^T + b_hn)
+        accumulate_weight_grads(dx, dw_ih[G2:], db_ih[G2:], dw_hh[G2:], db_hh[G2:], dn_pre, dn_pre, x, aux,
+                                w_ih[G2:])
 
 
 @kernel
@@ -200,9 +207,10 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
     x (T, B, I); lengths (B,); hs (T+2, B, H), gates (T, B, 3H), aux (T, B, H) from ``forward_train``."""
     T, B, _ = x.shape
     H = w_hh.shape[1]
-    d_in = np.zeros((T, B, 3 * H), dtype=x.dtype)  # gradient of the input projection (+ b_ih)
-    d_rec = np.zeros((T, B, 3 * H), dtype=x.dtype)  # gradient of h W_hh^T + b_hh (n rows: reset_after only)
-    dn_pre = np.zeros((T, B, H), dtype=x.dtype)  # gradient of n's pre-activation (reset_before's W_hn GEMM)
+    d_rz = np.zeros((T, B, 2 * H), dtype=x.dtype)  # gradient of the r, z pre-activations
+    dn_pre = np.zeros((T, B, H), dtype=x.dtype)  # gradient of n's pre-activation (input projection's n rows)
+    d_nrec = np.zeros((T, B, H if reset_after else 0), dtype=x.dtype)  # n rows of the recurrent product's
+    dr = np.zeros((B, 3 * H), dtype=x.dtype)  # gradient of h_rec W_hh^T + b_hh at the current step
     dh = grad_hn.copy()  # gradient flowing into h after the current step
     dh_prev = np.empty_like(dh)
     direct = np.zeros_like(dh)  # the part of dh_prev that does not pass through W_hh
@@ -214,10 +222,10 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
         add_output_grad(dh, grad_out, lengths, t, col)
         h_prev = hs[t + off]
-        gate_grads(d_in[t], d_rec[t], dn_pre[t], direct, via_rec, d_rh, dh, gates[t], h_prev, h_prev, aux[t],
-                   lengths, t, w_hn, reset_after)
+        gate_grads(d_rz[t], dr, dn_pre[t], d_nrec[t], direct, via_rec, d_rh, dh, gates[t], h_prev, h_prev,
+                   aux[t], lengths, t, w_hn, reset_after)
         # forward was: rec = h_prev W_hh^T + b_hh
-        np.dot(d_rec[t], w_hh, dh_prev)
+        np.dot(dr, w_hh, dh_prev)
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):
@@ -225,9 +233,8 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
         carry_inactive(dh_prev, dh, lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh
-    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, hs[off : off + T], w_ih)
-    if not reset_after:
-        _reset_before_grads(dw_hh, db_hh, dn_pre, aux)
+    _weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_rz, dn_pre, d_nrec, x, hs[off : off + T], aux, w_ih,
+                  reset_after)
 
 
 # -- masked kernels: recurrent dropout and zoneout (definitions in ``masks``) ----------------------
@@ -259,9 +266,10 @@ def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, l
     hs, gates, aux from ``forward_masked``; m (B, H); zone (T, B, H); other arguments as in ``backward``."""
     T, B, _ = x.shape
     H = w_hh.shape[1]
-    d_in = np.zeros((T, B, 3 * H), dtype=x.dtype)
-    d_rec = np.zeros((T, B, 3 * H), dtype=x.dtype)
-    dn_pre = np.zeros((T, B, H), dtype=x.dtype)
+    d_rz = np.zeros((T, B, 2 * H), dtype=x.dtype)  # gradient of the r, z pre-activations
+    dn_pre = np.zeros((T, B, H), dtype=x.dtype)  # gradient of n's pre-activation (input projection's n rows)
+    d_nrec = np.zeros((T, B, H if reset_after else 0), dtype=x.dtype)  # n rows of the recurrent product's
+    dr = np.zeros((B, 3 * H), dtype=x.dtype)  # gradient of h_rec W_hh^T + b_hh at the current step
     dh = grad_hn.copy()
     dh_prev = np.empty_like(dh)
     d_cand = np.empty_like(dh)
@@ -277,16 +285,14 @@ def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, l
         add_output_grad(dh, grad_out, lengths, t, col)
         # forward was: h_t = z * h_prev + (1 - z) * h~
         zoneout_grad(d_cand, dh, zone[t])
-        gate_grads(d_in[t], d_rec[t], dn_pre[t], direct, via_rec, d_rh, d_cand, gates[t], hs[t + off],
+        gate_grads(d_rz[t], dr, dn_pre[t], d_nrec[t], direct, via_rec, d_rh, d_cand, gates[t], hs[t + off],
                    h_rec[t], aux[t], lengths, t, w_hn, reset_after)
         # forward was: rec = (m * h_prev) W_hh^T + b_hh
-        np.dot(d_rec[t], w_hh, dh_prev)
+        np.dot(dr, w_hh, dh_prev)
         for b in range(B):
             for j in range(H):
                 dh_prev[b, j] += via_rec[b, j]
         prev_state_grad(dh_prev, m, direct, dh, zone[t], lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh
-    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, h_rec, w_ih)
-    if not reset_after:
-        _reset_before_grads(dw_hh, db_hh, dn_pre, aux)
+    _weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_rz, dn_pre, d_nrec, x, h_rec, aux, w_ih, reset_after)
