@@ -229,9 +229,8 @@ def bench_memory(cell):
 
 
 def machine_description():
-    from threadpoolctl import threadpool_info
-
     import torch
+    from threadpoolctl import threadpool_info
 
     blas = [f"{i['internal_api']} {i['version']} ({i.get('architecture')}, {i['num_threads']} threads, "
             f"{os.path.basename(i['filepath'])})" for i in threadpool_info() if i["user_api"] == "blas"]

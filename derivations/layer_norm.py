@@ -22,8 +22,7 @@ import sympy as sp
 
 import rnncore
 from derivations import symbolic as S
-from derivations.cells import (CompiledNet, NetSpec, SymbolicNet, _affine, measure, point_checks,
-                               random_point)
+from derivations.cells import CompiledNet, NetSpec, SymbolicNet, _affine, measure, point_checks, random_point
 from derivations.checks import DerivationResult, array_check, identity_check
 from rnncore.kernels import layernorm as K
 

@@ -16,8 +16,6 @@ share of words tagged exactly right, beside the "never hyphenate" baseline.
 import argparse
 import time
 
-import numpy as np
-
 from rnncore.data.batching import split_indices
 from rnncore.data.sources import SequenceSource
 from rnncore.data.vocab import Vocab

@@ -1,7 +1,7 @@
 """rnncore: fast, verified recurrent neural networks on the CPU."""
 
+from rnncore import io  # safetensors files and ONNX export (onnx itself is imported on use)
 from rnncore._version import __version__
-from rnncore.threads import _apply_environment, num_threads, set_num_threads
 from rnncore.nn import (
     GRU,
     LSTM,
@@ -16,7 +16,7 @@ from rnncore.nn import (
     is_grad_enabled,
     no_grad,
 )
-from rnncore import io  # safetensors files and ONNX export (onnx itself is imported on use)
+from rnncore.threads import _apply_environment, num_threads, set_num_threads
 
 _apply_environment()
 

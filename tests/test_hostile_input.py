@@ -21,8 +21,14 @@ from rnncore.models.base import TaskModel
 from rnncore.models.classifier import SequenceClassifier
 from rnncore.models.language_model import LanguageModel
 from rnncore.nn._checks import NonFiniteError
-from rnncore.train.checkpoint import (POINTER, load_checkpoint, load_model, save_checkpoint, weights_path,
-                                      write_atomic)
+from rnncore.train.checkpoint import (
+    POINTER,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    weights_path,
+    write_atomic,
+)
 from rnncore.train.clip import clip_grad_norm, clip_grad_value
 from rnncore.train.loop import Trainer, read_metrics
 from rnncore.train.optim import SGD, Adam

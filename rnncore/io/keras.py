@@ -129,7 +129,7 @@ def _direction_to_keras(cell, w_ih, w_hh, b_ih, b_hh, reset_after):
 # -- whole layers: arrays only ---------------------------------------------------------------------
 def _parse_keras(cell, layer_weights, bidirectional, reset_after):
     """(state_dict, config) from per-layer Keras weight lists; see ``state_dict_from_keras``."""
-    n_gates = _check_cell(cell)[0]
+    _check_cell(cell)
     if not isinstance(layer_weights, (list, tuple)) or not layer_weights:
         raise ValueError("layer_weights must be a non-empty list with one list of Keras arrays "
                          f"(keras_layer.get_weights()) per stacked layer, got {type(layer_weights).__name__}")

@@ -334,9 +334,8 @@ def to_onnx_model(model, lengths=None, opset=DEFAULT_OPSET, ir_version=DEFAULT_I
     from rnncore.models.classifier import SequenceClassifier
     from rnncore.models.language_model import LanguageModel
     from rnncore.models.tagger import SequenceRegressor, SequenceTagger
-    from rnncore.nn.recurrent import RecurrentBase
-
     from rnncore.nn.module import Module
+    from rnncore.nn.recurrent import RecurrentBase
 
     onnx = _onnx()
     if not isinstance(model, Module):

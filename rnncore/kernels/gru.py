@@ -14,13 +14,14 @@ m * h under recurrent dropout (``masks``); the z * h term always reads h.
 
 import numpy as np
 
+from rnncore.kernels import activations
 from rnncore.kernels._common import (
     INFER_CHUNK,
     accumulate_weight_grads,
     add_output_grad,
+    carry_inactive,
     chunk_bounds,
     copy_into,
-    carry_inactive,
     init_slot,
     num_chunks,
     prev_offset,
@@ -29,7 +30,6 @@ from rnncore.kernels._common import (
     write_output,
 )
 from rnncore.kernels._jit import inline_kernel, kernel
-from rnncore.kernels import activations
 from rnncore.kernels.activations import sigmoid, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 

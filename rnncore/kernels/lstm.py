@@ -9,14 +9,15 @@ semantics: see ``_common``. Every function lists outputs first, then inputs, the
 
 import numpy as np
 
+from rnncore.kernels import activations
 from rnncore.kernels._common import (
     INFER_CHUNK,
     accumulate_weight_grads,
-    add_product,
     add_output_grad,
+    add_product,
+    carry_inactive,
     chunk_bounds,
     copy_into,
-    carry_inactive,
     init_slot,
     num_chunks,
     prev_offset,
@@ -25,7 +26,6 @@ from rnncore.kernels._common import (
     write_output,
 )
 from rnncore.kernels._jit import kernel
-from rnncore.kernels import activations
 from rnncore.kernels.activations import sigmoid, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 

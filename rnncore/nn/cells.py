@@ -104,7 +104,8 @@ class LSTMCell(CellBase):
         if unknown:
             raise TypeError(f"LSTMCell got unexpected keyword arguments {unknown}; the variant options are "
                             f"{list(LSTM.VARIANT_DEFAULTS)}")
-        super().__init__(input_size, hidden_size, bias, dtype, seed, check_finite=check_finite, **variant_options)
+        super().__init__(input_size, hidden_size, bias, dtype, seed, check_finite=check_finite,
+                         **variant_options)
 
 
 class GRUCell(CellBase):

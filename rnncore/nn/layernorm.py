@@ -45,8 +45,8 @@ class _LayerNorm:
                              "layer_norm=True (the layer-normalised kernels implement the plain cell)")
         for name in ("recurrent_dropout", "zoneout", "zoneout_cell"):
             if getattr(self, name, 0.0):
-                raise ValueError(f"{name} is not available with layer_norm=True (the layer-normalised kernels "
-                                 f"have no masked form); got {name}={getattr(self, name)!r}")
+                raise ValueError(f"{name} is not available with layer_norm=True (the layer-normalised "
+                                 f"kernels have no masked form); got {name}={getattr(self, name)!r}")
         self.layer_norm = True
         self.layer_norm_eps = eps
         self._eps = self.dtype.type(eps)

@@ -125,7 +125,7 @@ class Module:
                      for k, v in incoming.items() if k in own and v.shape != own[k].shape]
         if problems:
             raise ValueError(f"state_dict does not match {type(self).__name__}: " + "; ".join(problems)
-                             + f" (expected keys and shapes: "
+                             + " (expected keys and shapes: "
                              + ", ".join(f"{k} {v.shape}" for k, v in own.items()) + ")")
         cast = {}
         for name, value in incoming.items():

@@ -19,7 +19,8 @@ def test_layer_norm_refuses_the_masked_regularisers(cls, option):
                                      {"coupled_input_forget": True}])
 def test_layer_norm_refuses_the_lstm_variants(variant):
     (name,) = variant
-    with pytest.raises(ValueError, match=rf"the LSTM variants \['{name}'\] are not available with layer_norm"):
+    with pytest.raises(ValueError, match=rf"the LSTM variants \['{name}'\] are not available with "
+                                         r"layer_norm"):
         rnncore.LSTM(3, 4, layer_norm=True, **variant)
 
 
