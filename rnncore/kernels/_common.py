@@ -88,12 +88,13 @@ def write_output(out, h, lengths, t, col):
     """out[t, b, col:col+H] = h[b] for active rows, 0 for padding. out (T, B, O), h (B, H)."""
     B, H = h.shape
     for b in range(B):
+        o, hb = out[t, b, col : col + H], h[b]
         if t < lengths[b]:
             for j in range(H):
-                out[t, b, col + j] = h[b, j]
+                o[j] = hb[j]
         else:
             for j in range(H):
-                out[t, b, col + j] = 0.0
+                o[j] = 0.0
 
 
 @kernel
@@ -112,8 +113,9 @@ def add_output_grad(g, grad_out, lengths, t, col):
     B, H = g.shape
     for b in range(B):
         if t < lengths[b]:
+            gb, go = g[b], grad_out[t, b, col : col + H]
             for j in range(H):
-                g[b, j] += grad_out[t, b, col + j]
+                gb[j] += go[j]
 
 
 @kernel

@@ -5,6 +5,11 @@ functions (the symbolic checks need 1e-10 agreement). float32 uses a rational ap
 tanh that the compiler can vectorise (this llvmlite has no vector libm): max abs error 2.7e-7 on
 [-20, 20], about 40x faster than scalar libm calls, NaN preserved; sigmoid(x) = tanh(x/2)/2 + 1/2.
 
+The gate loops of every cell run over whole rows through the ``*_row`` helpers below, each row a
+0-based 1-D slice: a loop that indexes one long row at offsets (``a[2 * H + j]``) keeps Numba's
+negative-index check per access and stays scalar (the LSTM gate math of a (64, 256) batch took
+37 us that way and 14.5 us over slices).
+
 Elman nonlinearities are passed to kernels as integer codes so one compiled kernel serves all
 of them; the code is branched on outside the inner loops (see ``activate_row``).
 Derivatives are written in terms of the activation's output y, which is what the forward keeps.
@@ -96,6 +101,20 @@ def activate_row(out, pre, act):
     else:
         for j in range(n):
             out[j] = pre[j]
+
+
+@kernel
+def activate_sum_row(a, r, bias, act):
+    """a[j] = act(a[j] + r[j] + bias[j]) in place (tanh or sigmoid): a gate row from its input
+    projection a, recurrent product r and recurrent bias; a, r, bias (n,). In place on purpose: with
+    a separate output that aliases the input, the compiler's overlap check picks the scalar loop."""
+    n = a.shape[0]
+    if act == SIGMOID:
+        for j in range(n):
+            a[j] = sigmoid(a[j] + r[j] + bias[j])
+    else:
+        for j in range(n):
+            a[j] = tanh(a[j] + r[j] + bias[j])
 
 
 @kernel

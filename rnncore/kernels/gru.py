@@ -30,8 +30,25 @@ from rnncore.kernels._common import (
     write_output,
 )
 from rnncore.kernels._jit import inline_kernel, kernel
-from rnncore.kernels.activations import sigmoid, tanh
+from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
+
+
+@kernel
+def blend_row(h_new, n, z, h_prev):
+    """h' = (1 - z) n + z h for one row; every argument (H,)."""
+    for j in range(h_new.shape[0]):
+        h_new[j] = n[j] + z[j] * (h_prev[j] - n[j])
+
+
+@kernel
+def candidate_after_row(n, aux, r, rec_n, b_n):
+    """reset_after's candidate for one row: aux = W_hn h + b_hn, then n = tanh(x_n + r * aux) in place
+    of the input projection x_n in n; every argument (H,)."""
+    for j in range(n.shape[0]):
+        hn = rec_n[j] + b_n[j]
+        aux[j] = hn
+        n[j] = tanh(n[j] + r[j] * hn)
 
 
 @kernel
@@ -43,35 +60,28 @@ def cell(h_new, a, aux, h_prev, h_rec, rec, lengths, t, w_hh, b_hh, reset_after)
     h_prev (B, H); h_rec (B, H): what W_hh multiplies (h_prev itself in the plain kernels)
     rec (B, 3H): scratch; w_hh (3H, H); b_hh (3H,)."""
     B, H = h_prev.shape
+    rz, r, z, n = slice(0, 2 * H), slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
     if reset_after:
         np.dot(h_rec, w_hh.T, rec)
         for b in range(B):
             ab, rb = a[b], rec[b]
-            for j in range(2 * H):  # r, z
-                ab[j] = sigmoid(ab[j] + rb[j] + b_hh[j])
-            for j in range(H):
-                hn = rb[2 * H + j] + b_hh[2 * H + j]
-                aux[b, j] = hn
-                n = tanh(ab[2 * H + j] + ab[j] * hn)
-                ab[2 * H + j] = n
-                h_new[b, j] = n + ab[H + j] * (h_prev[b, j] - n)  # (1 - z) n + z h
+            activate_sum_row(ab[rz], rb[rz], b_hh[rz], SIGMOID)
+            candidate_after_row(ab[n], aux[b], ab[r], rb[n], b_hh[n])
+            blend_row(h_new[b], ab[n], ab[z], h_prev[b])
     else:
         flat = rec.reshape(B * 3 * H)  # contiguous (B, 2H) and (B, H) blocks of the scratch
         rec_rz, rec_n = flat[: B * 2 * H].reshape(B, 2 * H), flat[B * 2 * H :].reshape(B, H)
-        np.dot(h_rec, w_hh[: 2 * H].T, rec_rz)
+        np.dot(h_rec, w_hh[rz].T, rec_rz)
+        for b in range(B):
+            ab, ax, hr = a[b], aux[b], h_rec[b]
+            activate_sum_row(ab[rz], rec_rz[b], b_hh[rz], SIGMOID)
+            for j in range(H):
+                ax[j] = ab[j] * hr[j]
+        np.dot(aux, w_hh[n].T, rec_n)
         for b in range(B):
             ab = a[b]
-            for j in range(2 * H):  # r, z
-                ab[j] = sigmoid(ab[j] + rec_rz[b, j] + b_hh[j])
-            for j in range(H):
-                aux[b, j] = ab[j] * h_rec[b, j]
-        np.dot(aux, w_hh[2 * H :].T, rec_n)
-        for b in range(B):
-            ab = a[b]
-            for j in range(H):
-                n = tanh(ab[2 * H + j] + rec_n[b, j] + b_hh[2 * H + j])
-                ab[2 * H + j] = n
-                h_new[b, j] = n + ab[H + j] * (h_prev[b, j] - n)  # (1 - z) n + z h
+            activate_sum_row(ab[n], rec_n[b], b_hh[n], TANH)
+            blend_row(h_new[b], ab[n], ab[z], h_prev[b])
     carry_inactive(h_new, h_prev, lengths, t)
 
 
@@ -127,6 +137,26 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
 
 
 @kernel
+def _blend_grads_row(dn, d_z, direct, dh, z, n, h_prev):
+    """h = (1 - z) n + z h_prev backwards for one row: dn for n's pre-activation, d_z for z's and
+    direct, the gradient for h_prev through z * h_prev; every argument (H,)."""
+    one = activations.one(dh)
+    for j in range(dh.shape[0]):
+        dn[j] = (dh[j] - dh[j] * z[j]) * (one - n[j] * n[j])
+        d_z[j] = dh[j] * (h_prev[j] - n[j]) * (z[j] - z[j] * z[j])
+        direct[j] = dh[j] * z[j]
+
+
+@kernel
+def _reset_grads_row(d_r, d_via, d_out, r, v):
+    """out = r * v backwards through r = sigmoid(.) for one row: d_r = d_out * v * r', d_via = d_out * r
+    (reset_after: out = r * hn; reset_before: out = r * h_rec); every argument (H,)."""
+    for j in range(d_r.shape[0]):
+        d_r[j] = d_out[j] * v[j] * (r[j] - r[j] * r[j])
+        d_via[j] = d_out[j] * r[j]
+
+
+@kernel
 def gate_grads(d_rz, dr, dn_t, d_nrec, direct, via_rec, d_rh, dh, g_t, h_prev, h_rec, aux_t, lengths, t, w_hn,
                reset_after):
     """The gate gradients of one step (active rows; padding rows are left as they are).
@@ -142,39 +172,30 @@ def gate_grads(d_rz, dr, dn_t, d_nrec, direct, via_rec, d_rh, dh, g_t, h_prev, h
     dh (B, H): gradient for the step's output h; g_t (B, 3H), aux_t (B, H) from the forward
     h_prev, h_rec (B, H) as in ``cell``; w_hn (H, H)."""
     B, H = dh.shape
-    one = activations.one(dh)
+    r, z, n = slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
     for b in range(B):
-        if t >= lengths[b]:
-            continue
-        for j in range(H):
-            z, n = g_t[b, H + j], g_t[b, 2 * H + j]
-            # forward was: h = (1 - z) * n + z * h_prev
-            dn_t[b, j] = (dh[b, j] - dh[b, j] * z) * (one - n * n)  # x_n enters n's pre-activation directly
-            d_rz[b, H + j] = dh[b, j] * (h_prev[b, j] - n) * (z - z * z)
-            dr[b, H + j] = d_rz[b, H + j]
-            direct[b, j] = dh[b, j] * z
-    if reset_after:
-        for b in range(B):
-            if t >= lengths[b]:
-                continue
-            for j in range(H):
-                r, dan = g_t[b, j], dn_t[b, j]
+        if t < lengths[b]:
+            g = g_t[b]
+            # forward was: h = (1 - z) * n + z * h_prev; x_n enters n's pre-activation directly
+            _blend_grads_row(dn_t[b], d_rz[b, z], direct[b], dh[b], g[z], g[n], h_prev[b])
+            if reset_after:
                 # forward was: n = tanh(x_n + r * hn), hn = W_hn h_rec + b_hn
-                d_rz[b, j] = dan * aux_t[b, j] * (r - r * r)
-                dr[b, j] = d_rz[b, j]
-                d_nrec[b, j] = dan * r
-                dr[b, 2 * H + j] = d_nrec[b, j]
-    else:
+                _reset_grads_row(d_rz[b, r], d_nrec[b], dn_t[b], g[r], aux_t[b])
+    if not reset_after:
         # forward was: n = tanh(x_n + (r * h_rec) W_hn^T + b_hn)
         np.dot(dn_t, w_hn, d_rh)
         for b in range(B):
-            if t >= lengths[b]:
-                continue
-            for j in range(H):
-                r = g_t[b, j]
-                d_rz[b, j] = d_rh[b, j] * h_rec[b, j] * (r - r * r)
-                dr[b, j] = d_rz[b, j]
-                via_rec[b, j] = d_rh[b, j] * r
+            if t < lengths[b]:
+                _reset_grads_row(d_rz[b, r], via_rec[b], d_rh[b], g_t[b, r], h_rec[b])
+    for b in range(B):
+        if t < lengths[b]:
+            drb, dzb = dr[b], d_rz[b]
+            for j in range(2 * H):
+                drb[j] = dzb[j]
+            if reset_after:
+                dnb, dnr = drb[n], d_nrec[b]
+                for j in range(H):
+                    dnb[j] = dnr[j]
 
 
 @inline_kernel

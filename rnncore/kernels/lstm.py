@@ -26,8 +26,17 @@ from rnncore.kernels._common import (
     write_output,
 )
 from rnncore.kernels._jit import kernel
-from rnncore.kernels.activations import sigmoid, tanh
+from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, sigmoid, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
+
+
+@kernel
+def update_row(c_new, h_new, i, f, g, o, c_prev):
+    """c' = f * c + i * g and h' = o * tanh(c') for one row; every argument (H,)."""
+    for j in range(c_new.shape[0]):
+        c = f[j] * c_prev[j] + i[j] * g[j]
+        c_new[j] = c
+        h_new[j] = o[j] * tanh(c)
 
 
 @kernel
@@ -38,18 +47,13 @@ def cell(h_new, c_new, a, h_prev, c_prev, rec, lengths, t, w_hh, b_hh):
     h_prev, c_prev (B, H); rec (B, 4H): scratch for h_prev W_hh^T; w_hh (4H, H); b_hh (4H,)."""
     B, H = h_prev.shape
     np.dot(h_prev, w_hh.T, rec)
+    i_f, g = slice(0, 2 * H), slice(2 * H, 3 * H)
     for b in range(B):
         ab, rb = a[b], rec[b]
-        for j in range(2 * H):  # i, f
-            ab[j] = sigmoid(ab[j] + rb[j] + b_hh[j])
-        for j in range(2 * H, 3 * H):  # g
-            ab[j] = tanh(ab[j] + rb[j] + b_hh[j])
-        for j in range(3 * H, 4 * H):  # o
-            ab[j] = sigmoid(ab[j] + rb[j] + b_hh[j])
-        for j in range(H):
-            c = ab[H + j] * c_prev[b, j] + ab[j] * ab[2 * H + j]
-            c_new[b, j] = c
-            h_new[b, j] = ab[3 * H + j] * tanh(c)
+        activate_sum_row(ab[i_f], rb[i_f], b_hh[i_f], SIGMOID)  # i, f
+        activate_sum_row(ab[g], rb[g], b_hh[g], TANH)
+        activate_sum_row(ab[3 * H :], rb[3 * H :], b_hh[3 * H :], SIGMOID)  # o
+        update_row(c_new[b], h_new[b], ab[:H], ab[H : 2 * H], ab[g], ab[3 * H :], c_prev[b])
     carry_inactive(h_new, h_prev, lengths, t)
     carry_inactive(c_new, c_prev, lengths, t)
 
@@ -108,6 +112,23 @@ def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh):
 
 
 @kernel
+def gate_grads_row(d_i, d_f, d_g, d_o, dc, dh, c_new, c_prev, i, f, g, o):
+    """``gate_grads`` for one row; every argument (H,)."""
+    one = activations.one(dh)
+    for j in range(dh.shape[0]):
+        tc = tanh(c_new[j])
+        # forward was: h~ = o * tanh(c~)
+        do = dh[j] * tc
+        dcj = dc[j] + dh[j] * o[j] * (one - tc * tc)
+        # forward was: c~ = f * c_prev + i * g
+        d_i[j] = dcj * g[j] * (i[j] - i[j] * i[j])
+        d_f[j] = dcj * c_prev[j] * (f[j] - f[j] * f[j])
+        d_g[j] = dcj * i[j] * (one - g[j] * g[j])
+        d_o[j] = do * (o[j] - o[j] * o[j])
+        dc[j] = dcj * f[j]
+
+
+@kernel
 def gate_grads(d_t, dc, dh, c_new, c_prev, g_t, lengths, t):
     """The gate gradients of one step (active rows; padding rows untouched), for ``backward`` and
     ``backward_masked`` (there c~ and h~ are the candidates before zoneout).
@@ -115,22 +136,11 @@ def gate_grads(d_t, dc, dh, c_new, c_prev, g_t, lengths, t):
     the c path, on exit the gradient for c_{t-1} through f * c_{t-1}; dh (B, H): gradient for h~
     c_new (B, H): c~; c_prev (B, H); g_t (B, 4H): activated gates."""
     B, H = dh.shape
-    one = activations.one(dh)
+    i, f, g, o = slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H), slice(3 * H, 4 * H)
     for b in range(B):
-        if t >= lengths[b]:
-            continue
-        for j in range(H):
-            i, f, g, o = g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j], g_t[b, 3 * H + j]
-            tc = tanh(c_new[b, j])
-            # forward was: h~ = o * tanh(c~)
-            do = dh[b, j] * tc
-            dcj = dc[b, j] + dh[b, j] * o * (one - tc * tc)
-            # forward was: c~ = f * c_prev + i * g
-            d_t[b, j] = dcj * g * (i - i * i)
-            d_t[b, H + j] = dcj * c_prev[b, j] * (f - f * f)
-            d_t[b, 2 * H + j] = dcj * i * (one - g * g)
-            d_t[b, 3 * H + j] = do * (o - o * o)
-            dc[b, j] = dcj * f
+        if t < lengths[b]:
+            d, gb = d_t[b], g_t[b]
+            gate_grads_row(d[i], d[f], d[g], d[o], dc[b], dh[b], c_new[b], c_prev[b], gb[i], gb[f], gb[g], gb[o])
 
 
 @kernel
