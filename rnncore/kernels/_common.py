@@ -88,13 +88,12 @@ def write_output(out, h, lengths, t, col):
     """out[t, b, col:col+H] = h[b] for active rows, 0 for padding. out (T, B, O), h (B, H)."""
     B, H = h.shape
     for b in range(B):
-        o, hb = out[t, b, col : col + H], h[b]
         if t < lengths[b]:
             for j in range(H):
-                o[j] = hb[j]
+                out[t, b, col + j] = h[b, j]
         else:
             for j in range(H):
-                o[j] = 0.0
+                out[t, b, col + j] = 0.0
 
 
 @kernel
@@ -113,9 +112,8 @@ def add_output_grad(g, grad_out, lengths, t, col):
     B, H = g.shape
     for b in range(B):
         if t < lengths[b]:
-            gb, go = g[b], grad_out[t, b, col : col + H]
             for j in range(H):
-                gb[j] += go[j]
+                g[b, j] += grad_out[t, b, col + j]
 
 
 @kernel

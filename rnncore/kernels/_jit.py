@@ -4,9 +4,9 @@
 - fastmath without ``nnan``/``ninf``: NaN and Inf must stay visible to the finiteness checks.
 - ``nogil=True``: inference can run from several Python threads at once.
 - ``inline_kernel``: the same options, inlined into each caller at Numba IR level, for thin wrappers over
-  other kernels. A separately compiled function costs its own LLVM optimisation and machine code of
-  everything it calls (0.6 s for a wrapper of three calls to one compiled helper); inlined, it costs
-  its callers little more than its typing.
+  other kernels and for the per-row gate loops. A separately compiled function costs its own LLVM
+  optimisation and machine code of everything it calls (0.6 s for a wrapper of three calls to one compiled
+  helper); inlined, it costs its callers little more than its typing.
 - ``cache``: on by default; ``RNNCORE_NUMBA_CACHE=0`` turns it off (for example under multiprocessing
   on a shared file system). Numba places the cache beside the modules, or in ``NUMBA_CACHE_DIR``.
 """

@@ -34,14 +34,14 @@ from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 
 
-@kernel
+@inline_kernel
 def blend_row(h_new, n, z, h_prev):
     """h' = (1 - z) n + z h for one row; every argument (H,)."""
     for j in range(h_new.shape[0]):
         h_new[j] = n[j] + z[j] * (h_prev[j] - n[j])
 
 
-@kernel
+@inline_kernel
 def candidate_after_row(n, aux, r, rec_n, b_n):
     """reset_after's candidate for one row: aux = W_hn h + b_hn, then n = tanh(x_n + r * aux) in place
     of the input projection x_n in n; every argument (H,)."""
@@ -136,7 +136,7 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
     cell(h_new, a[0], aux, h, h, rec, lengths, 0, w_hh, b_hh, reset_after)
 
 
-@kernel
+@inline_kernel
 def _blend_grads_row(dn, d_z, direct, dh, z, n, h_prev):
     """h = (1 - z) n + z h_prev backwards for one row: dn for n's pre-activation, d_z for z's and
     direct, the gradient for h_prev through z * h_prev; every argument (H,)."""
@@ -147,7 +147,7 @@ def _blend_grads_row(dn, d_z, direct, dh, z, n, h_prev):
         direct[j] = dh[j] * z[j]
 
 
-@kernel
+@inline_kernel
 def _reset_grads_row(d_r, d_via, d_out, r, v):
     """out = r * v backwards through r = sigmoid(.) for one row: d_r = d_out * v * r', d_via = d_out * r
     (reset_after: out = r * hn; reset_before: out = r * h_rec); every argument (H,)."""

@@ -25,12 +25,12 @@ from rnncore.kernels._common import (
     time_index,
     write_output,
 )
-from rnncore.kernels._jit import kernel
+from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, sigmoid, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 
 
-@kernel
+@inline_kernel
 def update_row(c_new, h_new, i, f, g, o, c_prev):
     """c' = f * c + i * g and h' = o * tanh(c') for one row; every argument (H,)."""
     for j in range(c_new.shape[0]):
@@ -111,7 +111,7 @@ def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh):
     cell(h_new, c_new, a[0], h, c, rec, lengths, 0, w_hh, b_hh)
 
 
-@kernel
+@inline_kernel
 def gate_grads_row(d_i, d_f, d_g, d_o, dc, dh, c_new, c_prev, i, f, g, o):
     """``gate_grads`` for one row; every argument (H,)."""
     one = activations.one(dh)
