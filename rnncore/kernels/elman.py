@@ -23,16 +23,18 @@ from rnncore.kernels._common import (
 )
 from rnncore.kernels._jit import kernel
 from rnncore.kernels.activations import activate_row, activation_grad_row
+from rnncore.kernels.packed import pack, product_into, scratch
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 
 
 @kernel
-def cell(h_new, a, h_prev, rec, lengths, t, w_hh, b_hh, act):
+def cell(h_new, a, h_prev, rec, lengths, t, w_hh, p_hh, tmp, b_hh, act):
     """One step for the whole batch.
     h_new (B, H): output state; a (B, H): input projection of this step (used as scratch)
-    h_prev (B, H); rec (B, H): scratch for h_prev W_hh^T; w_hh (H, H); b_hh (H,)."""
+    h_prev (B, H); rec (B, H): scratch for h_prev W_hh^T; w_hh (H, H); p_hh, tmp: ``pack(w_hh, B)`` and
+    its scratch; b_hh (H,)."""
     B, H = h_prev.shape
-    np.dot(h_prev, w_hh.T, rec)
+    product_into(rec, h_prev, w_hh, p_hh, tmp)
     for b in range(B):
         for j in range(H):
             a[b, j] += rec[b, j] + b_hh[j]
@@ -49,11 +51,13 @@ def forward_train(out, hs, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse,
     a = np.empty((T, B, w_ih.shape[0]), dtype=x.dtype)
     project_inputs(a, x, w_ih, b_ih)
     rec = np.empty_like(h0)
+    p_hh = pack(w_hh, B)
+    tmp = scratch(p_hh, B)
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     for s in range(T):
         t = time_index(s, T, reverse)
-        cell(hs[t + 1], a[t], hs[t + off], rec, lengths, t, w_hh, b_hh, act)
+        cell(hs[t + 1], a[t], hs[t + off], rec, lengths, t, w_hh, p_hh, tmp, b_hh, act)
         write_output(out, hs[t + 1], lengths, t, col)
 
 
@@ -65,6 +69,8 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse
     T, B, _ = x.shape
     h, h_new = h0.copy(), np.empty_like(h0)
     rec = np.empty_like(h0)
+    p_hh = pack(w_hh, B)
+    tmp = scratch(p_hh, B)
     a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
@@ -72,7 +78,7 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse
         project_inputs(a, x[start : start + n], w_ih, b_ih)
         for s in range(n):
             t = start + time_index(s, n, reverse)
-            cell(h_new, a[t - start], h, rec, lengths, t, w_hh, b_hh, act)
+            cell(h_new, a[t - start], h, rec, lengths, t, w_hh, p_hh, tmp, b_hh, act)
             write_output(out, h_new, lengths, t, col)
             h, h_new = h_new, h
     copy_into(h_n, h)
@@ -85,8 +91,10 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, act):
     a = np.empty((1, B, w_ih.shape[0]), dtype=x.dtype)
     project_inputs(a, x.reshape(1, B, x.shape[1]), w_ih, b_ih)
     rec = np.empty_like(h)
+    p_hh = pack(w_hh, 0)  # one step: packing would cost what it saves
+    tmp = scratch(p_hh, B)
     lengths = np.full(B, 1, dtype=np.int64)
-    cell(h_new, a[0], h, rec, lengths, 0, w_hh, b_hh, act)
+    cell(h_new, a[0], h, rec, lengths, 0, w_hh, p_hh, tmp, b_hh, act)
 
 
 @kernel
@@ -101,6 +109,8 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
     da = np.empty((T, B, H), dtype=x.dtype)  # gradient of the pre-activation of each step
     dh = grad_hn.copy()  # gradient flowing into the state after the current step
     dh_prev = np.empty_like(dh)
+    p_t = pack(w_hh.T, B)
+    tmp = scratch(p_t, B)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
         add_output_grad(dh, grad_out, lengths, t, col)
@@ -109,7 +119,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
             activation_grad_row(da[t, b], dh[b], hs[t + 1, b], act)
         zero_inactive_rows(da[t], lengths, t)
         # forward was: a_t = ... + h_{t-1} W_hh^T
-        np.dot(da[t], w_hh, dh_prev)
+        product_into(dh_prev, da[t], w_hh.T, p_t, tmp)
         carry_inactive(dh_prev, dh, lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh
@@ -128,13 +138,15 @@ def forward_masked(out, hs, cand, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, m, zon
     a = np.empty((T, B, w_ih.shape[0]), dtype=x.dtype)
     project_inputs(a, x, w_ih, b_ih)
     rec = np.empty_like(h0)
+    p_hh = pack(w_hh, B)
+    tmp = scratch(p_hh, B)
     h_rec = np.empty_like(h0)
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     for s in range(T):
         t = time_index(s, T, reverse)
         mask_state(h_rec, hs[t + off], m)
-        cell(cand[t], a[t], h_rec, rec, lengths, t, w_hh, b_hh, act)
+        cell(cand[t], a[t], h_rec, rec, lengths, t, w_hh, p_hh, tmp, b_hh, act)
         zoneout_update(hs[t + 1], hs[t + off], cand[t], zone[t], lengths, t)
         write_output(out, hs[t + 1], lengths, t, col)
 
@@ -149,6 +161,8 @@ def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, l
     da = np.empty((T, B, H), dtype=x.dtype)
     dh = grad_hn.copy()
     dh_prev = np.empty_like(dh)
+    p_t = pack(w_hh.T, B)
+    tmp = scratch(p_t, B)
     d_cand = np.empty_like(dh)
     no_direct = np.zeros_like(dh)
     for s in range(T):
@@ -161,7 +175,7 @@ def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, l
             activation_grad_row(da[t, b], d_cand[b], cand[t, b], act)
         zero_inactive_rows(da[t], lengths, t)
         # forward was: a_t = ... + (m * h_{t-1}) W_hh^T
-        np.dot(da[t], w_hh, dh_prev)
+        product_into(dh_prev, da[t], w_hh.T, p_t, tmp)
         prev_state_grad(dh_prev, m, no_direct, dh, zone[t], lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh

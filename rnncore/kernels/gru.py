@@ -31,6 +31,7 @@ from rnncore.kernels._common import (
 )
 from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, tanh
+from rnncore.kernels.packed import pack, product_into, scratch
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 
 
@@ -52,17 +53,28 @@ def candidate_after_row(n, aux, r, rec_n, b_n):
 
 
 @kernel
-def cell(h_new, a, aux, h_prev, h_rec, rec, lengths, t, w_hh, b_hh, reset_after):
+def pack_recurrent(w_hh, rows, reset_after):
+    """(p_hh, p_n): the panels of ``cell``'s products, ``pack(., rows)``. reset_after multiplies h by all of
+    W_hh (p_n empty); reset_before multiplies h by the r, z rows and r * h by the n rows. w_hh (3H, H)."""
+    H = w_hh.shape[1]
+    if reset_after:
+        return pack(w_hh, rows), pack(w_hh[2 * H :], 0)
+    return pack(w_hh[: 2 * H], rows), pack(w_hh[2 * H :], rows)
+
+
+@kernel
+def cell(h_new, a, aux, h_prev, h_rec, rec, lengths, t, w_hh, p_hh, p_n, tmp, b_hh, reset_after):
     """One step for the whole batch.
     h_new (B, H): output state
     a (B, 3H): input projection of this step on entry, activated gates r, z, n on exit
     aux (B, H): W_hn h_rec + b_hn (reset_after) or r * h_rec (reset_before), kept for backward
     h_prev (B, H); h_rec (B, H): what W_hh multiplies (h_prev itself in the plain kernels)
-    rec (B, 3H): scratch; w_hh (3H, H); b_hh (3H,)."""
+    rec (B, 3H): scratch; w_hh (3H, H); p_hh, p_n, tmp: ``pack_recurrent(w_hh, B, reset_after)`` and the
+    scratch of p_hh; b_hh (3H,)."""
     B, H = h_prev.shape
     rz, r, z, n = slice(0, 2 * H), slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
     if reset_after:
-        np.dot(h_rec, w_hh.T, rec)
+        product_into(rec, h_rec, w_hh, p_hh, tmp)
         for b in range(B):
             ab, rb = a[b], rec[b]
             activate_sum_row(ab[rz], rb[rz], b_hh[rz], SIGMOID)
@@ -71,13 +83,13 @@ def cell(h_new, a, aux, h_prev, h_rec, rec, lengths, t, w_hh, b_hh, reset_after)
     else:
         flat = rec.reshape(B * 3 * H)  # contiguous (B, 2H) and (B, H) blocks of the scratch
         rec_rz, rec_n = flat[: B * 2 * H].reshape(B, 2 * H), flat[B * 2 * H :].reshape(B, H)
-        np.dot(h_rec, w_hh[rz].T, rec_rz)
+        product_into(rec_rz, h_rec, w_hh[rz], p_hh, tmp)
         for b in range(B):
             ab, ax, hr = a[b], aux[b], h_rec[b]
             activate_sum_row(ab[rz], rec_rz[b], b_hh[rz], SIGMOID)
             for j in range(H):
                 ax[j] = ab[j] * hr[j]
-        np.dot(aux, w_hh[n].T, rec_n)
+        product_into(rec_n, aux, w_hh[n], p_n, tmp)
         for b in range(B):
             ab = a[b]
             activate_sum_row(ab[n], rec_n[b], b_hh[n], TANH)
@@ -94,11 +106,13 @@ def forward_train(out, hs, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, r
     T = x.shape[0]
     project_inputs(gates, x, w_ih, b_ih)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
+    p_hh, p_n = pack_recurrent(w_hh, h0.shape[0], reset_after)
+    tmp = scratch(p_hh, h0.shape[0])
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     for s in range(T):
         t = time_index(s, T, reverse)
-        cell(hs[t + 1], gates[t], aux[t], hs[t + off], hs[t + off], rec, lengths, t, w_hh, b_hh, reset_after)
+        cell(hs[t + 1], gates[t], aux[t], hs[t + off], hs[t + off], rec, lengths, t, w_hh, p_hh, p_n, tmp, b_hh, reset_after)
         write_output(out, hs[t + 1], lengths, t, col)
 
 
@@ -111,6 +125,8 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after,
     h, h_new = h0.copy(), np.empty_like(h0)
     aux = np.empty_like(h0)
     rec = np.empty((B, w_hh.shape[0]), dtype=h0.dtype)
+    p_hh, p_n = pack_recurrent(w_hh, B, reset_after)
+    tmp = scratch(p_hh, B)
     a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
@@ -118,7 +134,7 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after,
         project_inputs(a, x[start : start + n], w_ih, b_ih)
         for s in range(n):
             t = start + time_index(s, n, reverse)
-            cell(h_new, a[t - start], aux, h, h, rec, lengths, t, w_hh, b_hh, reset_after)
+            cell(h_new, a[t - start], aux, h, h, rec, lengths, t, w_hh, p_hh, p_n, tmp, b_hh, reset_after)
             write_output(out, h_new, lengths, t, col)
             h, h_new = h_new, h
     copy_into(h_n, h)
@@ -131,9 +147,11 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
     a = np.empty((1, B, w_ih.shape[0]), dtype=x.dtype)
     project_inputs(a, x.reshape(1, B, x.shape[1]), w_ih, b_ih)
     rec = np.empty_like(a[0])
+    p_hh, p_n = pack_recurrent(w_hh, 0, reset_after)  # one step: packing would cost what it saves
+    tmp = scratch(p_hh, B)
     aux = np.empty_like(h)
     lengths = np.full(B, 1, dtype=np.int64)
-    cell(h_new, a[0], aux, h, h, rec, lengths, 0, w_hh, b_hh, reset_after)
+    cell(h_new, a[0], aux, h, h, rec, lengths, 0, w_hh, p_hh, p_n, tmp, b_hh, reset_after)
 
 
 @inline_kernel
@@ -158,7 +176,7 @@ def _reset_grads_row(d_r, d_via, d_out, r, v):
 
 @kernel
 def gate_grads(d_rz, dr, dn_t, d_nrec, direct, via_rec, d_rh, dh, g_t, h_prev, h_rec, aux_t, lengths, t, w_hn,
-               reset_after):
+               p_hn, tmp, reset_after):
     """The gate gradients of one step (active rows; padding rows are left as they are).
     d_rz (B, 2H): gradient of the r, z pre-activations, the same for the input projection and for
     h_rec W_hh^T + b_hh (output)
@@ -170,7 +188,8 @@ def gate_grads(d_rz, dr, dn_t, d_nrec, direct, via_rec, d_rh, dh, g_t, h_prev, h
     via_rec (B, H): the gradient for h_rec outside the GEMM over dr, through reset_before's r * h_rec
     (output; untouched for reset_after, so the caller zero-initialises it); d_rh (B, H): scratch
     dh (B, H): gradient for the step's output h; g_t (B, 3H), aux_t (B, H) from the forward
-    h_prev, h_rec (B, H) as in ``cell``; w_hn (H, H)."""
+    h_prev, h_rec (B, H) as in ``cell``; w_hn (H, H); p_hn, tmp: ``pack(w_hn.T, B)`` (reset_before) and its
+    scratch."""
     B, H = dh.shape
     r, z, n = slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
     for b in range(B):
@@ -183,7 +202,7 @@ def gate_grads(d_rz, dr, dn_t, d_nrec, direct, via_rec, d_rh, dh, g_t, h_prev, h
                 _reset_grads_row(d_rz[b, r], d_nrec[b], dn_t[b], g[r], aux_t[b])
     if not reset_after:
         # forward was: n = tanh(x_n + (r * h_rec) W_hn^T + b_hn)
-        np.dot(dn_t, w_hn, d_rh)
+        product_into(d_rh, dn_t, w_hn.T, p_hn, tmp)
         for b in range(B):
             if t < lengths[b]:
                 _reset_grads_row(d_rz[b, r], via_rec[b], d_rh[b], g_t[b, r], h_rec[b])
@@ -238,15 +257,17 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
     via_rec = np.zeros_like(dh)
     d_rh = np.empty_like(dh)
     w_hn = w_hh[2 * H :]
+    p_t, p_hn = pack(w_hh.T, B), pack(w_hn.T, 0 if reset_after else B)
+    tmp = scratch(p_t, B)
     off = prev_offset(reverse)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
         add_output_grad(dh, grad_out, lengths, t, col)
         h_prev = hs[t + off]
         gate_grads(d_rz[t], dr, dn_pre[t], d_nrec[t], direct, via_rec, d_rh, dh, gates[t], h_prev, h_prev,
-                   aux[t], lengths, t, w_hn, reset_after)
+                   aux[t], lengths, t, w_hn, p_hn, tmp, reset_after)
         # forward was: rec = h_prev W_hh^T + b_hh
-        np.dot(dr, w_hh, dh_prev)
+        product_into(dh_prev, dr, w_hh.T, p_t, tmp)
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):
@@ -269,13 +290,15 @@ def forward_masked(out, hs, cand, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, 
     T = x.shape[0]
     project_inputs(gates, x, w_ih, b_ih)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
+    p_hh, p_n = pack_recurrent(w_hh, h0.shape[0], reset_after)
+    tmp = scratch(p_hh, h0.shape[0])
     h_rec = np.empty_like(h0)
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     for s in range(T):
         t = time_index(s, T, reverse)
         mask_state(h_rec, hs[t + off], m)
-        cell(cand[t], gates[t], aux[t], hs[t + off], h_rec, rec, lengths, t, w_hh, b_hh, reset_after)
+        cell(cand[t], gates[t], aux[t], hs[t + off], h_rec, rec, lengths, t, w_hh, p_hh, p_n, tmp, b_hh, reset_after)
         zoneout_update(hs[t + 1], hs[t + off], cand[t], zone[t], lengths, t)
         write_output(out, hs[t + 1], lengths, t, col)
 
@@ -299,6 +322,8 @@ def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, l
     via_rec = np.zeros_like(dh)
     d_rh = np.empty_like(dh)
     w_hn = w_hh[2 * H :]
+    p_t, p_hn = pack(w_hh.T, B), pack(w_hn.T, 0 if reset_after else B)
+    tmp = scratch(p_t, B)
     off = prev_offset(reverse)
     mask_states(h_rec, hs[off : off + T], m)
     for s in range(T):
@@ -307,9 +332,9 @@ def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, l
         # forward was: h_t = z * h_prev + (1 - z) * h~
         zoneout_grad(d_cand, dh, zone[t])
         gate_grads(d_rz[t], dr, dn_pre[t], d_nrec[t], direct, via_rec, d_rh, d_cand, gates[t], hs[t + off],
-                   h_rec[t], aux[t], lengths, t, w_hn, reset_after)
+                   h_rec[t], aux[t], lengths, t, w_hn, p_hn, tmp, reset_after)
         # forward was: rec = (m * h_prev) W_hh^T + b_hh
-        np.dot(dr, w_hh, dh_prev)
+        product_into(dh_prev, dr, w_hh.T, p_t, tmp)
         for b in range(B):
             for j in range(H):
                 dh_prev[b, j] += via_rec[b, j]

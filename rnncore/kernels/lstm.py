@@ -27,6 +27,7 @@ from rnncore.kernels._common import (
 )
 from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, sigmoid, tanh
+from rnncore.kernels.packed import pack, product_into, scratch
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 
 
@@ -40,13 +41,14 @@ def update_row(c_new, h_new, i, f, g, o, c_prev):
 
 
 @kernel
-def cell(h_new, c_new, a, h_prev, c_prev, rec, lengths, t, w_hh, b_hh):
+def cell(h_new, c_new, a, h_prev, c_prev, rec, lengths, t, w_hh, p_hh, tmp, b_hh):
     """One step for the whole batch.
     h_new, c_new (B, H): output states
     a (B, 4H): input projection of this step on entry, activated gates i, f, g, o on exit
-    h_prev, c_prev (B, H); rec (B, 4H): scratch for h_prev W_hh^T; w_hh (4H, H); b_hh (4H,)."""
+    h_prev, c_prev (B, H); rec (B, 4H): scratch for h_prev W_hh^T; w_hh (4H, H); p_hh, tmp: ``pack(w_hh, B)``
+    and its scratch; b_hh (4H,)."""
     B, H = h_prev.shape
-    np.dot(h_prev, w_hh.T, rec)
+    product_into(rec, h_prev, w_hh, p_hh, tmp)
     i_f, g = slice(0, 2 * H), slice(2 * H, 3 * H)
     for b in range(B):
         ab, rb = a[b], rec[b]
@@ -67,12 +69,14 @@ def forward_train(out, hs, cs, gates, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh
     T = x.shape[0]
     project_inputs(gates, x, w_ih, b_ih)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
+    p_hh = pack(w_hh, h0.shape[0])
+    tmp = scratch(p_hh, h0.shape[0])
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     copy_into(cs[first], c0)
     for s in range(T):
         t = time_index(s, T, reverse)
-        cell(hs[t + 1], cs[t + 1], gates[t], hs[t + off], cs[t + off], rec, lengths, t, w_hh, b_hh)
+        cell(hs[t + 1], cs[t + 1], gates[t], hs[t + off], cs[t + off], rec, lengths, t, w_hh, p_hh, tmp, b_hh)
         write_output(out, hs[t + 1], lengths, t, col)
 
 
@@ -85,6 +89,8 @@ def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, rev
     h, h_new = h0.copy(), np.empty_like(h0)
     c, c_new = c0.copy(), np.empty_like(c0)
     rec = np.empty((B, w_hh.shape[0]), dtype=h0.dtype)
+    p_hh = pack(w_hh, B)
+    tmp = scratch(p_hh, B)
     a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
@@ -92,7 +98,7 @@ def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, rev
         project_inputs(a, x[start : start + n], w_ih, b_ih)
         for s in range(n):
             t = start + time_index(s, n, reverse)
-            cell(h_new, c_new, a[t - start], h, c, rec, lengths, t, w_hh, b_hh)
+            cell(h_new, c_new, a[t - start], h, c, rec, lengths, t, w_hh, p_hh, tmp, b_hh)
             write_output(out, h_new, lengths, t, col)
             h, h_new = h_new, h
             c, c_new = c_new, c
@@ -107,8 +113,10 @@ def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh):
     a = np.empty((1, B, w_ih.shape[0]), dtype=x.dtype)
     project_inputs(a, x.reshape(1, B, x.shape[1]), w_ih, b_ih)
     rec = np.empty_like(a[0])
+    p_hh = pack(w_hh, 0)  # one step: packing would cost what it saves
+    tmp = scratch(p_hh, B)
     lengths = np.full(B, 1, dtype=np.int64)
-    cell(h_new, c_new, a[0], h, c, rec, lengths, 0, w_hh, b_hh)
+    cell(h_new, c_new, a[0], h, c, rec, lengths, 0, w_hh, p_hh, tmp, b_hh)
 
 
 @inline_kernel
@@ -156,6 +164,8 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_c
     dh = grad_hn.copy()  # gradient flowing into h after the current step
     dc = grad_cn.copy()  # gradient flowing into c after the current step
     dh_prev = np.empty_like(dh)
+    p_t = pack(w_hh.T, B)
+    tmp = scratch(p_t, B)
     off = prev_offset(reverse)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
@@ -163,7 +173,7 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_c
         # padding rows: dh and dc pass through unchanged, gate gradients stay 0
         gate_grads(dgates[t], dc, dh, cs[t + 1], cs[t + off], gates[t], lengths, t)
         # forward was: gates = ... + h_prev W_hh^T
-        np.dot(dgates[t], w_hh, dh_prev)
+        product_into(dh_prev, dgates[t], w_hh.T, p_t, tmp)
         carry_inactive(dh_prev, dh, lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh
@@ -183,6 +193,8 @@ def forward_masked(out, hs, cs, cand_h, cand_c, gates, x, lengths, h0, c0, w_ih,
     T = x.shape[0]
     project_inputs(gates, x, w_ih, b_ih)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
+    p_hh = pack(w_hh, h0.shape[0])
+    tmp = scratch(p_hh, h0.shape[0])
     h_rec = np.empty_like(h0)
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
@@ -190,7 +202,7 @@ def forward_masked(out, hs, cs, cand_h, cand_c, gates, x, lengths, h0, c0, w_ih,
     for s in range(T):
         t = time_index(s, T, reverse)
         mask_state(h_rec, hs[t + off], m)
-        cell(cand_h[t], cand_c[t], gates[t], h_rec, cs[t + off], rec, lengths, t, w_hh, b_hh)
+        cell(cand_h[t], cand_c[t], gates[t], h_rec, cs[t + off], rec, lengths, t, w_hh, p_hh, tmp, b_hh)
         zoneout_update(hs[t + 1], hs[t + off], cand_h[t], zone_h[t], lengths, t)
         zoneout_update(cs[t + 1], cs[t + off], cand_c[t], zone_c[t], lengths, t)
         write_output(out, hs[t + 1], lengths, t, col)
@@ -207,6 +219,8 @@ def backward_masked(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn,
     dh = grad_hn.copy()
     dc = grad_cn.copy()
     dh_prev = np.empty_like(dh)
+    p_t = pack(w_hh.T, B)
+    tmp = scratch(p_t, B)
     dh_cand = np.empty_like(dh)
     dc_prev = np.empty_like(dc)
     no_direct = np.zeros_like(dh)
@@ -220,7 +234,7 @@ def backward_masked(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn,
         zoneout_grad(dc_prev, dc, zone_c[t])
         gate_grads(dgates[t], dc_prev, dh_cand, cand_c[t], cs[t + off], gates[t], lengths, t)
         # forward was: gates = ... + (m * h_prev) W_hh^T
-        np.dot(dgates[t], w_hh, dh_prev)
+        product_into(dh_prev, dgates[t], w_hh.T, p_t, tmp)
         prev_state_grad(dh_prev, m, no_direct, dh, zone_h[t], lengths, t)
         prev_state_grad(dc_prev, no_mask, no_direct, dc, zone_c[t], lengths, t)
         dh, dh_prev = dh_prev, dh

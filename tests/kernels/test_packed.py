@@ -1,0 +1,60 @@
+"""The packed recurrent product against numpy's matmul, over shapes that leave partial tiles and panels."""
+
+import numpy as np
+import pytest
+
+from rnncore.kernels import packed
+
+SHAPES = [(4, 1, 1), (4, 3, 17), (5, 7, 16), (7, 64, 33), (9, 16, 256), (16, 256, 1024), (33, 5, 8)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B, K, N", SHAPES)
+@pytest.mark.parametrize("layout", ["C", "F"])
+def test_product_matches_matmul(dtype, B, K, N, layout):
+    rng = np.random.default_rng(B * 1000 + K * 10 + N)
+    a = rng.standard_normal((B, K)).astype(dtype)
+    w = rng.standard_normal((N, K)).astype(dtype)
+    if layout == "F":  # the backward packs W_hh^T, a transposed view
+        w = np.ascontiguousarray(w.T).T
+    p = packed.pack(w, B)
+    L = 64 // np.dtype(dtype).itemsize
+    assert p.shape == (-(-N // L), K, L)
+    c = np.full((B, N), np.nan, dtype=dtype)
+    packed.product_into(c, a, w, p, packed.scratch(p, B))
+    want = a.astype(np.float64) @ w.T.astype(np.float64)
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    scale = np.abs(a).astype(np.float64) @ np.abs(w.T).astype(np.float64)  # bound of the rounding error
+    assert np.all(np.abs(c - want) <= tol * scale + 1e-30)
+
+
+@pytest.mark.parametrize("B", [1, 2, 3])
+def test_few_rows_go_to_blas(B):
+    rng = np.random.default_rng(B)
+    a, w = rng.standard_normal((B, 6)), rng.standard_normal((10, 6))
+    p = packed.pack(w, B)
+    assert p.shape[0] == 0
+    c = np.empty((B, 10))
+    packed.product_into(c, a, w, p, packed.scratch(p, B))
+    np.testing.assert_allclose(c, a @ w.T, rtol=1e-13, atol=0)
+
+
+def test_padding_columns_are_zero_and_product_leaves_rows_of_c_alone():
+    w = np.arange(1.0, 31.0).reshape(10, 3)  # float64: L = 8, two panels, 6 padding columns
+    p = packed.pack(w, 4)
+    assert np.all(p[1, :, 2:] == 0.0)
+    a = np.ones((4, 3))
+    out = packed.scratch(p, 4)
+    packed.product(out, a, p)
+    np.testing.assert_array_equal(out[:, :10], a @ w.T)
+    np.testing.assert_array_equal(out[:, 10:], 0.0)
+
+
+def test_nan_propagates():
+    a = np.ones((4, 8), np.float32)
+    a[2, 5] = np.nan
+    w = np.ones((16, 8), np.float32)
+    p = packed.pack(w, 4)
+    c = np.zeros((4, 16), np.float32)
+    packed.product_into(c, a, w, p, packed.scratch(p, 4))
+    assert np.all(np.isnan(c[2])) and np.all(np.isfinite(np.delete(c, 2, axis=0)))
