@@ -13,7 +13,10 @@ projection were still spinning and the step got slower (LSTM, T 25, B 16, H 256:
 with OpenBLAS alone); one threading domain for every GEMM of a step would be needed first.
 
 Below ``MIN_ROWS`` rows the product is a matrix-vector product, memory-bound, and BLAS's gemv over the
-unpacked weights is as fast without the cost of packing; ``pack`` then returns no panels.
+unpacked weights is as fast without the cost of packing. Above ``MAX_ROWS`` rows BLAS with two threads
+overtakes the one-thread tile here (packed / BLAS time at K 256, N 1024: B 16 0.58, B 32 0.78, B 48
+1.04, B 64 1.15; with one BLAS thread the tile stays ahead, 346 against 493 us at B 64). Outside these
+bounds ``pack`` returns no panels and the product goes to BLAS.
 
 Letters: B = rows (batch), K = shared dimension, N = output columns, L = lanes, NP = ceil(N / L) panels.
 """
@@ -29,6 +32,7 @@ from rnncore.kernels._jit import inline_kernel, kernel
 VECTOR_BYTES = 64  # one AVX-512 register, two AVX2 registers: LLVM splits wider vectors itself
 TILE_ROWS = 4  # rows of a tile: 4 x 64 bytes of accumulators leave registers for operands on AVX2
 MIN_ROWS = 4
+MAX_ROWS = 40
 
 
 def _make_tile(rows):
@@ -97,10 +101,10 @@ def lanes(x):
 @kernel
 def pack(w, rows):
     """Panels of w for ``product``: p[jp, k, l] = w[jp*L + l, k], zero past N; w (N, K), any layout.
-    No panels, shape (0, K, L), when rows < MIN_ROWS (the product then goes to BLAS)."""
+    No panels, shape (0, K, L), when rows is outside MIN_ROWS..MAX_ROWS (the product then goes to BLAS)."""
     N, K = w.shape
     L = lanes(w)
-    n_panels = (N + L - 1) // L if rows >= MIN_ROWS else 0
+    n_panels = (N + L - 1) // L if MIN_ROWS <= rows <= MAX_ROWS else 0
     p = np.zeros((n_panels, K, L), dtype=w.dtype)
     for jp in range(n_panels):
         for l in range(min(L, N - jp * L)):

@@ -28,8 +28,8 @@ def test_product_matches_matmul(dtype, B, K, N, layout):
     assert np.all(np.abs(c - want) <= tol * scale + 1e-30)
 
 
-@pytest.mark.parametrize("B", [1, 2, 3])
-def test_few_rows_go_to_blas(B):
+@pytest.mark.parametrize("B", [1, 2, 3, packed.MAX_ROWS + 1, 64])
+def test_few_or_many_rows_go_to_blas(B):
     rng = np.random.default_rng(B)
     a, w = rng.standard_normal((B, 6)), rng.standard_normal((10, 6))
     p = packed.pack(w, B)
