@@ -23,8 +23,8 @@ from rnncore.kernels._common import (
 )
 from rnncore.kernels._jit import kernel
 from rnncore.kernels.activations import activate_row, activation_grad_row
-from rnncore.kernels.packed import pack, product_into, scratch
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
+from rnncore.kernels.packed import pack, product_into, scratch
 
 
 @kernel

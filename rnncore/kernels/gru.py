@@ -31,8 +31,8 @@ from rnncore.kernels._common import (
 )
 from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, tanh
-from rnncore.kernels.packed import pack, product_into, scratch
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
+from rnncore.kernels.packed import pack, product_into, scratch
 
 
 @inline_kernel
@@ -112,7 +112,9 @@ def forward_train(out, hs, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, r
     copy_into(hs[first], h0)
     for s in range(T):
         t = time_index(s, T, reverse)
-        cell(hs[t + 1], gates[t], aux[t], hs[t + off], hs[t + off], rec, lengths, t, w_hh, p_hh, p_n, tmp, b_hh, reset_after)
+        h_prev = hs[t + off]
+        cell(hs[t + 1], gates[t], aux[t], h_prev, h_prev, rec, lengths, t, w_hh, p_hh, p_n, tmp, b_hh,
+             reset_after)
         write_output(out, hs[t + 1], lengths, t, col)
 
 
@@ -147,7 +149,7 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
     a = np.empty((1, B, w_ih.shape[0]), dtype=x.dtype)
     project_inputs(a, x.reshape(1, B, x.shape[1]), w_ih, b_ih)
     rec = np.empty_like(a[0])
-    p_hh, p_n = pack_recurrent(w_hh, 0, reset_after)  # one step: packing would cost what it saves
+    p_hh, p_n = pack_recurrent(w_hh, 0, reset_after)  # one step: packing costs what it saves
     tmp = scratch(p_hh, B)
     aux = np.empty_like(h)
     lengths = np.full(B, 1, dtype=np.int64)
@@ -298,7 +300,8 @@ def forward_masked(out, hs, cand, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, 
     for s in range(T):
         t = time_index(s, T, reverse)
         mask_state(h_rec, hs[t + off], m)
-        cell(cand[t], gates[t], aux[t], hs[t + off], h_rec, rec, lengths, t, w_hh, p_hh, p_n, tmp, b_hh, reset_after)
+        cell(cand[t], gates[t], aux[t], hs[t + off], h_rec, rec, lengths, t, w_hh, p_hh, p_n, tmp, b_hh,
+             reset_after)
         zoneout_update(hs[t + 1], hs[t + off], cand[t], zone[t], lengths, t)
         write_output(out, hs[t + 1], lengths, t, col)
 

@@ -27,8 +27,8 @@ from rnncore.kernels._common import (
 )
 from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, sigmoid, tanh
-from rnncore.kernels.packed import pack, product_into, scratch
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
+from rnncore.kernels.packed import pack, product_into, scratch
 
 
 @inline_kernel
@@ -148,7 +148,8 @@ def gate_grads(d_t, dc, dh, c_new, c_prev, g_t, lengths, t):
     for b in range(B):
         if t < lengths[b]:
             d, gb = d_t[b], g_t[b]
-            gate_grads_row(d[i], d[f], d[g], d[o], dc[b], dh[b], c_new[b], c_prev[b], gb[i], gb[f], gb[g], gb[o])
+            gate_grads_row(d[i], d[f], d[g], d[o], dc[b], dh[b], c_new[b], c_prev[b], gb[i], gb[f], gb[g],
+                           gb[o])
 
 
 @kernel

@@ -48,7 +48,8 @@ def _make_tile(rows):
             return None
 
         def codegen(context, builder, sig, args):
-            c_arr, a_arr, p_arr = (context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:3], args[:3]))
+            c_arr, a_arr, p_arr = (context.make_array(t)(context, builder, v)
+                                    for t, v in zip(sig.args[:3], args[:3], strict=True))
             intp = context.get_value_type(types.intp)
             b0v = context.cast(builder, args[3], sig.args[3], types.intp)
             jpv = context.cast(builder, args[4], sig.args[4], types.intp)
@@ -73,12 +74,13 @@ def _make_tile(rows):
                 k = loop.index
                 w = builder.load(builder.bitcast(builder.gep(panel, [builder.mul(k, L)]), vec.as_pointer()),
                                  align=size)
-                for a_row, acc in zip(a_rows, accs):
-                    s = builder.insert_element(undef, builder.load(builder.gep(a_row, [k])), ir.Constant(i32, 0))
+                for a_row, acc in zip(a_rows, accs, strict=True):
+                    a_k = builder.load(builder.gep(a_row, [k]))
+                    s = builder.insert_element(undef, a_k, ir.Constant(i32, 0))
                     v = builder.shuffle_vector(s, undef, splat)
                     builder.store(builder.call(fma, [v, w, builder.load(acc)]), acc)
             col = builder.mul(jpv, L)
-            for i, acc in zip(row_index, accs):
+            for i, acc in zip(row_index, accs, strict=True):
                 out = builder.gep(c_arr.data, [builder.add(builder.mul(i, ldc), col)])
                 builder.store(builder.load(acc), builder.bitcast(out, vec.as_pointer()), align=size)
             return context.get_dummy_value()
@@ -107,10 +109,10 @@ def pack(w, rows):
     n_panels = (N + L - 1) // L if MIN_ROWS <= rows <= MAX_ROWS else 0
     p = np.zeros((n_panels, K, L), dtype=w.dtype)
     for jp in range(n_panels):
-        for l in range(min(L, N - jp * L)):
-            col = w[jp * L + l]
+        for lane in range(min(L, N - jp * L)):
+            col = w[jp * L + lane]
             for k in range(K):
-                p[jp, k, l] = col[k]
+                p[jp, k, lane] = col[k]
     return p
 
 

@@ -9,7 +9,7 @@ SHAPES = [(4, 1, 1), (4, 3, 17), (5, 7, 16), (7, 64, 33), (9, 16, 256), (16, 256
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("B, K, N", SHAPES)
+@pytest.mark.parametrize(("B", "K", "N"), SHAPES)
 @pytest.mark.parametrize("layout", ["C", "F"])
 def test_product_matches_matmul(dtype, B, K, N, layout):
     rng = np.random.default_rng(B * 1000 + K * 10 + N)
@@ -57,4 +57,5 @@ def test_nan_propagates():
     p = packed.pack(w, 4)
     c = np.zeros((4, 16), np.float32)
     packed.product_into(c, a, w, p, packed.scratch(p, 4))
-    assert np.all(np.isnan(c[2])) and np.all(np.isfinite(np.delete(c, 2, axis=0)))
+    assert np.all(np.isnan(c[2]))
+    assert np.all(np.isfinite(np.delete(c, 2, axis=0)))
