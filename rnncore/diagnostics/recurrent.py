@@ -16,6 +16,7 @@ import inspect
 
 import numpy as np
 
+from rnncore.nn._shards import Sharded
 from rnncore.nn.module import no_grad
 from rnncore.nn.recurrent import GRU, LSTM, RNN, RecurrentBase
 
@@ -163,6 +164,8 @@ def _gate_activations(copy, x, hx):
     names = gate_names(copy)
     out, _ = copy(x, hx)  # outside no_grad: keeps the activated gates for backward
     saved = copy._cache["layers"][0]["saved"][0]
+    if isinstance(saved, Sharded):  # a large batch ran as shards of rows (``rnncore.nn._shards``)
+        saved = saved.joined()
     copy._cache = None
     if len(names) == 1:
         return {names[0]: out}

@@ -7,6 +7,11 @@ after step t is ``hs[t+1]``. The initial state sits in ``hs[0]`` for the forward
 (step t reads ``hs[t]``) and in ``hs[T+1]`` for the reverse direction (step t reads ``hs[t+2]``),
 so the previous states of all steps are the contiguous block ``hs[prev_offset(..):][:T]``.
 
+Row windows: the training and inference kernels of the plain cells run on rows row .. row+b-1 of the
+batch (``rnncore.nn._shards`` runs several windows side by side): x, out, grad_out and dx are the whole
+batch's (T, B, .) arrays, every other argument is the window's own (b rows). A call over the whole
+batch is the window row = 0, b = B.
+
 Packed-sequence semantics: step t is active for sequence b when t < lengths[b]. An inactive
 step carries the state unchanged and writes a zero output; in both directions that makes the
 reverse direction start at each sequence's own last step and h_n the state at its last step.
@@ -66,6 +71,23 @@ def project_inputs(a, x, w_ih, b_ih):
 
 
 @kernel
+def project_input_rows(a, x, w_ih, b_ih, row):
+    """``project_inputs`` of the window: a = x[:, row:row+b] W_ih^T + b_ih, a (T, b, G), x (T, B, I); the
+    window's rows are copied INFER_CHUNK steps at a time, so that the GEMM sees contiguous rows."""
+    T, b, G = a.shape
+    if b == x.shape[1]:
+        project_inputs(a, x, w_ih, b_ih)
+        return
+    I = x.shape[2]  # noqa: E741  (the project's dimension letters)
+    rows = np.empty((min(T, INFER_CHUNK), b, I), dtype=x.dtype)
+    for start in range(0, T, INFER_CHUNK):
+        n = min(INFER_CHUNK, T - start)
+        for s in range(n):
+            copy_into(rows[s], x[start + s, row : row + b])
+        project_inputs(a[start : start + n], rows[:n], w_ih, b_ih)
+
+
+@kernel
 def copy_into(dst, src):
     """dst[...] = src for 2-D arrays, as a loop (slice assignment compiles a costly error path)."""
     B, H = dst.shape
@@ -84,16 +106,16 @@ def add_column_sums(db, d):
 
 
 @kernel
-def write_output(out, h, lengths, t, col):
-    """out[t, b, col:col+H] = h[b] for active rows, 0 for padding. out (T, B, O), h (B, H)."""
+def write_output(out, h, lengths, t, col, row):
+    """out[t, row+b, col:col+H] = h[b] for active rows, 0 for padding. out (T, B, O), h (b, H)."""
     B, H = h.shape
     for b in range(B):
         if t < lengths[b]:
             for j in range(H):
-                out[t, b, col + j] = h[b, j]
+                out[t, row + b, col + j] = h[b, j]
         else:
             for j in range(H):
-                out[t, b, col + j] = 0.0
+                out[t, row + b, col + j] = 0.0
 
 
 @kernel
@@ -107,13 +129,13 @@ def carry_inactive(new, old, lengths, t):
 
 
 @kernel
-def add_output_grad(g, grad_out, lengths, t, col):
-    """g[b] += grad_out[t, b, col:col+H] for active rows; g (B, H), grad_out (T, B, O)."""
+def add_output_grad(g, grad_out, lengths, t, col, row):
+    """g[b] += grad_out[t, row+b, col:col+H] for active rows; g (b, H), grad_out (T, B, O)."""
     B, H = g.shape
     for b in range(B):
         if t < lengths[b]:
             for j in range(H):
-                g[b, j] += grad_out[t, b, col + j]
+                g[b, j] += grad_out[t, row + b, col + j]
 
 
 @kernel
@@ -138,19 +160,40 @@ def add_product(acc, a, b):
 
 
 @kernel
-def accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, h_prev, w_ih):
-    """The after-loop GEMMs of every backward pass (accumulating, ``+=``).
+def accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, h_prev, w_ih, row):
+    """The after-loop GEMMs of every backward pass (accumulating, ``+=``), for the window of b rows at row.
     dx (T, B, I); dw_ih (G, I); db_ih (G,); dw_hh (G, H); db_hh (G,)
-    d_in (T, B, G): gradient of the input projection's pre-activations
-    d_rec (T, B, G): gradient of the recurrent product's pre-activations (equal to d_in except for GRU)
-    x (T, B, I); h_prev (T, B, H): state entering each step; w_ih (G, I)."""
-    T, B, I = x.shape
-    G = d_in.shape[2]
-    H = h_prev.shape[2]
-    d_in2 = d_in.reshape(T * B, G)
-    d_rec2 = d_rec.reshape(T * B, G)
-    add_product(dw_ih, d_in2.T, x.reshape(T * B, I))
-    add_product(dw_hh, d_rec2.T, h_prev.reshape(T * B, H))
-    add_column_sums(db_ih, d_in2)
+    d_in (T, b, G): gradient of the input projection's pre-activations
+    d_rec (T, b, G): gradient of the recurrent product's pre-activations (equal to d_in except for GRU)
+    x (T, B, I); h_prev (T, b, H): state entering each step; w_ih (G, I)."""
+    T, b, G = d_in.shape
+    I, H = x.shape[2], h_prev.shape[2]  # noqa: E741
+    d_rec2 = d_rec.reshape(T * b, G)
+    add_product(dw_hh, d_rec2.T, h_prev.reshape(T * b, H))
+    add_column_sums(db_ih, d_in.reshape(T * b, G))
     add_column_sums(db_hh, d_rec2)
-    add_product(dx.reshape(T * B, I), d_in2, w_ih)
+    if b == x.shape[1]:
+        d_in2 = d_in.reshape(T * b, G)
+        add_product(dw_ih, d_in2.T, x.reshape(T * b, I))
+        add_product(dx.reshape(T * b, I), d_in2, w_ih)
+        return
+    rows = np.empty((min(T, INFER_CHUNK), b, I), dtype=x.dtype)  # the window's rows of x, then of dx
+    for start in range(0, T, INFER_CHUNK):
+        n = min(INFER_CHUNK, T - start)
+        d_in2 = d_in[start : start + n].reshape(n * b, G)
+        block = rows[:n].reshape(n * b, I)
+        for s in range(n):
+            copy_into(rows[s], x[start + s, row : row + b])
+        add_product(dw_ih, d_in2.T, block)
+        np.dot(d_in2, w_ih, block)
+        for s in range(n):
+            add_into(dx[start + s, row : row + b], rows[s])
+
+
+@kernel
+def add_into(dst, src):
+    """dst += src for 2-D arrays, as a loop."""
+    B, H = dst.shape
+    for b in range(B):
+        for j in range(H):
+            dst[b, j] += src[b, j]

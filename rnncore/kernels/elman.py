@@ -16,6 +16,7 @@ from rnncore.kernels._common import (
     init_slot,
     num_chunks,
     prev_offset,
+    project_input_rows,
     project_inputs,
     time_index,
     write_output,
@@ -43,13 +44,13 @@ def cell(h_new, a, h_prev, rec, lengths, t, w_hh, p_hh, tmp, b_hh, act):
 
 
 @kernel
-def forward_train(out, hs, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse, col):
-    """Forward that keeps what backward needs.
-    out (T, B, O): writes out[:, :, col:col+H]; hs (T+2, B, H): states (layout in ``_common``)
-    x (T, B, I); lengths (B,) in 1..T; h0 (B, H); w_ih (H, I); w_hh (H, H); b_ih, b_hh (H,)."""
-    T, B, _ = x.shape
+def forward_train(out, hs, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse, col, row):
+    """Forward that keeps what backward needs, for the window of b rows at row (``_common``).
+    out (T, B, O): writes out[:, row:row+b, col:col+H]; hs (T+2, b, H): states (layout in ``_common``)
+    x (T, B, I); lengths (b,) in 1..T; h0 (b, H); w_ih (H, I); w_hh (H, H); b_ih, b_hh (H,)."""
+    T, B = x.shape[0], lengths.shape[0]
     a = np.empty((T, B, w_ih.shape[0]), dtype=x.dtype)
-    project_inputs(a, x, w_ih, b_ih)
+    project_input_rows(a, x, w_ih, b_ih, row)
     rec = np.empty_like(h0)
     p_hh = pack(w_hh, B)
     tmp = scratch(p_hh, B)
@@ -58,15 +59,15 @@ def forward_train(out, hs, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse,
     for s in range(T):
         t = time_index(s, T, reverse)
         cell(hs[t + 1], a[t], hs[t + off], rec, lengths, t, w_hh, p_hh, tmp, b_hh, act)
-        write_output(out, hs[t + 1], lengths, t, col)
+        write_output(out, hs[t + 1], lengths, t, col, row)
 
 
 @kernel
-def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse, col):
+def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse, col, row):
     """Forward that keeps nothing; the input projection is done a block of steps at a time.
-    out (T, B, O): writes out[:, :, col:col+H]; h_n (B, H): final state; other arguments as in
+    out (T, B, O): writes out[:, row:row+b, col:col+H]; h_n (b, H): final state; other arguments as in
     ``forward_train``."""
-    T, B, _ = x.shape
+    T, B = x.shape[0], lengths.shape[0]
     h, h_new = h0.copy(), np.empty_like(h0)
     rec = np.empty_like(h0)
     p_hh = pack(w_hh, B)
@@ -75,11 +76,11 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
         a = a_block[:n]
-        project_inputs(a, x[start : start + n], w_ih, b_ih)
+        project_input_rows(a, x[start : start + n], w_ih, b_ih, row)
         for s in range(n):
             t = start + time_index(s, n, reverse)
             cell(h_new, a[t - start], h, rec, lengths, t, w_hh, p_hh, tmp, b_hh, act)
-            write_output(out, h_new, lengths, t, col)
+            write_output(out, h_new, lengths, t, col, row)
             h, h_new = h_new, h
     copy_into(h_n, h)
 
@@ -99,12 +100,12 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, act):
 
 @kernel
 def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths, hs, w_ih, w_hh, act,
-             reverse, col):
-    """BPTT through one direction of one layer; every output is accumulated into (``+=``).
-    dx (T, B, I); dh0 (B, H); dw_ih (H, I); dw_hh (H, H); db_ih, db_hh (H,)
-    grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn (B, H)
-    x (T, B, I); lengths (B,); hs (T+2, B, H) from ``forward_train``; w_ih (H, I); w_hh (H, H)."""
-    T, B, _ = x.shape
+             reverse, col, row):
+    """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
+    into (``+=``). dx (T, B, I): rows row:row+b; dh0 (b, H); dw_ih (H, I); dw_hh (H, H); db_ih, db_hh (H,)
+    grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn (b, H)
+    x (T, B, I); lengths (b,); hs (T+2, b, H) from ``forward_train``; w_ih (H, I); w_hh (H, H)."""
+    T, B = x.shape[0], lengths.shape[0]
     H = w_hh.shape[0]
     da = np.empty((T, B, H), dtype=x.dtype)  # gradient of the pre-activation of each step
     dh = grad_hn.copy()  # gradient flowing into the state after the current step
@@ -113,7 +114,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
     tmp = scratch(p_t, B)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
-        add_output_grad(dh, grad_out, lengths, t, col)
+        add_output_grad(dh, grad_out, lengths, t, col, row)
         # forward was: h_t = act(a_t)
         for b in range(B):
             activation_grad_row(da[t, b], dh[b], hs[t + 1, b], act)
@@ -124,7 +125,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
         dh, dh_prev = dh_prev, dh
     dh0 += dh
     off = prev_offset(reverse)
-    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, da, da, x, hs[off : off + T], w_ih)
+    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, da, da, x, hs[off : off + T], w_ih, row)
 
 
 # -- masked kernels: recurrent dropout and zoneout (definitions in ``masks``) ----------------------
@@ -148,7 +149,7 @@ def forward_masked(out, hs, cand, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, m, zon
         mask_state(h_rec, hs[t + off], m)
         cell(cand[t], a[t], h_rec, rec, lengths, t, w_hh, p_hh, tmp, b_hh, act)
         zoneout_update(hs[t + 1], hs[t + off], cand[t], zone[t], lengths, t)
-        write_output(out, hs[t + 1], lengths, t, col)
+        write_output(out, hs[t + 1], lengths, t, col, 0)
 
 
 @kernel
@@ -167,7 +168,7 @@ def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, l
     no_direct = np.zeros_like(dh)
     for s in range(T):
         t = time_index(s, T, not reverse)
-        add_output_grad(dh, grad_out, lengths, t, col)
+        add_output_grad(dh, grad_out, lengths, t, col, 0)
         # forward was: h_t = z * h_prev + (1 - z) * h~
         zoneout_grad(d_cand, dh, zone[t])
         # forward was: h~ = act(a_t)
@@ -182,4 +183,4 @@ def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, l
     off = prev_offset(reverse)
     h_rec = np.empty((T, B, H), dtype=x.dtype)
     mask_states(h_rec, hs[off : off + T], m)
-    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, da, da, x, h_rec, w_ih)
+    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, da, da, x, h_rec, w_ih, 0)

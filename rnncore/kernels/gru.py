@@ -25,6 +25,7 @@ from rnncore.kernels._common import (
     init_slot,
     num_chunks,
     prev_offset,
+    project_input_rows,
     project_inputs,
     time_index,
     write_output,
@@ -98,13 +99,14 @@ def cell(h_new, a, aux, h_prev, h_rec, rec, lengths, t, w_hh, p_hh, p_n, tmp, b_
 
 
 @kernel
-def forward_train(out, hs, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after, reverse, col):
-    """Forward that keeps what backward needs.
-    out (T, B, O): writes out[:, :, col:col+H]; hs (T+2, B, H): states (layout in ``_common``)
-    gates (T, B, 3H): activated r, z, n; aux (T, B, H): see the module docstring
-    x (T, B, I); lengths (B,) in 1..T; h0 (B, H); w_ih (3H, I); w_hh (3H, H); b_ih, b_hh (3H,)."""
+def forward_train(out, hs, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after, reverse, col,
+                  row):
+    """Forward that keeps what backward needs, for the window of b rows at row (``_common``).
+    out (T, B, O): writes out[:, row:row+b, col:col+H]; hs (T+2, b, H): states (layout in ``_common``)
+    gates (T, b, 3H): activated r, z, n; aux (T, b, H): see the module docstring
+    x (T, B, I); lengths (b,) in 1..T; h0 (b, H); w_ih (3H, I); w_hh (3H, H); b_ih, b_hh (3H,)."""
     T = x.shape[0]
-    project_inputs(gates, x, w_ih, b_ih)
+    project_input_rows(gates, x, w_ih, b_ih, row)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
     p_hh, p_n = pack_recurrent(w_hh, h0.shape[0], reset_after)
     tmp = scratch(p_hh, h0.shape[0])
@@ -115,15 +117,15 @@ def forward_train(out, hs, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, r
         h_prev = hs[t + off]
         cell(hs[t + 1], gates[t], aux[t], h_prev, h_prev, rec, lengths, t, w_hh, p_hh, p_n, tmp, b_hh,
              reset_after)
-        write_output(out, hs[t + 1], lengths, t, col)
+        write_output(out, hs[t + 1], lengths, t, col, row)
 
 
 @kernel
-def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after, reverse, col):
+def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after, reverse, col, row):
     """Forward that keeps nothing; the input projection is done a block of steps at a time.
-    out (T, B, O): writes out[:, :, col:col+H]; h_n (B, H): final state; other arguments as in
+    out (T, B, O): writes out[:, row:row+b, col:col+H]; h_n (b, H): final state; other arguments as in
     ``forward_train``."""
-    T, B, _ = x.shape
+    T, B = x.shape[0], lengths.shape[0]
     h, h_new = h0.copy(), np.empty_like(h0)
     aux = np.empty_like(h0)
     rec = np.empty((B, w_hh.shape[0]), dtype=h0.dtype)
@@ -133,11 +135,11 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after,
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
         a = a_block[:n]
-        project_inputs(a, x[start : start + n], w_ih, b_ih)
+        project_input_rows(a, x[start : start + n], w_ih, b_ih, row)
         for s in range(n):
             t = start + time_index(s, n, reverse)
             cell(h_new, a[t - start], aux, h, h, rec, lengths, t, w_hh, p_hh, p_n, tmp, b_hh, reset_after)
-            write_output(out, h_new, lengths, t, col)
+            write_output(out, h_new, lengths, t, col, row)
             h, h_new = h_new, h
     copy_into(h_n, h)
 
@@ -209,34 +211,36 @@ def gate_grads(d_rz, dr, dn_t, d_nrec, direct, via_rec, d_rh, dh, g_t, h_prev, h
 
 
 @inline_kernel
-def _weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_rz, dn_pre, d_nrec, x, h_rec, aux, w_ih, reset_after):
+def _weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_rz, dn_pre, d_nrec, x, h_rec, aux, w_ih, reset_after,
+                  row):
     """The after-loop GEMMs of the GRU backward (accumulating, ``+=``), for the r, z rows and the n rows
     in turn. The input projection's gradient is [d_rz, dn_pre] and the recurrent product's [d_rz, d_nrec]
     (reset_after) or [d_rz, 0] with W_hn multiplying aux (reset_before), so neither is stored whole.
     dx (T, B, I); dw_ih (3H, I); db_ih (3H,); dw_hh (3H, H); db_hh (3H,)
-    d_rz (T, B, 2H), dn_pre (T, B, H), d_nrec (T, B, H) (reset_after; (T, B, 0) otherwise): what
-    ``gate_grads`` wrote at each step, zero in padding rows; x (T, B, I); h_rec (T, B, H): what W_hh
-    multiplied at each step; aux (T, B, H) from the forward; w_ih (3H, I)."""
+    d_rz (T, b, 2H), dn_pre (T, b, H), d_nrec (T, b, H) (reset_after; (T, b, 0) otherwise): what
+    ``gate_grads`` wrote at each step, zero in padding rows; x (T, B, I); h_rec (T, b, H): what W_hh
+    multiplied at each step; aux (T, b, H) from the forward; w_ih (3H, I); row: the window's first row."""
     G2 = 2 * h_rec.shape[2]
     accumulate_weight_grads(dx, dw_ih[:G2], db_ih[:G2], dw_hh[:G2], db_hh[:G2], d_rz, d_rz, x, h_rec,
-                            w_ih[:G2])
+                            w_ih[:G2], row)
     if reset_after:
         accumulate_weight_grads(dx, dw_ih[G2:], db_ih[G2:], dw_hh[G2:], db_hh[G2:], dn_pre, d_nrec, x, h_rec,
-                                w_ih[G2:])
+                                w_ih[G2:], row)
     else:
         # forward was: n = tanh(... + aux W_hn^T + b_hn)
         accumulate_weight_grads(dx, dw_ih[G2:], db_ih[G2:], dw_hh[G2:], db_hh[G2:], dn_pre, dn_pre, x, aux,
-                                w_ih[G2:])
+                                w_ih[G2:], row)
 
 
 @kernel
 def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths, hs, gates, aux, w_ih, w_hh,
-             reset_after, reverse, col):
-    """BPTT through one direction of one layer; every output is accumulated into (``+=``).
-    dx (T, B, I); dh0 (B, H); dw_ih (3H, I); dw_hh (3H, H); db_ih, db_hh (3H,)
-    grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn (B, H)
-    x (T, B, I); lengths (B,); hs (T+2, B, H), gates (T, B, 3H), aux (T, B, H) from ``forward_train``."""
-    T, B, _ = x.shape
+             reset_after, reverse, col, row):
+    """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
+    into (``+=``). dx (T, B, I): rows row:row+b; dh0 (b, H); dw_ih (3H, I); dw_hh (3H, H);
+    db_ih, db_hh (3H,); grad_out (T, B, O): gradient of out, this direction's columns at col;
+    grad_hn (b, H); x (T, B, I); lengths (b,); hs (T+2, b, H), gates (T, b, 3H), aux (T, b, H) from
+    ``forward_train``."""
+    T, B = x.shape[0], lengths.shape[0]
     H = w_hh.shape[1]
     d_rz = np.zeros((T, B, 2 * H), dtype=x.dtype)  # gradient of the r, z pre-activations
     dn_pre = np.zeros((T, B, H), dtype=x.dtype)  # gradient of n's pre-activation (input projection's n rows)
@@ -253,7 +257,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
     off = prev_offset(reverse)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
-        add_output_grad(dh, grad_out, lengths, t, col)
+        add_output_grad(dh, grad_out, lengths, t, col, row)
         h_prev = hs[t + off]
         gate_grads(d_rz[t], dr, dn_pre[t], d_nrec[t], direct, via_rec, d_rh, dh, gates[t], h_prev, h_prev,
                    aux[t], lengths, t, w_hn, p_hn, tmp, reset_after)
@@ -267,7 +271,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
         dh, dh_prev = dh_prev, dh
     dh0 += dh
     _weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_rz, dn_pre, d_nrec, x, hs[off : off + T], aux, w_ih,
-                  reset_after)
+                  reset_after, row)
 
 
 # -- masked kernels: recurrent dropout and zoneout (definitions in ``masks``) ----------------------
@@ -292,7 +296,7 @@ def forward_masked(out, hs, cand, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, 
         cell(cand[t], gates[t], aux[t], hs[t + off], h_rec, rec, lengths, t, w_hh, p_hh, p_n, tmp, b_hh,
              reset_after)
         zoneout_update(hs[t + 1], hs[t + off], cand[t], zone[t], lengths, t)
-        write_output(out, hs[t + 1], lengths, t, col)
+        write_output(out, hs[t + 1], lengths, t, col, 0)
 
 
 @kernel
@@ -320,7 +324,7 @@ def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, l
     mask_states(h_rec, hs[off : off + T], m)
     for s in range(T):
         t = time_index(s, T, not reverse)
-        add_output_grad(dh, grad_out, lengths, t, col)
+        add_output_grad(dh, grad_out, lengths, t, col, 0)
         # forward was: h_t = z * h_prev + (1 - z) * h~
         zoneout_grad(d_cand, dh, zone[t])
         gate_grads(d_rz[t], dr, dn_pre[t], d_nrec[t], direct, via_rec, d_rh, d_cand, gates[t], hs[t + off],
@@ -333,4 +337,4 @@ def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, l
         prev_state_grad(dh_prev, m, direct, dh, zone[t], lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh
-    _weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_rz, dn_pre, d_nrec, x, h_rec, aux, w_ih, reset_after)
+    _weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_rz, dn_pre, d_nrec, x, h_rec, aux, w_ih, reset_after, 0)

@@ -115,4 +115,4 @@ def backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dga
     # the biases enter after the normalisation: their gradients are the sums above, not the column sums
     # of d_in and d_rec that accumulate_weight_grads adds into its bias arguments (given scratch here)
     unused = np.zeros(G, dtype=x.dtype)
-    accumulate_weight_grads(dx, dw_ih, unused, dw_hh, unused, d_in, d_rec, x, h_prev, w_ih)
+    accumulate_weight_grads(dx, dw_ih, unused, dw_hh, unused, d_in, d_rec, x, h_prev, w_ih, 0)

@@ -79,7 +79,7 @@ def forward_train(out, hs, gates, aux, xhat_ih, xhat_hh, mean, rstd, x, lengths,
         t = time_index(s, T, reverse)
         cell(hs[t + 1], gates[t], aux[t], xhat_hh[t], mean[1, t], rstd[1, t], xhat_ih[t], hs[t + off],
              lengths, t, w_hh, bias_x, bias_h, gain_ih, gain_hh, eps)
-        write_output(out, hs[t + 1], lengths, t, col)
+        write_output(out, hs[t + 1], lengths, t, col, 0)
 
 
 @kernel
@@ -105,7 +105,7 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, gain_ih, bet
             t = start + time_index(s, n, reverse)
             cell(h_new, a, aux, xh, stats[0], stats[1], xi[t - start], h, lengths, t, w_hh, bias_x, bias_h,
                  gain_ih, gain_hh, eps)
-            write_output(out, h_new, lengths, t, col)
+            write_output(out, h_new, lengths, t, col, 0)
             h, h_new = h_new, h
     copy_into(h_n, h)
 
@@ -145,7 +145,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, 
     off = prev_offset(reverse)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
-        add_output_grad(dh, grad_out, lengths, t, col)
+        add_output_grad(dh, grad_out, lengths, t, col, 0)
         g_t, h_prev, dx_t, dh_t, aux_t = gates[t], hs[t + off], d_ax[t], d_ah[t], aux[t]
         for b in range(B):
             if t >= lengths[b]:

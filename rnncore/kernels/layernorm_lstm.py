@@ -87,7 +87,7 @@ def forward_train(out, hs, cs, gates, xhat_ih, xhat_hh, chat, mean, rstd, x, len
         cell(hs[t + 1], cs[t + 1], gates[t], xhat_hh[t], chat[t], mean[1, t], rstd[1, t], mean[2, t],
              rstd[2, t], xhat_ih[t], hs[t + off], cs[t + off], lengths, t, w_hh, bias, gain_ih, gain_hh,
              gain_c, beta_c, eps)
-        write_output(out, hs[t + 1], lengths, t, col)
+        write_output(out, hs[t + 1], lengths, t, col, 0)
 
 
 @kernel
@@ -114,7 +114,7 @@ def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, gai
             t = start + time_index(s, n, reverse)
             cell(h_new, c_new, a, xh, chat, stats[0], stats[1], stats[2], stats[3], xi[t - start], h, c,
                  lengths, t, w_hh, bias, gain_ih, gain_hh, gain_c, beta_c, eps)
-            write_output(out, h_new, lengths, t, col)
+            write_output(out, h_new, lengths, t, col, 0)
             h, h_new = h_new, h
             c, c_new = c_new, c
     copy_into(h_n, h)
@@ -161,7 +161,7 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain
     inv_h = one / H
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
-        add_output_grad(dh, grad_out, lengths, t, col)
+        add_output_grad(dh, grad_out, lengths, t, col, 0)
         c_prev, g_t, d_t, ch_t = cs[t + off], gates[t], dgates[t], chat[t]
         for b in range(B):
             if t >= lengths[b]:

@@ -21,6 +21,7 @@ from rnncore.kernels._common import (
     init_slot,
     num_chunks,
     prev_offset,
+    project_input_rows,
     project_inputs,
     time_index,
     write_output,
@@ -61,13 +62,13 @@ def cell(h_new, c_new, a, h_prev, c_prev, rec, lengths, t, w_hh, p_hh, tmp, b_hh
 
 
 @kernel
-def forward_train(out, hs, cs, gates, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, col):
-    """Forward that keeps what backward needs.
-    out (T, B, O): writes out[:, :, col:col+H]; hs, cs (T+2, B, H): states (layout in ``_common``)
-    gates (T, B, 4H): activated i, f, g, o; x (T, B, I); lengths (B,) in 1..T; h0, c0 (B, H)
+def forward_train(out, hs, cs, gates, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, col, row):
+    """Forward that keeps what backward needs, for the window of b rows at row (``_common``).
+    out (T, B, O): writes out[:, row:row+b, col:col+H]; hs, cs (T+2, b, H): states (layout in ``_common``)
+    gates (T, b, 4H): activated i, f, g, o; x (T, B, I); lengths (b,) in 1..T; h0, c0 (b, H)
     w_ih (4H, I); w_hh (4H, H); b_ih, b_hh (4H,)."""
     T = x.shape[0]
-    project_inputs(gates, x, w_ih, b_ih)
+    project_input_rows(gates, x, w_ih, b_ih, row)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
     p_hh = pack(w_hh, h0.shape[0])
     tmp = scratch(p_hh, h0.shape[0])
@@ -77,15 +78,15 @@ def forward_train(out, hs, cs, gates, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh
     for s in range(T):
         t = time_index(s, T, reverse)
         cell(hs[t + 1], cs[t + 1], gates[t], hs[t + off], cs[t + off], rec, lengths, t, w_hh, p_hh, tmp, b_hh)
-        write_output(out, hs[t + 1], lengths, t, col)
+        write_output(out, hs[t + 1], lengths, t, col, row)
 
 
 @kernel
-def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, col):
+def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, col, row):
     """Forward that keeps nothing; the input projection is done a block of steps at a time.
-    out (T, B, O): writes out[:, :, col:col+H]; h_n, c_n (B, H): final states; other arguments
+    out (T, B, O): writes out[:, row:row+b, col:col+H]; h_n, c_n (b, H): final states; other arguments
     as in ``forward_train``."""
-    T, B, _ = x.shape
+    T, B = x.shape[0], lengths.shape[0]
     h, h_new = h0.copy(), np.empty_like(h0)
     c, c_new = c0.copy(), np.empty_like(c0)
     rec = np.empty((B, w_hh.shape[0]), dtype=h0.dtype)
@@ -95,11 +96,11 @@ def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, rev
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
         a = a_block[:n]
-        project_inputs(a, x[start : start + n], w_ih, b_ih)
+        project_input_rows(a, x[start : start + n], w_ih, b_ih, row)
         for s in range(n):
             t = start + time_index(s, n, reverse)
             cell(h_new, c_new, a[t - start], h, c, rec, lengths, t, w_hh, p_hh, tmp, b_hh)
-            write_output(out, h_new, lengths, t, col)
+            write_output(out, h_new, lengths, t, col, row)
             h, h_new = h_new, h
             c, c_new = c_new, c
     copy_into(h_n, h)
@@ -147,12 +148,13 @@ def gate_grads(d_t, dc, dh, c_new, c_prev, g_t, lengths, t):
 
 @kernel
 def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_cn, x, lengths, hs, cs,
-             gates, w_ih, w_hh, reverse, col):
-    """BPTT through one direction of one layer; every output is accumulated into (``+=``).
-    dx (T, B, I); dh0, dc0 (B, H); dw_ih (4H, I); dw_hh (4H, H); db_ih, db_hh (4H,)
-    grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn, grad_cn (B, H)
-    x (T, B, I); lengths (B,); hs, cs (T+2, B, H), gates (T, B, 4H) from ``forward_train``."""
-    T, B, _ = x.shape
+             gates, w_ih, w_hh, reverse, col, row):
+    """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
+    into (``+=``). dx (T, B, I): rows row:row+b; dh0, dc0 (b, H); dw_ih (4H, I); dw_hh (4H, H);
+    db_ih, db_hh (4H,); grad_out (T, B, O): gradient of out, this direction's columns at col;
+    grad_hn, grad_cn (b, H); x (T, B, I); lengths (b,); hs, cs (T+2, b, H), gates (T, b, 4H) from
+    ``forward_train``."""
+    T, B = x.shape[0], lengths.shape[0]
     H = w_hh.shape[1]
     dgates = np.zeros((T, B, 4 * H), dtype=x.dtype)  # gradients of the gate pre-activations
     dh = grad_hn.copy()  # gradient flowing into h after the current step
@@ -163,7 +165,7 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_c
     off = prev_offset(reverse)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
-        add_output_grad(dh, grad_out, lengths, t, col)
+        add_output_grad(dh, grad_out, lengths, t, col, row)
         # padding rows: dh and dc pass through unchanged, gate gradients stay 0
         gate_grads(dgates[t], dc, dh, cs[t + 1], cs[t + off], gates[t], lengths, t)
         # forward was: gates = ... + h_prev W_hh^T
@@ -172,7 +174,7 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_c
         dh, dh_prev = dh_prev, dh
     dh0 += dh
     dc0 += dc
-    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, dgates, dgates, x, hs[off : off + T], w_ih)
+    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, dgates, dgates, x, hs[off : off + T], w_ih, row)
 
 
 # -- masked kernels: recurrent dropout and zoneout (definitions in ``masks``) ----------------------
@@ -199,7 +201,7 @@ def forward_masked(out, hs, cs, cand_h, cand_c, gates, x, lengths, h0, c0, w_ih,
         cell(cand_h[t], cand_c[t], gates[t], h_rec, cs[t + off], rec, lengths, t, w_hh, p_hh, tmp, b_hh)
         zoneout_update(hs[t + 1], hs[t + off], cand_h[t], zone_h[t], lengths, t)
         zoneout_update(cs[t + 1], cs[t + off], cand_c[t], zone_c[t], lengths, t)
-        write_output(out, hs[t + 1], lengths, t, col)
+        write_output(out, hs[t + 1], lengths, t, col, 0)
 
 
 @kernel
@@ -222,7 +224,7 @@ def backward_masked(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn,
     off = prev_offset(reverse)
     for s in range(T):
         t = time_index(s, T, not reverse)
-        add_output_grad(dh, grad_out, lengths, t, col)
+        add_output_grad(dh, grad_out, lengths, t, col, 0)
         # forward was: h_t = zh * h_prev + (1 - zh) * h~,  c_t = zc * c_prev + (1 - zc) * c~
         zoneout_grad(dh_cand, dh, zone_h[t])
         zoneout_grad(dc_prev, dc, zone_c[t])
@@ -237,7 +239,7 @@ def backward_masked(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn,
     dc0 += dc
     h_rec = np.empty((T, B, H), dtype=x.dtype)
     mask_states(h_rec, hs[off : off + T], m)
-    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, dgates, dgates, x, h_rec, w_ih)
+    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, dgates, dgates, x, h_rec, w_ih, 0)
 
 
 # -- variants: projection, peepholes, gate clipping, coupled input-forget gate --------------------------
@@ -332,7 +334,7 @@ def forward_train_variant(out, hs, cs, ms, gates, pre, x, lengths, h0, c0, w_ih,
         t = time_index(s, T, reverse)
         cell_variant(hs[t + 1], cs[t + 1], ms[t], gates[t], pre[t], hs[t + off], cs[t + off], rec, lengths, t,
                      w_hh, b_hh, w_hr, peep, clip, coupled)
-        write_output(out, hs[t + 1], lengths, t, col)
+        write_output(out, hs[t + 1], lengths, t, col, 0)
 
 
 @kernel
@@ -356,7 +358,7 @@ def forward_infer_variant(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b
             t = start + time_index(s, n, reverse)
             cell_variant(h_new, c_new, m, a[t - start], pre, h, c, rec, lengths, t, w_hh, b_hh, w_hr, peep,
                          clip, coupled)
-            write_output(out, h_new, lengths, t, col)
+            write_output(out, h_new, lengths, t, col, 0)
             h, h_new = h_new, h
             c, c_new = c_new, c
     copy_into(h_n, h)
@@ -398,7 +400,7 @@ def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, gra
     zero = one - one
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
-        add_output_grad(dh, grad_out, lengths, t, col)
+        add_output_grad(dh, grad_out, lengths, t, col, 0)
         if proj:
             # forward was: h = W_hr m
             np.dot(dh, w_hr, dm)
@@ -453,7 +455,7 @@ def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, gra
         dh, dh_prev = dh_prev, dh
     dh0 += dh
     dc0 += dc
-    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, dgates, dgates, x, hs[off : off + T], w_ih)
+    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, dgates, dgates, x, hs[off : off + T], w_ih, 0)
     if proj:
         P = hs.shape[2]
         add_product(dw_hr, dhs.reshape(T * B, P).T, ms.reshape(T * B, H))

@@ -10,6 +10,7 @@ import numpy as np
 
 from rnncore.kernels import elman, gru, lstm
 from rnncore.kernels.activations import NONLINEARITIES
+from rnncore.nn import _shards
 from rnncore.nn._checks import check_finite, check_finite_params, float_array, lengths_array, shape_error
 from rnncore.nn._padding import check_padding_side, roll_padding
 from rnncore.nn.layers import dropout_mask
@@ -221,7 +222,7 @@ class RecurrentBase(Module):
             lengths = lengths_array(lengths, B, T)
         states0 = self._prepare_states(hx, B, batched)
         finals = [np.empty_like(s) for s in states0]
-        D, H = self.num_directions, self._out_size()
+        D, H, G = self.num_directions, self._out_size(), self.gate_rows * self.hidden_size
         keep = is_grad_enabled()
         cache = {"layers": [], "lengths": lengths, "batched": batched, "T": T, "B": B} if keep else None
         layer_in = x
@@ -246,13 +247,17 @@ class RecurrentBase(Module):
                 w, w_mask = drop_weights(self, self._weights(layer, d), drawn, key)
                 masks = step_masks(self, T, B, drawn, key)
                 regs.append((masks, w if w_mask is not None else None, w_mask))
+                args = (out, sn, layer_in, lengths, s0, w, bool(d), d * H)
+                run = self._run_train if keep else self._run_infer
+                windows = self._row_windows(masks)
+                shards = _shards.plan(T, B, G, layer_in.shape[2], H, keep) if windows else None
                 if masks is not None:
-                    kept = self._run_masked(out, sn, layer_in, lengths, s0, w, masks, bool(d), d * H)
+                    kept = self._run_masked(*args[:6], masks, *args[6:])
                     saved.append(kept if keep else None)
-                elif keep:
-                    saved.append(self._run_train(out, sn, layer_in, lengths, s0, w, bool(d), d * H))
+                elif shards is not None:
+                    saved.append(_shards.forward(run, shards, *args))
                 else:
-                    self._run_infer(out, sn, layer_in, lengths, s0, w, bool(d), d * H)
+                    saved.append(run(*args))
             if keep:
                 cache["layers"].append({"x": layer_in, "mask": mask, "saved": saved, "regs": regs})
             layer_in = out
@@ -313,6 +318,11 @@ class RecurrentBase(Module):
 
     def _pack(self, states):
         return states[0] if len(states) == 1 else tuple(states)
+
+    def _row_windows(self, masks):
+        """Whether this pass's kernels take a window of rows (``row``), so that ``_shards`` may split the
+        batch: the plain kernels do; the masked, layer-norm and LSTM-variant ones run whole batches."""
+        return masks is None and not getattr(self, "variant", False) and not getattr(self, "layer_norm", False)
 
     # -- generation ----------------------------------------------------------------------------
     def step(self, x, hx=None):
@@ -375,7 +385,9 @@ class RecurrentBase(Module):
                     dw = (dw[0], np.zeros_like(dw[1])) + tuple(dw[2:])
                 args = (dx, [ds[idx] for ds in d_states0], dw, g, [gf[idx] for gf in grad_finals], layer_in,
                         lengths, entry["saved"][d], w)
-                if masks is None:
+                if isinstance(entry["saved"][d], _shards.Sharded):
+                    _shards.backward(self._run_backward, *args, bool(d), d * H)
+                elif masks is None:
                     self._run_backward(*args, bool(d), d * H)
                 else:
                     self._run_backward_masked(*args, masks, bool(d), d * H)
@@ -413,18 +425,19 @@ class RNN(RecurrentBase):
     def extra_repr(self):
         return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
 
-    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col):
-        T, B, _ = x.shape
+    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col, row=0):
+        T, B = x.shape[0], lengths.shape[0]
         hs = np.empty((T + 2, B, self.hidden_size), dtype=self.dtype)
-        elman.forward_train(out, hs, x, lengths, s0[0], *w, self._act, reverse, col)
+        elman.forward_train(out, hs, x, lengths, s0[0], *w, self._act, reverse, col, row)
         finals[0][...] = hs[1] if reverse else hs[T]
         return hs
 
-    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col):
-        elman.forward_infer(out, finals[0], x, lengths, s0[0], *w, self._act, reverse, col)
+    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col, row=0):
+        elman.forward_infer(out, finals[0], x, lengths, s0[0], *w, self._act, reverse, col, row)
 
-    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, hs, w, reverse, col):
-        elman.backward(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, w[0], w[1], self._act, reverse, col)
+    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, hs, w, reverse, col, row=0):
+        elman.backward(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, w[0], w[1], self._act, reverse, col,
+                       row)
 
     def _run_step(self, new, x, states, w):
         elman.step(new[0], x, states[0], *w, self._act)
@@ -579,8 +592,8 @@ class LSTM(RecurrentBase):
         g = super()._weight_grads(layer, direction)
         return g + self._variant_args(self._grads, layer, direction, np.zeros_like) if self.variant else g
 
-    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col):
-        T, B, _ = x.shape
+    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col, row=0):
+        T, B = x.shape[0], lengths.shape[0]
         H, P = self.hidden_size, self._out_size()
         hs = np.empty((T + 2, B, P), dtype=self.dtype)
         cs = np.empty((T + 2, B, H), dtype=self.dtype)
@@ -592,21 +605,21 @@ class LSTM(RecurrentBase):
                                        self.coupled_input_forget, reverse, col)
             saved = hs, cs, gates, ms, pre
         else:
-            lstm.forward_train(out, hs, cs, gates, x, lengths, s0[0], s0[1], *w, reverse, col)
+            lstm.forward_train(out, hs, cs, gates, x, lengths, s0[0], s0[1], *w, reverse, col, row)
             saved = hs, cs, gates
         last = 1 if reverse else T
         finals[0][...] = hs[last]
         finals[1][...] = cs[last]
         return saved
 
-    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col):
+    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col, row=0):
         if self.variant:
             lstm.forward_infer_variant(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, self._clip,
                                        self.coupled_input_forget, reverse, col)
         else:
-            lstm.forward_infer(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, reverse, col)
+            lstm.forward_infer(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, reverse, col, row)
 
-    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col):
+    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0):
         if self.variant:
             hs, cs, gates, ms, pre = saved
             lstm.backward_variant(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs,
@@ -615,7 +628,7 @@ class LSTM(RecurrentBase):
             return
         hs, cs, gates = saved
         lstm.backward(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs, gates,
-                      w[0], w[1], reverse, col)
+                      w[0], w[1], reverse, col, row)
 
     def _run_step(self, new, x, states, w):
         if self.variant:
@@ -668,23 +681,23 @@ class GRU(RecurrentBase):
     def extra_repr(self):
         return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
 
-    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col):
-        T, B, _ = x.shape
+    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col, row=0):
+        T, B = x.shape[0], lengths.shape[0]
         H = self.hidden_size
         hs = np.empty((T + 2, B, H), dtype=self.dtype)
         gates = np.empty((T, B, 3 * H), dtype=self.dtype)
         aux = np.empty((T, B, H), dtype=self.dtype)
-        gru.forward_train(out, hs, gates, aux, x, lengths, s0[0], *w, self.reset_after, reverse, col)
+        gru.forward_train(out, hs, gates, aux, x, lengths, s0[0], *w, self.reset_after, reverse, col, row)
         finals[0][...] = hs[1] if reverse else hs[T]
         return hs, gates, aux
 
-    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col):
-        gru.forward_infer(out, finals[0], x, lengths, s0[0], *w, self.reset_after, reverse, col)
+    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col, row=0):
+        gru.forward_infer(out, finals[0], x, lengths, s0[0], *w, self.reset_after, reverse, col, row)
 
-    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col):
+    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0):
         hs, gates, aux = saved
         gru.backward(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, gates, aux, w[0], w[1],
-                     self.reset_after, reverse, col)
+                     self.reset_after, reverse, col, row)
 
     def _run_step(self, new, x, states, w):
         gru.step(new[0], x, states[0], *w, self.reset_after)

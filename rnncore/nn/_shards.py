@@ -1,0 +1,155 @@
+"""One direction of one layer run as independent kernel calls on windows of the batch's rows, side by side.
+
+The rows of a batch never meet inside a recurrent layer, so a pass over a large batch can run as one
+kernel call per window of rows, each on its own thread (the kernels release the GIL), with BLAS held to
+one thread meanwhile (``threads.serial_blas``). Every product of a step then uses both cores: a per-step
+product of 4..40 rows runs on the packed one-thread tile (``kernels.packed``) at about one core's FMA
+peak, where one call over the whole batch ran it on one core (or, above 40 rows, in two-thread OpenBLAS,
+which repacks the weights at every step). The kernels take the window as ``row`` (``kernels._common``):
+x, out, grad_out and dx stay the whole batch's arrays and each window reads and writes its own rows, so
+sharding copies nothing of size T x B (training memory at T 1000 fell, since the windowed input
+projection and dx products work INFER_CHUNK steps at a time).
+
+Measured here (two threads, 0.25 s pause before each block so that no idle OpenBLAS thread still spins,
+one call over the batch -> windows): LSTM T 25, H 256: B 16 infer 5.98 -> 4.70 ms, train 16.1 -> 12.9;
+B 64 infer 21.9 -> 14.6, train 68.3 -> 44.7; GRU B 16, H 256 train 12.3 -> 10.9; LSTM B 16, H 1024
+infer 85.2 -> 71.0, train unchanged (each window packs its own 16 MB copy of W_hh^T). Small passes lose:
+GRU T 25, B 16, H 64 infer 0.47 -> 0.62 ms, LSTM 0.58 -> 0.71 (the threads' hand-off and BLAS limit cost
+about 0.1 ms), hence ``MIN_WORK``.
+
+Only passes called from the main thread shard: once the main thread has set OpenBLAS's thread count
+(``set_num_threads``, ``blas_threads``, threadpoolctl), OpenBLAS 0.3.30-0.3.31 ignore the setting when
+another thread makes it, so ``serial_blas`` could not hold the windows' BLAS to one thread there
+(measured: windows with two BLAS threads each were 20-55% slower, and their results depended on which
+thread called). Layers called from other threads run one call over the batch, as before.
+
+A window is at least ``MIN_ROWS`` rows (the packed tile's lower bound) and at most ``MAX_ROWS`` (its
+upper one). Results: a row's recurrence is computed the same way in a window as in the whole batch (the
+packed tile's bits do not depend on the other rows), but OpenBLAS's input projection may round a row
+differently among another number of rows (its edge kernels; float32 outputs differed by up to 7.6e-6
+relative after 9 steps, float64 not at all, in ``tests/nn/test_shards.py``). The weight gradients are
+sums over the rows: each window adds into buffers of its own, added to the layer's in window order
+after all finish, so they depend on the window count (one more rounding per window) and on nothing else.
+"""
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from rnncore.kernels.packed import MAX_ROWS, MIN_ROWS
+from rnncore.threads import serial_blas, shard_threads
+
+MIN_WORK = 50_000_000  # multiply-adds of the pass: T * B * G * (I + H) for a forward, 3 times that to train
+
+
+class Sharded:
+    """What a sharded training forward keeps for its backward: the row bounds and each shard's saved."""
+
+    def __init__(self, bounds, saved):
+        self.bounds, self.saved = bounds, saved
+
+    def joined(self):
+        """The saved of one call over the whole batch: each kept (T or T+2, rows, .) array joined over the
+        shards (a layer's saved is one such array or a tuple of them)."""
+        if isinstance(self.saved[0], np.ndarray):
+            return np.concatenate(self.saved, axis=1)
+        return tuple(np.concatenate(parts, axis=1) for parts in zip(*self.saved, strict=True))
+
+
+def plan(T, B, G, I, H, train):  # noqa: E741  (the project's dimension letters)
+    """The row bounds [(lo, hi), ...] to split a (T, B) pass of gate width G over, or None for one call.
+    ``train``: the pass is a training forward, whose backward (twice its work) is split the same way."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # only the main thread can hold OpenBLAS to one thread (``threads.serial_blas``)
+    threads = shard_threads()
+    if threads < 2 or B < 2 * MIN_ROWS or T * B * G * (I + H) * (3 if train else 1) < MIN_WORK:
+        return None
+    per_thread = -(-B // (threads * MAX_ROWS))  # rounds of shards so that none exceeds MAX_ROWS
+    n = min(threads * per_thread, B // MIN_ROWS)
+    return [(B * k // n, B * (k + 1) // n) for k in range(n)]
+
+
+_pool, _pool_size = None, 0
+_pool_lock = threading.Lock()
+
+
+def _executor(workers):
+    """The pool of helper threads, grown to ``workers`` threads when it has fewer."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool_size < workers:
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rnncore-shard")
+            _pool_size = workers
+        return _pool
+
+
+def _forget_pool_after_fork():
+    """A forked child has none of the parent's threads: its first sharded pass starts a pool of its own."""
+    global _pool, _pool_size, _pool_lock
+    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def run_all(fn, bounds):
+    """[fn(lo, hi) for each shard], the shards taken in turn by the calling thread and pool threads
+    (shard_threads() in all); every shard has finished when it returns or raises."""
+    n = len(bounds)
+    results = [None] * n
+    taken = iter(range(n))
+    lock = threading.Lock()
+
+    def drain():
+        while True:
+            with lock:
+                k = next(taken, None)
+            if k is None:
+                return
+            results[k] = fn(*bounds[k])
+
+    helpers = min(shard_threads(), n) - 1
+    with serial_blas():
+        futures = [_executor(helpers).submit(drain) for _ in range(helpers)]
+        try:
+            drain()
+        finally:
+            errors = [f.exception() for f in futures]  # waits for every helper
+        for e in errors:
+            if e is not None:
+                raise e
+    return results
+
+
+def forward(run, bounds, out, finals, x, lengths, s0, w, reverse, col):
+    """A layer's ``_run_train`` or ``_run_infer`` (``run``) on each window of rows; out (T, B, O) and
+    x (T, B, I) are shared (each window writes its own rows of out), finals and s0 (lists of (B, .)
+    states) are passed as row slices. Returns ``Sharded`` (the windows' saved; None each from
+    ``_run_infer``)."""
+
+    def shard(lo, hi):
+        rows = slice(lo, hi)
+        states0 = [s[rows] for s in s0]
+        return run(out, [f[rows] for f in finals], x, lengths[rows], states0, w, reverse, col, lo)
+
+    return Sharded(bounds, run_all(shard, bounds))
+
+
+def backward(run, dx, d_s0, dw, g, g_finals, x, lengths, sharded, w, reverse, col):
+    """A layer's ``_run_backward`` (``run``) on the windows of the forward that made ``sharded``.
+    dx (T, B, I) (each window adds into its own rows), d_s0 (list of (B, .)) and dw (tuple of parameter
+    gradients) are added into, as by the kernels; g (T, B, O); g_finals: list of (B, .)."""
+
+    def shard(k, lo, hi):
+        dw_s = dw if k == 0 else tuple(np.zeros_like(a) for a in dw)
+        run(dx, [d[lo:hi] for d in d_s0], dw_s, g, [gf[lo:hi] for gf in g_finals], x, lengths[lo:hi],
+            sharded.saved[k], w, reverse, col, lo)
+        return dw_s
+
+    grads = run_all(shard, [(k, lo, hi) for k, (lo, hi) in enumerate(sharded.bounds)])
+    for dw_s in grads[1:]:
+        for total, part in zip(dw, dw_s, strict=True):
+            total += part
