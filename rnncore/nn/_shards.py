@@ -15,7 +15,15 @@ one call over the batch -> windows): LSTM T 25, H 256: B 16 infer 5.98 -> 4.70 m
 B 64 infer 21.9 -> 14.6, train 68.3 -> 44.7; GRU B 16, H 256 train 12.3 -> 10.9; LSTM B 16, H 1024
 infer 85.2 -> 71.0, train unchanged (each window packs its own 16 MB copy of W_hh^T). Small passes lose:
 GRU T 25, B 16, H 64 infer 0.47 -> 0.62 ms, LSTM 0.58 -> 0.71 (the threads' hand-off and BLAS limit cost
-about 0.1 ms), hence ``MIN_WORK``.
+about 0.1 ms). In the benchmark's short blocks beside torch (``benchmarks/rnn_vs_torch.py``) passes under
+about 10 ms lost more: with windows from 52 million multiply-adds on, RNN T 25, B 16, H 256 infer took
+2.1 ms against 1.6 in one call, LSTM T 25, B 64, H 64 train 8.9 against 5.8, while passes from about
+600 million on gained (LSTM T 100, B 16, H 256 train 60.7 -> 43.6 ms, GRU T 100, B 64, H 256 train
+133 -> 99); hence ``MIN_WORK``. One cost found: the kernels allocate their temporaries per call, in each
+thread's own malloc arena, and after torch had run in the process two Elman windows (T 25, 8 rows, H 256,
+run side by side) took 0.72 and 1.0 ms, against 0.71 and 0.74 ms with glibc's mmap and trim thresholds
+fixed high (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``); workspaces kept across calls would
+remove it.
 
 Only passes called from the main thread shard: once the main thread has set OpenBLAS's thread count
 (``set_num_threads``, ``blas_threads``, threadpoolctl), OpenBLAS 0.3.30-0.3.31 ignore the setting when
@@ -41,7 +49,7 @@ import numpy as np
 from rnncore.kernels.packed import MAX_ROWS, MIN_ROWS
 from rnncore.threads import serial_blas, shard_threads
 
-MIN_WORK = 50_000_000  # multiply-adds of the pass: T * B * G * (I + H) for a forward, 3 times that to train
+MIN_WORK = 500_000_000  # multiply-adds of the pass: T * B * G * (I + H) for a forward, 3 times that to train
 
 
 class Sharded:
