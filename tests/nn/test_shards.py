@@ -131,6 +131,7 @@ def test_gate_saturation_reads_the_activations_of_a_sharded_forward(sharding):
 @pytest.mark.parametrize("n_threads", [2, 3, 4])
 def test_the_plan_covers_the_batch_in_windows_the_packed_tile_serves(B, n_threads, monkeypatch):
     monkeypatch.setattr(_shards, "shard_threads", lambda: n_threads)
+    monkeypatch.setattr(_shards, "MIN_WORK", 0)
     bounds = plan(100, B, 1024, 256, 256, train=False)
     assert bounds is not None
     assert (bounds[0][0], bounds[-1][1]) == (0, B)
