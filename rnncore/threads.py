@@ -84,7 +84,7 @@ _controller = None
 @contextlib.contextmanager
 def serial_blas():
     """Every loaded BLAS at one thread within the block, for kernels that run side by side on threads of
-    their own (measured here: two batch shards with two BLAS threads each were 20-55% slower than with one).
+    their own (measured here: two batch shards with two BLAS threads each were 24-84% slower than with one).
     Nested and concurrent blocks share one limit; the last to leave restores the libraries' setting.
     Effective in the main thread only: after the main thread has set OpenBLAS's thread count, OpenBLAS
     (0.3.30, 0.3.31 seen here) ignores the setting made from any other thread."""

@@ -192,7 +192,7 @@ def accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, h_pr
 
 @kernel
 def add_into(dst, src):
-    """dst += src for 2-D arrays, as a loop."""
+    """dst += src for 2-D arrays, as a loop; dst, src (b, N)."""
     B, H = dst.shape
     for b in range(B):
         for j in range(H):

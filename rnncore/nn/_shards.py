@@ -28,7 +28,7 @@ remove it.
 Only passes called from the main thread shard: once the main thread has set OpenBLAS's thread count
 (``set_num_threads``, ``blas_threads``, threadpoolctl), OpenBLAS 0.3.30-0.3.31 ignore the setting when
 another thread makes it, so ``serial_blas`` could not hold the windows' BLAS to one thread there
-(measured: windows with two BLAS threads each were 20-55% slower, and their results depended on which
+(measured: windows with two BLAS threads each were 24-84% slower, and their results depended on which
 thread called). Layers called from other threads run one call over the batch, as before.
 
 A window is at least ``MIN_ROWS`` rows (the packed tile's lower bound) and at most ``MAX_ROWS`` (its
