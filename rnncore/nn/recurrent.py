@@ -252,7 +252,7 @@ class RecurrentBase(Module):
                 windows = self._row_windows(masks)
                 shards = _shards.plan(T, B, G, layer_in.shape[2], H, keep) if windows else None
                 if masks is not None:
-                    kept = self._run_masked(*args[:6], masks, *args[6:])
+                    kept = self._run_masked(out, sn, layer_in, lengths, s0, w, masks, bool(d), d * H)
                     saved.append(kept if keep else None)
                 elif shards is not None:
                     saved.append(_shards.forward(run, shards, *args))
@@ -321,8 +321,8 @@ class RecurrentBase(Module):
 
     def _row_windows(self, masks):
         """Whether this pass's kernels take a window of rows (``row``), so that ``_shards`` may split the
-        batch: the plain kernels do; the masked, layer-norm and LSTM-variant ones run whole batches."""
-        return masks is None and not getattr(self, "variant", False) and not getattr(self, "layer_norm", False)
+        batch: the plain kernels do, the masked ones run whole batches (as do the subclasses' overrides)."""
+        return masks is None
 
     # -- generation ----------------------------------------------------------------------------
     def step(self, x, hx=None):
@@ -554,6 +554,9 @@ class LSTM(RecurrentBase):
     def variant(self):
         """True when any option changes the cell's equations (then the variant kernels run)."""
         return bool(self.proj_size or self.peephole or self.gate_clip or self.coupled_input_forget)
+
+    def _row_windows(self, masks):
+        return super()._row_windows(masks) and not self.variant  # the variant kernels run whole batches
 
     def variant_options(self):
         """The variant options that differ from the defaults, as constructor keyword arguments."""
