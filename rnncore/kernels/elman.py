@@ -25,15 +25,15 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import kernel
 from rnncore.kernels.activations import activate_row, activation_grad_row
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
-from rnncore.kernels.packed import pack, product_into, scratch
+from rnncore.kernels.packed import pack_with_scratch, product_into
 
 
 @kernel
 def cell(h_new, a, h_prev, rec, lengths, t, w_hh, p_hh, tmp, b_hh, act):
     """One step for the whole batch.
     h_new (B, H): output state; a (B, H): input projection of this step (used as scratch)
-    h_prev (B, H); rec (B, H): scratch for h_prev W_hh^T; w_hh (H, H); p_hh, tmp: ``pack(w_hh, B)`` and
-    its scratch; b_hh (H,)."""
+    h_prev (B, H); rec (B, H): scratch for h_prev W_hh^T; w_hh (H, H); p_hh, tmp:
+    ``pack_with_scratch(w_hh, B)``; b_hh (H,)."""
     B, H = h_prev.shape
     product_into(rec, h_prev, w_hh, p_hh, tmp)
     for b in range(B):
@@ -52,8 +52,7 @@ def forward_train(out, hs, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse,
     a = np.empty((T, B, w_ih.shape[0]), dtype=x.dtype)
     project_input_rows(a, x, w_ih, b_ih, row)
     rec = np.empty_like(h0)
-    p_hh = pack(w_hh, B)
-    tmp = scratch(p_hh, B)
+    p_hh, tmp = pack_with_scratch(w_hh, B)
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     for s in range(T):
@@ -70,8 +69,7 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse
     T, B = x.shape[0], lengths.shape[0]
     h, h_new = h0.copy(), np.empty_like(h0)
     rec = np.empty_like(h0)
-    p_hh = pack(w_hh, B)
-    tmp = scratch(p_hh, B)
+    p_hh, tmp = pack_with_scratch(w_hh, B)
     a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
@@ -92,8 +90,7 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, act):
     a = np.empty((1, B, w_ih.shape[0]), dtype=x.dtype)
     project_inputs(a, x.reshape(1, B, x.shape[1]), w_ih, b_ih)
     rec = np.empty_like(h)
-    p_hh = pack(w_hh, 0)  # one step: packing would cost what it saves
-    tmp = scratch(p_hh, B)
+    p_hh, tmp = pack_with_scratch(w_hh, 0)  # one step: packing would cost what it saves
     lengths = np.full(B, 1, dtype=np.int64)
     cell(h_new, a[0], h, rec, lengths, 0, w_hh, p_hh, tmp, b_hh, act)
 
@@ -110,8 +107,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
     da = np.empty((T, B, H), dtype=x.dtype)  # gradient of the pre-activation of each step
     dh = grad_hn.copy()  # gradient flowing into the state after the current step
     dh_prev = np.empty_like(dh)
-    p_t = pack(w_hh.T, B)
-    tmp = scratch(p_t, B)
+    p_t, tmp = pack_with_scratch(w_hh.T, B)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
         add_output_grad(dh, grad_out, lengths, t, col, row)
@@ -139,8 +135,7 @@ def forward_masked(out, hs, cand, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, m, zon
     a = np.empty((T, B, w_ih.shape[0]), dtype=x.dtype)
     project_inputs(a, x, w_ih, b_ih)
     rec = np.empty_like(h0)
-    p_hh = pack(w_hh, B)
-    tmp = scratch(p_hh, B)
+    p_hh, tmp = pack_with_scratch(w_hh, B)
     h_rec = np.empty_like(h0)
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
@@ -162,8 +157,7 @@ def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, l
     da = np.empty((T, B, H), dtype=x.dtype)
     dh = grad_hn.copy()
     dh_prev = np.empty_like(dh)
-    p_t = pack(w_hh.T, B)
-    tmp = scratch(p_t, B)
+    p_t, tmp = pack_with_scratch(w_hh.T, B)
     d_cand = np.empty_like(dh)
     no_direct = np.zeros_like(dh)
     for s in range(T):

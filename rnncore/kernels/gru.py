@@ -33,7 +33,7 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
-from rnncore.kernels.packed import pack, product_into, scratch
+from rnncore.kernels.packed import pack, pack_with_scratch, product_into
 
 
 @inline_kernel
@@ -55,12 +55,15 @@ def candidate_after_row(n, aux, r, rec_n, b_n):
 
 @kernel
 def pack_recurrent(w_hh, rows, reset_after):
-    """(p_hh, p_n): the panels of ``cell``'s products, ``pack(., rows)``. reset_after multiplies h by all of
-    W_hh (p_n empty); reset_before multiplies h by the r, z rows and r * h by the n rows. w_hh (3H, H)."""
+    """(p_hh, p_n, tmp): the panels of ``cell``'s products, ``pack(., rows)``, and the scratch of p_hh.
+    reset_after multiplies h by all of W_hh (p_n empty); reset_before multiplies h by the r, z rows and
+    r * h by the n rows. w_hh (3H, H)."""
     H = w_hh.shape[1]
     if reset_after:
-        return pack(w_hh, rows), pack(w_hh[2 * H :], 0)
-    return pack(w_hh[: 2 * H], rows), pack(w_hh[2 * H :], rows)
+        p_hh, tmp = pack_with_scratch(w_hh, rows)
+        return p_hh, pack(w_hh[2 * H :], 0), tmp
+    p_hh, tmp = pack_with_scratch(w_hh[: 2 * H], rows)
+    return p_hh, pack(w_hh[2 * H :], rows), tmp
 
 
 @kernel
@@ -70,8 +73,8 @@ def cell(h_new, a, aux, h_prev, h_rec, rec, lengths, t, w_hh, p_hh, p_n, tmp, b_
     a (B, 3H): input projection of this step on entry, activated gates r, z, n on exit
     aux (B, H): W_hn h_rec + b_hn (reset_after) or r * h_rec (reset_before), kept for backward
     h_prev (B, H); h_rec (B, H): what W_hh multiplies (h_prev itself in the plain kernels)
-    rec (B, 3H): scratch; w_hh (3H, H); p_hh, p_n, tmp: ``pack_recurrent(w_hh, B, reset_after)`` and the
-    scratch of p_hh; b_hh (3H,)."""
+    rec (B, 3H): scratch; w_hh (3H, H); p_hh, p_n, tmp: ``pack_recurrent(w_hh, B, reset_after)``;
+    b_hh (3H,)."""
     B, H = h_prev.shape
     rz, r, z, n = slice(0, 2 * H), slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
     if reset_after:
@@ -108,8 +111,7 @@ def forward_train(out, hs, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, r
     T = x.shape[0]
     project_input_rows(gates, x, w_ih, b_ih, row)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
-    p_hh, p_n = pack_recurrent(w_hh, h0.shape[0], reset_after)
-    tmp = scratch(p_hh, h0.shape[0])
+    p_hh, p_n, tmp = pack_recurrent(w_hh, h0.shape[0], reset_after)
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     for s in range(T):
@@ -129,8 +131,7 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after,
     h, h_new = h0.copy(), np.empty_like(h0)
     aux = np.empty_like(h0)
     rec = np.empty((B, w_hh.shape[0]), dtype=h0.dtype)
-    p_hh, p_n = pack_recurrent(w_hh, B, reset_after)
-    tmp = scratch(p_hh, B)
+    p_hh, p_n, tmp = pack_recurrent(w_hh, B, reset_after)
     a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
@@ -151,8 +152,7 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
     a = np.empty((1, B, w_ih.shape[0]), dtype=x.dtype)
     project_inputs(a, x.reshape(1, B, x.shape[1]), w_ih, b_ih)
     rec = np.empty_like(a[0])
-    p_hh, p_n = pack_recurrent(w_hh, 0, reset_after)  # one step: packing costs what it saves
-    tmp = scratch(p_hh, B)
+    p_hh, p_n, tmp = pack_recurrent(w_hh, 0, reset_after)  # one step: packing costs what it saves
     aux = np.empty_like(h)
     lengths = np.full(B, 1, dtype=np.int64)
     cell(h_new, a[0], aux, h, h, rec, lengths, 0, w_hh, p_hh, p_n, tmp, b_hh, reset_after)
@@ -172,8 +172,8 @@ def gate_grads(d_rz, dr, dn_t, d_nrec, direct, via_rec, d_rh, dh, g_t, h_prev, h
     via_rec (B, H): the gradient for h_rec outside the GEMM over dr, through reset_before's r * h_rec
     (output; untouched for reset_after, so the caller zero-initialises it); d_rh (B, H): scratch
     dh (B, H): gradient for the step's output h; g_t (B, 3H), aux_t (B, H) from the forward
-    h_prev, h_rec (B, H) as in ``cell``; w_hn (H, H); p_hn, tmp: ``pack(w_hn.T, B)`` (reset_before) and its
-    scratch."""
+    h_prev, h_rec (B, H) as in ``cell``; w_hn (H, H); p_hn: ``pack(w_hn.T, B)`` (reset_before); tmp: a scratch
+    for it (the one of ``pack_with_scratch(w_hh.T, B)``, the same shape)."""
     B, H = dh.shape
     one = activations.one(dh)
     for b in range(B):
@@ -252,8 +252,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
     via_rec = np.zeros_like(dh)
     d_rh = np.empty_like(dh)
     w_hn = w_hh[2 * H :]
-    p_t, p_hn = pack(w_hh.T, B), pack(w_hn.T, 0 if reset_after else B)
-    tmp = scratch(p_t, B)
+    (p_t, tmp), p_hn = pack_with_scratch(w_hh.T, B), pack(w_hn.T, 0 if reset_after else B)
     off = prev_offset(reverse)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
@@ -285,8 +284,7 @@ def forward_masked(out, hs, cand, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, 
     T = x.shape[0]
     project_inputs(gates, x, w_ih, b_ih)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
-    p_hh, p_n = pack_recurrent(w_hh, h0.shape[0], reset_after)
-    tmp = scratch(p_hh, h0.shape[0])
+    p_hh, p_n, tmp = pack_recurrent(w_hh, h0.shape[0], reset_after)
     h_rec = np.empty_like(h0)
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
@@ -318,8 +316,7 @@ def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, l
     via_rec = np.zeros_like(dh)
     d_rh = np.empty_like(dh)
     w_hn = w_hh[2 * H :]
-    p_t, p_hn = pack(w_hh.T, B), pack(w_hn.T, 0 if reset_after else B)
-    tmp = scratch(p_t, B)
+    (p_t, tmp), p_hn = pack_with_scratch(w_hh.T, B), pack(w_hn.T, 0 if reset_after else B)
     off = prev_offset(reverse)
     mask_states(h_rec, hs[off : off + T], m)
     for s in range(T):

@@ -29,7 +29,7 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, sigmoid, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
-from rnncore.kernels.packed import pack, product_into, scratch
+from rnncore.kernels.packed import pack_with_scratch, product_into
 
 
 @inline_kernel
@@ -46,8 +46,8 @@ def cell(h_new, c_new, a, h_prev, c_prev, rec, lengths, t, w_hh, p_hh, tmp, b_hh
     """One step for the whole batch.
     h_new, c_new (B, H): output states
     a (B, 4H): input projection of this step on entry, activated gates i, f, g, o on exit
-    h_prev, c_prev (B, H); rec (B, 4H): scratch for h_prev W_hh^T; w_hh (4H, H); p_hh, tmp: ``pack(w_hh, B)``
-    and its scratch; b_hh (4H,)."""
+    h_prev, c_prev (B, H); rec (B, 4H): scratch for h_prev W_hh^T; w_hh (4H, H); p_hh, tmp:
+    ``pack_with_scratch(w_hh, B)``; b_hh (4H,)."""
     B, H = h_prev.shape
     product_into(rec, h_prev, w_hh, p_hh, tmp)
     i_f, g = slice(0, 2 * H), slice(2 * H, 3 * H)
@@ -70,8 +70,7 @@ def forward_train(out, hs, cs, gates, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh
     T = x.shape[0]
     project_input_rows(gates, x, w_ih, b_ih, row)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
-    p_hh = pack(w_hh, h0.shape[0])
-    tmp = scratch(p_hh, h0.shape[0])
+    p_hh, tmp = pack_with_scratch(w_hh, h0.shape[0])
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     copy_into(cs[first], c0)
@@ -90,8 +89,7 @@ def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, rev
     h, h_new = h0.copy(), np.empty_like(h0)
     c, c_new = c0.copy(), np.empty_like(c0)
     rec = np.empty((B, w_hh.shape[0]), dtype=h0.dtype)
-    p_hh = pack(w_hh, B)
-    tmp = scratch(p_hh, B)
+    p_hh, tmp = pack_with_scratch(w_hh, B)
     a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
@@ -114,8 +112,7 @@ def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh):
     a = np.empty((1, B, w_ih.shape[0]), dtype=x.dtype)
     project_inputs(a, x.reshape(1, B, x.shape[1]), w_ih, b_ih)
     rec = np.empty_like(a[0])
-    p_hh = pack(w_hh, 0)  # one step: packing would cost what it saves
-    tmp = scratch(p_hh, B)
+    p_hh, tmp = pack_with_scratch(w_hh, 0)  # one step: packing would cost what it saves
     lengths = np.full(B, 1, dtype=np.int64)
     cell(h_new, c_new, a[0], h, c, rec, lengths, 0, w_hh, p_hh, tmp, b_hh)
 
@@ -160,8 +157,7 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_c
     dh = grad_hn.copy()  # gradient flowing into h after the current step
     dc = grad_cn.copy()  # gradient flowing into c after the current step
     dh_prev = np.empty_like(dh)
-    p_t = pack(w_hh.T, B)
-    tmp = scratch(p_t, B)
+    p_t, tmp = pack_with_scratch(w_hh.T, B)
     off = prev_offset(reverse)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
@@ -189,8 +185,7 @@ def forward_masked(out, hs, cs, cand_h, cand_c, gates, x, lengths, h0, c0, w_ih,
     T = x.shape[0]
     project_inputs(gates, x, w_ih, b_ih)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
-    p_hh = pack(w_hh, h0.shape[0])
-    tmp = scratch(p_hh, h0.shape[0])
+    p_hh, tmp = pack_with_scratch(w_hh, h0.shape[0])
     h_rec = np.empty_like(h0)
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
@@ -215,8 +210,7 @@ def backward_masked(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn,
     dh = grad_hn.copy()
     dc = grad_cn.copy()
     dh_prev = np.empty_like(dh)
-    p_t = pack(w_hh.T, B)
-    tmp = scratch(p_t, B)
+    p_t, tmp = pack_with_scratch(w_hh.T, B)
     dh_cand = np.empty_like(dh)
     dc_prev = np.empty_like(dc)
     no_direct = np.zeros_like(dh)

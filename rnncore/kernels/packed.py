@@ -137,6 +137,13 @@ def scratch(p, rows):
 
 
 @inline_kernel
+def pack_with_scratch(w, rows):
+    """(p, tmp): ``pack(w, rows)`` and the ``scratch`` that ``product_into`` needs with it."""
+    p = pack(w, rows)
+    return p, scratch(p, rows)
+
+
+@inline_kernel
 def product_into(c, a, w, p, tmp):
     """c = a @ w.T: over the panels p = pack(w, B) when there are any, else through BLAS.
     c (B, N); a (B, K); w (N, K); p from ``pack``; tmp from ``scratch``."""
