@@ -82,9 +82,16 @@ def project_input_rows(a, x, w_ih, b_ih, row):
     rows = np.empty((min(T, INFER_CHUNK), b, I), dtype=x.dtype)
     for start in range(0, T, INFER_CHUNK):
         n = min(INFER_CHUNK, T - start)
-        for s in range(n):
-            copy_into(rows[s], x[start + s, row : row + b])
+        copy_window(rows[:n], x, start, row)
         project_inputs(a[start : start + n], rows[:n], w_ih, b_ih)
+
+
+@kernel
+def copy_window(rows, x, start, row):
+    """rows[s] = x[start + s, row:row+b] for every s: rows (n, b, I), x (T, B, I)."""
+    n, b, _ = rows.shape
+    for s in range(n):
+        copy_into(rows[s], x[start + s, row : row + b])
 
 
 @kernel
@@ -182,8 +189,7 @@ def accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, h_pr
         n = min(INFER_CHUNK, T - start)
         d_in2 = d_in[start : start + n].reshape(n * b, G)
         block = rows[:n].reshape(n * b, I)
-        for s in range(n):
-            copy_into(rows[s], x[start + s, row : row + b])
+        copy_window(rows[:n], x, start, row)
         add_product(dw_ih, d_in2.T, block)
         np.dot(d_in2, w_ih, block)
         for s in range(n):
