@@ -120,8 +120,9 @@ def run_all(fn, bounds):
             results[k] = fn(*bounds[k])
 
     helpers = min(shard_threads(), n) - 1
+    pool = _executor(helpers) if helpers else None
     with serial_blas():
-        futures = [_executor(helpers).submit(drain) for _ in range(helpers)]
+        futures = [pool.submit(drain) for _ in range(helpers)]
         try:
             drain()
         finally:
