@@ -103,16 +103,26 @@ def lanes(x):
 @kernel
 def pack(w, rows):
     """Panels of w for ``product``: p[jp, k, l] = w[jp*L + l, k], zero past N; w (N, K), any layout.
-    No panels, shape (0, K, L), when rows is outside MIN_ROWS..MAX_ROWS (the product then goes to BLAS)."""
+    No panels, shape (0, K, L), when rows is outside MIN_ROWS..MAX_ROWS (the product then goes to BLAS).
+    The loops follow w's memory: a transposed view (the backward's w_hh.T, columns contiguous) is copied
+    L consecutive elements at a time, k outer; reading it a row of the view at a time, as for a C array,
+    touched one cache line per element (float32 (1024, 4096) view: 34 ms against 4.4 ms)."""
     N, K = w.shape
     L = lanes(w)
     n_panels = (N + L - 1) // L if MIN_ROWS <= rows <= MAX_ROWS else 0
     p = np.zeros((n_panels, K, L), dtype=w.dtype)
+    rows_contiguous = w.strides[1] <= w.strides[0]
     for jp in range(n_panels):
-        for lane in range(min(L, N - jp * L)):
-            col = w[jp * L + lane]
+        n, pj = min(L, N - jp * L), p[jp]
+        if rows_contiguous:
+            for lane in range(n):
+                col = w[jp * L + lane]
+                for k in range(K):
+                    pj[k, lane] = col[k]
+        else:
             for k in range(K):
-                p[jp, k, lane] = col[k]
+                for lane in range(n):
+                    pj[k, lane] = w[jp * L + lane, k]
     return p
 
 

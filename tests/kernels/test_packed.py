@@ -59,3 +59,16 @@ def test_nan_propagates():
     packed.product_into(c, a, w, p, packed.scratch(p, 4))
     assert np.all(np.isnan(c[2]))
     assert np.all(np.isfinite(np.delete(c, 2, axis=0)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("N", "K"), [(1, 1), (17, 3), (33, 64), (256, 40)])
+def test_both_loop_orders_give_the_same_panels(dtype, N, K):
+    w = np.random.default_rng(N + K).standard_normal((N, K)).astype(dtype)
+    view = np.ascontiguousarray(w.T).T  # the same values with contiguous columns
+    p = packed.pack(w, 4)
+    np.testing.assert_array_equal(packed.pack(view, 4), p)
+    L = 64 // np.dtype(dtype).itemsize
+    want = np.zeros((p.shape[0] * L, K), dtype=dtype)
+    want[:N] = w
+    np.testing.assert_array_equal(p, want.reshape(p.shape[0], L, K).transpose(0, 2, 1))
