@@ -25,7 +25,7 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import kernel
 from rnncore.kernels.activations import activate_row, activation_grad_row
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
-from rnncore.kernels.packed import pack_with_scratch, product_into
+from rnncore.kernels.packed import given_or_pack, pack_with_scratch, product_into
 
 
 @kernel
@@ -44,15 +44,16 @@ def cell(h_new, a, h_prev, rec, lengths, t, w_hh, p_hh, tmp, b_hh, act):
 
 
 @kernel
-def forward_train(out, hs, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse, col, row):
-    """Forward that keeps what backward needs, for the window of b rows at row (``_common``).
+def forward_train(out, hs, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse, col, row, panels):
+    """Forward that keeps what backward needs, for the window of b rows at row (``_common``); panels:
+    ``pack(w_hh, .)`` made by the caller, or ``no_panels`` (``packed.given_or_pack``).
     out (T, B, O): writes out[:, row:row+b, col:col+H]; hs (T+2, b, H): states (layout in ``_common``)
     x (T, B, I); lengths (b,) in 1..T; h0 (b, H); w_ih (H, I); w_hh (H, H); b_ih, b_hh (H,)."""
     T, B = x.shape[0], lengths.shape[0]
     a = np.empty((T, B, w_ih.shape[0]), dtype=x.dtype)
     project_input_rows(a, x, w_ih, b_ih, row)
     rec = np.empty_like(h0)
-    p_hh, tmp = pack_with_scratch(w_hh, B)
+    p_hh, tmp = given_or_pack(panels, w_hh, B)
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     for s in range(T):
@@ -62,14 +63,14 @@ def forward_train(out, hs, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse,
 
 
 @kernel
-def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse, col, row):
+def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse, col, row, panels):
     """Forward that keeps nothing; the input projection is done a block of steps at a time.
     out (T, B, O): writes out[:, row:row+b, col:col+H]; h_n (b, H): final state; other arguments as in
     ``forward_train``."""
     T, B = x.shape[0], lengths.shape[0]
     h, h_new = h0.copy(), np.empty_like(h0)
     rec = np.empty_like(h0)
-    p_hh, tmp = pack_with_scratch(w_hh, B)
+    p_hh, tmp = given_or_pack(panels, w_hh, B)
     a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
@@ -97,17 +98,18 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, act):
 
 @kernel
 def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths, hs, w_ih, w_hh, act,
-             reverse, col, row):
+             reverse, col, row, panels):
     """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
     into (``+=``). dx (T, B, I): rows row:row+b; dh0 (b, H); dw_ih (H, I); dw_hh (H, H); db_ih, db_hh (H,)
     grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn (b, H)
-    x (T, B, I); lengths (b,); hs (T+2, b, H) from ``forward_train``; w_ih (H, I); w_hh (H, H)."""
+    x (T, B, I); lengths (b,); hs (T+2, b, H) from ``forward_train``; w_ih (H, I); w_hh (H, H)
+    panels: ``pack(w_hh.T, .)`` made by the caller, or ``no_panels``."""
     T, B = x.shape[0], lengths.shape[0]
     H = w_hh.shape[0]
     da = np.empty((T, B, H), dtype=x.dtype)  # gradient of the pre-activation of each step
     dh = grad_hn.copy()  # gradient flowing into the state after the current step
     dh_prev = np.empty_like(dh)
-    p_t, tmp = pack_with_scratch(w_hh.T, B)
+    p_t, tmp = given_or_pack(panels, w_hh.T, B)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
         add_output_grad(dh, grad_out, lengths, t, col, row)

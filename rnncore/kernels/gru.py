@@ -33,7 +33,7 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
-from rnncore.kernels.packed import pack, pack_with_scratch, product_into
+from rnncore.kernels.packed import given_or_pack, pack, pack_with_scratch, product_into
 
 
 @inline_kernel
@@ -54,15 +54,15 @@ def candidate_after_row(n, aux, r, rec_n, b_n):
 
 
 @kernel
-def pack_recurrent(w_hh, rows, reset_after):
+def pack_recurrent(w_hh, rows, reset_after, given):
     """(p_hh, p_n, tmp): the panels of ``cell``'s products, ``pack(., rows)``, and the scratch of p_hh.
     reset_after multiplies h by all of W_hh (p_n empty); reset_before multiplies h by the r, z rows and
-    r * h by the n rows. w_hh (3H, H)."""
+    r * h by the n rows. w_hh (3H, H); given: p_hh made by the caller, or none (``given_or_pack``)."""
     H = w_hh.shape[1]
     if reset_after:
-        p_hh, tmp = pack_with_scratch(w_hh, rows)
+        p_hh, tmp = given_or_pack(given, w_hh, rows)
         return p_hh, pack(w_hh[2 * H :], 0), tmp
-    p_hh, tmp = pack_with_scratch(w_hh[: 2 * H], rows)
+    p_hh, tmp = given_or_pack(given, w_hh[: 2 * H], rows)
     return p_hh, pack(w_hh[2 * H :], rows), tmp
 
 
@@ -73,7 +73,7 @@ def cell(h_new, a, aux, h_prev, h_rec, rec, lengths, t, w_hh, p_hh, p_n, tmp, b_
     a (B, 3H): input projection of this step on entry, activated gates r, z, n on exit
     aux (B, H): W_hn h_rec + b_hn (reset_after) or r * h_rec (reset_before), kept for backward
     h_prev (B, H); h_rec (B, H): what W_hh multiplies (h_prev itself in the plain kernels)
-    rec (B, 3H): scratch; w_hh (3H, H); p_hh, p_n, tmp: ``pack_recurrent(w_hh, B, reset_after)``;
+    rec (B, 3H): scratch; w_hh (3H, H); p_hh, p_n, tmp: ``pack_recurrent(w_hh, B, reset_after, .)``;
     b_hh (3H,)."""
     B, H = h_prev.shape
     rz, r, z, n = slice(0, 2 * H), slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
@@ -103,15 +103,16 @@ def cell(h_new, a, aux, h_prev, h_rec, rec, lengths, t, w_hh, p_hh, p_n, tmp, b_
 
 @kernel
 def forward_train(out, hs, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after, reverse, col,
-                  row):
+                  row, panels):
     """Forward that keeps what backward needs, for the window of b rows at row (``_common``).
     out (T, B, O): writes out[:, row:row+b, col:col+H]; hs (T+2, b, H): states (layout in ``_common``)
     gates (T, b, 3H): activated r, z, n; aux (T, b, H): see the module docstring
-    x (T, B, I); lengths (b,) in 1..T; h0 (b, H); w_ih (3H, I); w_hh (3H, H); b_ih, b_hh (3H,)."""
+    x (T, B, I); lengths (b,) in 1..T; h0 (b, H); w_ih (3H, I); w_hh (3H, H); b_ih, b_hh (3H,)
+    panels: p_hh of ``pack_recurrent`` made by the caller, or ``no_panels`` (``packed.given_or_pack``)."""
     T = x.shape[0]
     project_input_rows(gates, x, w_ih, b_ih, row)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
-    p_hh, p_n, tmp = pack_recurrent(w_hh, h0.shape[0], reset_after)
+    p_hh, p_n, tmp = pack_recurrent(w_hh, h0.shape[0], reset_after, panels)
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     for s in range(T):
@@ -123,7 +124,7 @@ def forward_train(out, hs, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, r
 
 
 @kernel
-def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after, reverse, col, row):
+def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after, reverse, col, row, panels):
     """Forward that keeps nothing; the input projection is done a block of steps at a time.
     out (T, B, O): writes out[:, row:row+b, col:col+H]; h_n (b, H): final state; other arguments as in
     ``forward_train``."""
@@ -131,7 +132,7 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after,
     h, h_new = h0.copy(), np.empty_like(h0)
     aux = np.empty_like(h0)
     rec = np.empty((B, w_hh.shape[0]), dtype=h0.dtype)
-    p_hh, p_n, tmp = pack_recurrent(w_hh, B, reset_after)
+    p_hh, p_n, tmp = pack_recurrent(w_hh, B, reset_after, panels)
     a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
@@ -152,7 +153,7 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
     a = np.empty((1, B, w_ih.shape[0]), dtype=x.dtype)
     project_inputs(a, x.reshape(1, B, x.shape[1]), w_ih, b_ih)
     rec = np.empty_like(a[0])
-    p_hh, p_n, tmp = pack_recurrent(w_hh, 0, reset_after)  # one step: packing costs what it saves
+    p_hh, p_n, tmp = pack_recurrent(w_hh, 0, reset_after, pack(w_hh, 0))  # one step: packing costs more
     aux = np.empty_like(h)
     lengths = np.full(B, 1, dtype=np.int64)
     cell(h_new, a[0], aux, h, h, rec, lengths, 0, w_hh, p_hh, p_n, tmp, b_hh, reset_after)
@@ -234,12 +235,12 @@ def _weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_rz, dn_pre, d_nrec, x, h_rec
 
 @kernel
 def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths, hs, gates, aux, w_ih, w_hh,
-             reset_after, reverse, col, row):
+             reset_after, reverse, col, row, panels):
     """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
     into (``+=``). dx (T, B, I): rows row:row+b; dh0 (b, H); dw_ih (3H, I); dw_hh (3H, H);
     db_ih, db_hh (3H,); grad_out (T, B, O): gradient of out, this direction's columns at col;
     grad_hn (b, H); x (T, B, I); lengths (b,); hs (T+2, b, H), gates (T, b, 3H), aux (T, b, H) from
-    ``forward_train``."""
+    ``forward_train``; panels: ``pack(w_hh.T, .)`` made by the caller, or ``no_panels``."""
     T, B = x.shape[0], lengths.shape[0]
     H = w_hh.shape[1]
     d_rz = np.zeros((T, B, 2 * H), dtype=x.dtype)  # gradient of the r, z pre-activations
@@ -252,7 +253,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths,
     via_rec = np.zeros_like(dh)
     d_rh = np.empty_like(dh)
     w_hn = w_hh[2 * H :]
-    (p_t, tmp), p_hn = pack_with_scratch(w_hh.T, B), pack(w_hn.T, 0 if reset_after else B)
+    (p_t, tmp), p_hn = given_or_pack(panels, w_hh.T, B), pack(w_hn.T, 0 if reset_after else B)
     off = prev_offset(reverse)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
@@ -284,7 +285,7 @@ def forward_masked(out, hs, cand, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, 
     T = x.shape[0]
     project_inputs(gates, x, w_ih, b_ih)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
-    p_hh, p_n, tmp = pack_recurrent(w_hh, h0.shape[0], reset_after)
+    p_hh, p_n, tmp = pack_recurrent(w_hh, h0.shape[0], reset_after, pack(w_hh, 0))
     h_rec = np.empty_like(h0)
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)

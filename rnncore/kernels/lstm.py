@@ -29,7 +29,7 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, sigmoid, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
-from rnncore.kernels.packed import pack_with_scratch, product_into
+from rnncore.kernels.packed import given_or_pack, pack_with_scratch, product_into
 
 
 @inline_kernel
@@ -62,15 +62,16 @@ def cell(h_new, c_new, a, h_prev, c_prev, rec, lengths, t, w_hh, p_hh, tmp, b_hh
 
 
 @kernel
-def forward_train(out, hs, cs, gates, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, col, row):
-    """Forward that keeps what backward needs, for the window of b rows at row (``_common``).
+def forward_train(out, hs, cs, gates, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, col, row, panels):
+    """Forward that keeps what backward needs, for the window of b rows at row (``_common``); panels:
+    ``pack(w_hh, .)`` made by the caller, or ``no_panels`` (``packed.given_or_pack``).
     out (T, B, O): writes out[:, row:row+b, col:col+H]; hs, cs (T+2, b, H): states (layout in ``_common``)
     gates (T, b, 4H): activated i, f, g, o; x (T, B, I); lengths (b,) in 1..T; h0, c0 (b, H)
     w_ih (4H, I); w_hh (4H, H); b_ih, b_hh (4H,)."""
     T = x.shape[0]
     project_input_rows(gates, x, w_ih, b_ih, row)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
-    p_hh, tmp = pack_with_scratch(w_hh, h0.shape[0])
+    p_hh, tmp = given_or_pack(panels, w_hh, h0.shape[0])
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     copy_into(cs[first], c0)
@@ -81,7 +82,7 @@ def forward_train(out, hs, cs, gates, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh
 
 
 @kernel
-def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, col, row):
+def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, col, row, panels):
     """Forward that keeps nothing; the input projection is done a block of steps at a time.
     out (T, B, O): writes out[:, row:row+b, col:col+H]; h_n, c_n (b, H): final states; other arguments
     as in ``forward_train``."""
@@ -89,7 +90,7 @@ def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, rev
     h, h_new = h0.copy(), np.empty_like(h0)
     c, c_new = c0.copy(), np.empty_like(c0)
     rec = np.empty((B, w_hh.shape[0]), dtype=h0.dtype)
-    p_hh, tmp = pack_with_scratch(w_hh, B)
+    p_hh, tmp = given_or_pack(panels, w_hh, B)
     a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
@@ -145,19 +146,19 @@ def gate_grads(d_t, dc, dh, c_new, c_prev, g_t, lengths, t):
 
 @kernel
 def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_cn, x, lengths, hs, cs,
-             gates, w_ih, w_hh, reverse, col, row):
+             gates, w_ih, w_hh, reverse, col, row, panels):
     """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
     into (``+=``). dx (T, B, I): rows row:row+b; dh0, dc0 (b, H); dw_ih (4H, I); dw_hh (4H, H);
     db_ih, db_hh (4H,); grad_out (T, B, O): gradient of out, this direction's columns at col;
     grad_hn, grad_cn (b, H); x (T, B, I); lengths (b,); hs, cs (T+2, b, H), gates (T, b, 4H) from
-    ``forward_train``."""
+    ``forward_train``; panels: ``pack(w_hh.T, .)`` made by the caller, or ``no_panels``."""
     T, B = x.shape[0], lengths.shape[0]
     H = w_hh.shape[1]
     dgates = np.zeros((T, B, 4 * H), dtype=x.dtype)  # gradients of the gate pre-activations
     dh = grad_hn.copy()  # gradient flowing into h after the current step
     dc = grad_cn.copy()  # gradient flowing into c after the current step
     dh_prev = np.empty_like(dh)
-    p_t, tmp = pack_with_scratch(w_hh.T, B)
+    p_t, tmp = given_or_pack(panels, w_hh.T, B)
     off = prev_offset(reverse)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order

@@ -154,6 +154,26 @@ def pack_with_scratch(w, rows):
 
 
 @inline_kernel
+def given_or_pack(given, w, rows):
+    """(p, tmp): the panels of w ``given`` by the caller when it packed them (the row windows of a pass
+    share one copy, ``rnncore.nn._shards``), else ``pack(w, rows)``; with ``scratch(p, rows)``.
+    given: ``pack(w, r)`` for some r in MIN_ROWS..MAX_ROWS, or ``no_panels`` (none given)."""
+    p = given if given.shape[0] else pack(w, rows)
+    return p, scratch(p, rows)
+
+
+_NO_PANELS = {}
+
+
+def no_panels(dtype):
+    """The empty panels of ``dtype`` that tell a kernel to pack its weights itself (``given_or_pack``)."""
+    dtype = np.dtype(dtype)
+    if dtype not in _NO_PANELS:
+        _NO_PANELS[dtype] = np.empty((0, 1, VECTOR_BYTES // dtype.itemsize), dtype=dtype)
+    return _NO_PANELS[dtype]
+
+
+@inline_kernel
 def product_into(c, a, w, p, tmp):
     """c = a @ w.T: over the panels p = pack(w, B) when there are any, else through BLAS.
     c (B, N); a (B, K); w (N, K); p from ``pack``; tmp from ``scratch``."""

@@ -133,29 +133,30 @@ def run_all(fn, bounds):
     return results
 
 
-def forward(run, bounds, out, finals, x, lengths, s0, w, reverse, col):
+def forward(run, bounds, panels, out, finals, x, lengths, s0, w, reverse, col):
     """A layer's ``_run_train`` or ``_run_infer`` (``run``) on each window of rows; out (T, B, O) and
     x (T, B, I) are shared (each window writes its own rows of out), finals and s0 (lists of (B, .)
-    states) are passed as row slices. Returns ``Sharded`` (the windows' saved; None each from
-    ``_run_infer``)."""
+    states) are passed as row slices, panels (the layer's ``_window_panels``) to every window. Returns
+    ``Sharded`` (the windows' saved; None each from ``_run_infer``)."""
 
     def shard(lo, hi):
         rows = slice(lo, hi)
         states0 = [s[rows] for s in s0]
-        return run(out, [f[rows] for f in finals], x, lengths[rows], states0, w, reverse, col, lo)
+        return run(out, [f[rows] for f in finals], x, lengths[rows], states0, w, reverse, col, lo, panels)
 
     return Sharded(bounds, run_all(shard, bounds))
 
 
-def backward(run, dx, d_s0, dw, g, g_finals, x, lengths, sharded, w, reverse, col):
+def backward(run, panels, dx, d_s0, dw, g, g_finals, x, lengths, sharded, w, reverse, col):
     """A layer's ``_run_backward`` (``run``) on the windows of the forward that made ``sharded``.
     dx (T, B, I) (each window adds into its own rows), d_s0 (list of (B, .)) and dw (tuple of parameter
-    gradients) are added into, as by the kernels; g (T, B, O); g_finals: list of (B, .)."""
+    gradients) are added into, as by the kernels; g (T, B, O); g_finals: list of (B, .); panels as in
+    ``forward``."""
 
     def shard(k, lo, hi):
         dw_s = dw if k == 0 else tuple(np.zeros_like(a) for a in dw)
         run(dx, [d[lo:hi] for d in d_s0], dw_s, g, [gf[lo:hi] for gf in g_finals], x, lengths[lo:hi],
-            sharded.saved[k], w, reverse, col, lo)
+            sharded.saved[k], w, reverse, col, lo, panels)
         return dw_s
 
     grads = run_all(shard, [(k, lo, hi) for k, (lo, hi) in enumerate(sharded.bounds)])

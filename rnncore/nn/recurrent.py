@@ -8,7 +8,7 @@ states (D*num_layers, B, H), ordered layer 0 forward, layer 0 reverse, layer 1 f
 
 import numpy as np
 
-from rnncore.kernels import elman, gru, lstm
+from rnncore.kernels import elman, gru, lstm, packed
 from rnncore.kernels.activations import NONLINEARITIES
 from rnncore.nn import _shards
 from rnncore.nn._checks import check_finite, check_finite_params, float_array, lengths_array, shape_error
@@ -255,7 +255,7 @@ class RecurrentBase(Module):
                     kept = self._run_masked(out, sn, layer_in, lengths, s0, w, masks, bool(d), d * H)
                     saved.append(kept if keep else None)
                 elif shards is not None:
-                    saved.append(_shards.forward(run, shards, *args))
+                    saved.append(_shards.forward(run, shards, self._window_panels(w, False), *args))
                 else:
                     saved.append(run(*args))
             if keep:
@@ -324,6 +324,16 @@ class RecurrentBase(Module):
         batch: the plain kernels do, the masked ones run whole batches (as do the subclasses' overrides)."""
         return masks is None
 
+    def _window_panels(self, w, backward):
+        """The panels of the recurrent product that every row window of a pass shares (``_shards``): one
+        copy for all, made once, where each window packing its own cost the pack again and the L3 cache
+        room of a copy (LSTM H 1024: 16 MB each). w: the weights of ``_weights``."""
+        return packed.pack(w[1].T if backward else w[1], packed.MIN_ROWS)
+
+    def _given(self, panels):
+        """What the kernels take for ``panels``: the windows' shared ones, or none (each call packs)."""
+        return packed.no_panels(self.dtype) if panels is None else panels
+
     # -- generation ----------------------------------------------------------------------------
     def step(self, x, hx=None):
         """One time step for generation with nothing kept for backward and no dropout.
@@ -386,7 +396,7 @@ class RecurrentBase(Module):
                 args = (dx, [ds[idx] for ds in d_states0], dw, g, [gf[idx] for gf in grad_finals], layer_in,
                         lengths, entry["saved"][d], w)
                 if isinstance(entry["saved"][d], _shards.Sharded):
-                    _shards.backward(self._run_backward, *args, bool(d), d * H)
+                    _shards.backward(self._run_backward, self._window_panels(w, True), *args, bool(d), d * H)
                 elif masks is None:
                     self._run_backward(*args, bool(d), d * H)
                 else:
@@ -425,19 +435,21 @@ class RNN(RecurrentBase):
     def extra_repr(self):
         return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
 
-    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col, row=0):
+    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
         T, B = x.shape[0], lengths.shape[0]
         hs = np.empty((T + 2, B, self.hidden_size), dtype=self.dtype)
-        elman.forward_train(out, hs, x, lengths, s0[0], *w, self._act, reverse, col, row)
+        elman.forward_train(out, hs, x, lengths, s0[0], *w, self._act, reverse, col, row,
+                            self._given(panels))
         finals[0][...] = hs[1] if reverse else hs[T]
         return hs
 
-    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col, row=0):
-        elman.forward_infer(out, finals[0], x, lengths, s0[0], *w, self._act, reverse, col, row)
+    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
+        elman.forward_infer(out, finals[0], x, lengths, s0[0], *w, self._act, reverse, col, row,
+                            self._given(panels))
 
-    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, hs, w, reverse, col, row=0):
+    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, hs, w, reverse, col, row=0, panels=None):
         elman.backward(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, w[0], w[1], self._act, reverse, col,
-                       row)
+                       row, self._given(panels))
 
     def _run_step(self, new, x, states, w):
         elman.step(new[0], x, states[0], *w, self._act)
@@ -595,7 +607,7 @@ class LSTM(RecurrentBase):
         g = super()._weight_grads(layer, direction)
         return g + self._variant_args(self._grads, layer, direction, np.zeros_like) if self.variant else g
 
-    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col, row=0):
+    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
         T, B = x.shape[0], lengths.shape[0]
         H, P = self.hidden_size, self._out_size()
         hs = np.empty((T + 2, B, P), dtype=self.dtype)
@@ -608,21 +620,23 @@ class LSTM(RecurrentBase):
                                        self.coupled_input_forget, reverse, col)
             saved = hs, cs, gates, ms, pre
         else:
-            lstm.forward_train(out, hs, cs, gates, x, lengths, s0[0], s0[1], *w, reverse, col, row)
+            lstm.forward_train(out, hs, cs, gates, x, lengths, s0[0], s0[1], *w, reverse, col, row,
+                               self._given(panels))
             saved = hs, cs, gates
         last = 1 if reverse else T
         finals[0][...] = hs[last]
         finals[1][...] = cs[last]
         return saved
 
-    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col, row=0):
+    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
         if self.variant:
             lstm.forward_infer_variant(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, self._clip,
                                        self.coupled_input_forget, reverse, col)
         else:
-            lstm.forward_infer(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, reverse, col, row)
+            lstm.forward_infer(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, reverse, col, row,
+                               self._given(panels))
 
-    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0):
+    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0, panels=None):
         if self.variant:
             hs, cs, gates, ms, pre = saved
             lstm.backward_variant(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs,
@@ -631,7 +645,7 @@ class LSTM(RecurrentBase):
             return
         hs, cs, gates = saved
         lstm.backward(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs, gates,
-                      w[0], w[1], reverse, col, row)
+                      w[0], w[1], reverse, col, row, self._given(panels))
 
     def _run_step(self, new, x, states, w):
         if self.variant:
@@ -684,23 +698,30 @@ class GRU(RecurrentBase):
     def extra_repr(self):
         return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
 
-    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col, row=0):
+    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
         T, B = x.shape[0], lengths.shape[0]
         H = self.hidden_size
         hs = np.empty((T + 2, B, H), dtype=self.dtype)
         gates = np.empty((T, B, 3 * H), dtype=self.dtype)
         aux = np.empty((T, B, H), dtype=self.dtype)
-        gru.forward_train(out, hs, gates, aux, x, lengths, s0[0], *w, self.reset_after, reverse, col, row)
+        gru.forward_train(out, hs, gates, aux, x, lengths, s0[0], *w, self.reset_after, reverse, col, row,
+                          self._given(panels))
         finals[0][...] = hs[1] if reverse else hs[T]
         return hs, gates, aux
 
-    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col, row=0):
-        gru.forward_infer(out, finals[0], x, lengths, s0[0], *w, self.reset_after, reverse, col, row)
+    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
+        gru.forward_infer(out, finals[0], x, lengths, s0[0], *w, self.reset_after, reverse, col, row,
+                          self._given(panels))
 
-    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0):
+    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0, panels=None):
         hs, gates, aux = saved
         gru.backward(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, gates, aux, w[0], w[1],
-                     self.reset_after, reverse, col, row)
+                     self.reset_after, reverse, col, row, self._given(panels))
+
+    def _window_panels(self, w, backward):
+        if backward or self.reset_after:
+            return super()._window_panels(w, backward)
+        return packed.pack(w[1][: 2 * self.hidden_size], packed.MIN_ROWS)  # reset_before: the r, z rows
 
     def _run_step(self, new, x, states, w):
         gru.step(new[0], x, states[0], *w, self.reset_after)
