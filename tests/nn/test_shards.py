@@ -222,3 +222,44 @@ def test_a_forked_child_runs_sharded_passes(sharding):
     child.join(timeout=120)
     assert child.exitcode == 0, "the child hung or failed"
     assert queue.get(timeout=5) == float(expected.sum())
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_kernels_multiply_by_the_panels_the_layer_gives_them(cell):
+    """The windows read the one copy of the panels the layer packed (``_window_panels``): given the panels
+    of a W_hh with zeroed rows, a kernel computes what it computes for that W_hh, and for backward too."""
+    T, B, H = 4, 6, 8
+    layer = CELLS[cell](input_size=5, hidden_size=H, seed=1)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((T, B, 5)).astype(np.float32)
+    lengths = np.full(B, T, dtype=np.int64)
+    s0 = [rng.standard_normal((B, H)).astype(np.float32) for _ in layer.state_names]
+    w = layer._weights(0, 0)
+    packed_rows = 2 * H if cell == "gru_reset_before" else w[1].shape[0]  # the rows _window_panels packs
+    w_hh = w[1].copy()
+    w_hh[:packed_rows] = 0.0
+    zeroed = (w[0], w_hh) + tuple(w[2:])
+
+    def forward(weights, panels):
+        out = np.zeros((T, B, H), np.float32)
+        finals = [np.zeros((B, H), np.float32) for _ in layer.state_names]
+        saved = layer._run_train(out, finals, x, lengths, s0, weights, False, 0, 0, panels)
+        return out, saved
+
+    out_given, saved = forward(w, layer._window_panels(zeroed, False))
+    out_zeroed, _ = forward(zeroed, None)
+    np.testing.assert_array_equal(out_given, out_zeroed)
+    assert not np.array_equal(out_given, forward(w, None)[0])
+    if cell in ("rnn", "lstm"):  # their backward uses W_hh only in the product by W_hh^T
+        grads = []
+        for weights, panels in ((w, layer._window_panels(zeroed, True)), (zeroed, None)):
+            dx = np.zeros_like(x)
+            d_s0 = [np.zeros((B, H), np.float32) for _ in layer.state_names]
+            dw = tuple(np.zeros_like(a) for a in w[:4])
+            g = np.ones((T, B, H), np.float32)
+            layer._run_backward(dx, d_s0, dw, g, [np.zeros((B, H), np.float32) for _ in d_s0], x, lengths,
+                                saved, weights, False, 0, 0, panels)
+            grads.append((dx, d_s0, dw))
+        np.testing.assert_array_equal(grads[0][0], grads[1][0])
+        for a, b in zip(grads[0][1] + list(grads[0][2]), grads[1][1] + list(grads[1][2]), strict=True):
+            np.testing.assert_array_equal(a, b)
