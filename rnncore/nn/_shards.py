@@ -14,7 +14,7 @@ Measured here (two threads, 0.25 s pause before each block so that no idle OpenB
 one call over the batch -> windows): LSTM T 25, H 256: B 16 infer 5.98 -> 4.70 ms, train 16.1 -> 12.9;
 B 64 infer 21.9 -> 14.6, train 68.3 -> 44.7; GRU B 16, H 256 train 12.3 -> 10.9; LSTM B 16, H 1024
 infer 85.2 -> 71.0, train unchanged while each window packed its own 16 MB copy of W_hh^T (the layer now
-packs one copy that every window reads, ``_shared_panels``). Small passes lose:
+packs one copy that every window reads, ``_window_panels``). Small passes lose:
 GRU T 25, B 16, H 64 infer 0.47 -> 0.62 ms, LSTM 0.58 -> 0.71 (the threads' hand-off and BLAS limit cost
 about 0.1 ms). In the benchmark's short blocks beside torch (``benchmarks/rnn_vs_torch.py``) passes under
 about 10 ms lost more: with windows from 52 million multiply-adds on, RNN T 25, B 16, H 256 infer took

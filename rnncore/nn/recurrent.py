@@ -23,7 +23,9 @@ class RecurrentBase(Module):
 
     A subclass sets ``gate_rows`` (G = gate_rows * H), ``state_names`` and the per-direction hooks
     ``_run_train``, ``_run_infer``, ``_run_backward`` and ``_run_step``, which call its kernels, and
-    ``_run_masked`` / ``_run_backward_masked`` for recurrent dropout and zoneout.
+    ``_run_masked`` / ``_run_backward_masked`` for recurrent dropout and zoneout. The first three take the
+    row window (``row``) and the panels its windows share (``panels``, from ``_window_panels``) that
+    ``_shards`` passes them.
 
     Regularisers (keyword-only; definitions in ``rnncore.nn.regularisers``): ``input_dropout``,
     ``recurrent_dropout``, ``zoneout`` (h), ``zoneout_cell`` (the LSTM's c), ``weight_drop``.
@@ -636,7 +638,8 @@ class LSTM(RecurrentBase):
             lstm.forward_infer(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, reverse, col, row,
                                self._given(panels))
 
-    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0, panels=None):
+    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0,
+                      panels=None):
         if self.variant:
             hs, cs, gates, ms, pre = saved
             lstm.backward_variant(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs,
@@ -713,7 +716,8 @@ class GRU(RecurrentBase):
         gru.forward_infer(out, finals[0], x, lengths, s0[0], *w, self.reset_after, reverse, col, row,
                           self._given(panels))
 
-    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0, panels=None):
+    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0,
+                      panels=None):
         hs, gates, aux = saved
         gru.backward(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, gates, aux, w[0], w[1],
                      self.reset_after, reverse, col, row, self._given(panels))
