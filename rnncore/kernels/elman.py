@@ -44,13 +44,13 @@ def cell(h_new, a, h_prev, rec, lengths, t, w_hh, p_hh, tmp, b_hh, act):
 
 
 @kernel
-def forward_train(out, hs, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse, col, row, panels):
+def forward_train(out, hs, a, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse, col, row, panels):
     """Forward that keeps what backward needs, for the window of b rows at row (``_common``); panels:
     ``pack(w_hh, .)`` made by the caller, or ``no_panels`` (``packed.given_or_pack``).
     out (T, B, O): writes out[:, row:row+b, col:col+H]; hs (T+2, b, H): states (layout in ``_common``)
+    a (T, b, H): storage for the pre-activations (the caller's workspace; contents overwritten)
     x (T, B, I); lengths (b,) in 1..T; h0 (b, H); w_ih (H, I); w_hh (H, H); b_ih, b_hh (H,)."""
     T, B = x.shape[0], lengths.shape[0]
-    a = np.empty((T, B, w_ih.shape[0]), dtype=x.dtype)
     project_input_rows(a, x, w_ih, b_ih, row)
     rec = np.empty_like(h0)
     p_hh, tmp = given_or_pack(panels, w_hh, B)
@@ -97,16 +97,15 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, act):
 
 
 @kernel
-def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths, hs, w_ih, w_hh, act,
+def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, da, grad_out, grad_hn, x, lengths, hs, w_ih, w_hh, act,
              reverse, col, row, panels):
     """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
     into (``+=``). dx (T, B, I): rows row:row+b; dh0 (b, H); dw_ih (H, I); dw_hh (H, H); db_ih, db_hh (H,)
+    da (T, b, H): storage for the gradients of the pre-activations (workspace; contents overwritten)
     grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn (b, H)
     x (T, B, I); lengths (b,); hs (T+2, b, H) from ``forward_train``; w_ih (H, I); w_hh (H, H)
     panels: ``pack(w_hh.T, .)`` made by the caller, or ``no_panels``."""
     T, B = x.shape[0], lengths.shape[0]
-    H = w_hh.shape[0]
-    da = np.empty((T, B, H), dtype=x.dtype)  # gradient of the pre-activation of each step
     dh = grad_hn.copy()  # gradient flowing into the state after the current step
     dh_prev = np.empty_like(dh)
     p_t, tmp = given_or_pack(panels, w_hh.T, B)

@@ -234,18 +234,18 @@ def _weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_rz, dn_pre, d_nrec, x, h_rec
 
 
 @kernel
-def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths, hs, gates, aux, w_ih, w_hh,
-             reset_after, reverse, col, row, panels):
+def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, d_rz, dn_pre, d_nrec, grad_out, grad_hn, x, lengths, hs,
+             gates, aux, w_ih, w_hh, reset_after, reverse, col, row, panels):
     """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
     into (``+=``). dx (T, B, I): rows row:row+b; dh0 (b, H); dw_ih (3H, I); dw_hh (3H, H);
-    db_ih, db_hh (3H,); grad_out (T, B, O): gradient of out, this direction's columns at col;
+    db_ih, db_hh (3H,); zeros, the caller's workspace (padding rows stay 0): d_rz (T, b, 2H), the
+    gradients of the r, z pre-activations; dn_pre (T, b, H), of n's pre-activation (the input projection's
+    n rows); d_nrec (T, b, H if reset_after else 0), of the recurrent product's n rows;
+    grad_out (T, B, O): gradient of out, this direction's columns at col;
     grad_hn (b, H); x (T, B, I); lengths (b,); hs (T+2, b, H), gates (T, b, 3H), aux (T, b, H) from
     ``forward_train``; panels: ``pack(w_hh.T, .)`` made by the caller, or ``no_panels``."""
     T, B = x.shape[0], lengths.shape[0]
     H = w_hh.shape[1]
-    d_rz = np.zeros((T, B, 2 * H), dtype=x.dtype)  # gradient of the r, z pre-activations
-    dn_pre = np.zeros((T, B, H), dtype=x.dtype)  # gradient of n's pre-activation (input projection's n rows)
-    d_nrec = np.zeros((T, B, H if reset_after else 0), dtype=x.dtype)  # n rows of the recurrent product's
     dr = np.zeros((B, 3 * H), dtype=x.dtype)  # gradient of h_rec W_hh^T + b_hh at the current step
     dh = grad_hn.copy()  # gradient flowing into h after the current step
     dh_prev = np.empty_like(dh)

@@ -145,16 +145,16 @@ def gate_grads(d_t, dc, dh, c_new, c_prev, g_t, lengths, t):
 
 
 @kernel
-def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_cn, x, lengths, hs, cs,
-             gates, w_ih, w_hh, reverse, col, row, panels):
+def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgates, grad_out, grad_hn, grad_cn, x, lengths, hs,
+             cs, gates, w_ih, w_hh, reverse, col, row, panels):
     """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
     into (``+=``). dx (T, B, I): rows row:row+b; dh0, dc0 (b, H); dw_ih (4H, I); dw_hh (4H, H);
-    db_ih, db_hh (4H,); grad_out (T, B, O): gradient of out, this direction's columns at col;
-    grad_hn, grad_cn (b, H); x (T, B, I); lengths (b,); hs, cs (T+2, b, H), gates (T, b, 4H) from
-    ``forward_train``; panels: ``pack(w_hh.T, .)`` made by the caller, or ``no_panels``."""
+    db_ih, db_hh (4H,); dgates (T, b, 4H), zeros: storage for the gradients of the gate pre-activations
+    (the caller's workspace; padding rows stay 0); grad_out (T, B, O): gradient of out, this
+    direction's columns at col; grad_hn, grad_cn (b, H); x (T, B, I); lengths (b,); hs, cs (T+2, b, H),
+    gates (T, b, 4H) from ``forward_train``; panels: ``pack(w_hh.T, .)`` made by the caller, or
+    ``no_panels``."""
     T, B = x.shape[0], lengths.shape[0]
-    H = w_hh.shape[1]
-    dgates = np.zeros((T, B, 4 * H), dtype=x.dtype)  # gradients of the gate pre-activations
     dh = grad_hn.copy()  # gradient flowing into h after the current step
     dc = grad_cn.copy()  # gradient flowing into c after the current step
     dh_prev = np.empty_like(dh)

@@ -100,11 +100,11 @@ class LayerNormLSTM(_LayerNorm, LSTM):
 
     def _run_train(self, out, finals, x, lengths, s0, w, reverse, col):
         T, B, _ = x.shape
-        H, dt = self.hidden_size, self.dtype
-        hs, cs = np.empty((T + 2, B, H), dtype=dt), np.empty((T + 2, B, H), dtype=dt)
-        gates, xhat_ih, xhat_hh = (np.empty((T, B, 4 * H), dtype=dt) for _ in range(3))
-        chat = np.empty((T, B, H), dtype=dt)
-        mean, rstd = np.empty((3, T, B), dtype=dt), np.empty((3, T, B), dtype=dt)
+        H = self.hidden_size
+        hs, cs = self._scratch((T + 2, B, H)), self._scratch((T + 2, B, H))
+        gates, xhat_ih, xhat_hh = (self._scratch((T, B, 4 * H)) for _ in range(3))
+        chat = self._scratch((T, B, H))
+        mean, rstd = self._scratch((3, T, B)), self._scratch((3, T, B))
         layernorm_lstm.forward_train(out, hs, cs, gates, xhat_ih, xhat_hh, chat, mean, rstd, x, lengths,
                                      s0[0], s0[1], *w, self._eps, reverse, col)
         last = 1 if reverse else T
@@ -142,11 +142,11 @@ class LayerNormGRU(_LayerNorm, GRU):
 
     def _run_train(self, out, finals, x, lengths, s0, w, reverse, col):
         T, B, _ = x.shape
-        H, dt = self.hidden_size, self.dtype
-        hs = np.empty((T + 2, B, H), dtype=dt)
-        gates, xhat_ih, xhat_hh = (np.empty((T, B, 3 * H), dtype=dt) for _ in range(3))
-        aux = np.empty((T, B, H), dtype=dt)
-        mean, rstd = np.empty((2, T, B), dtype=dt), np.empty((2, T, B), dtype=dt)
+        H = self.hidden_size
+        hs = self._scratch((T + 2, B, H))
+        gates, xhat_ih, xhat_hh = (self._scratch((T, B, 3 * H)) for _ in range(3))
+        aux = self._scratch((T, B, H))
+        mean, rstd = self._scratch((2, T, B)), self._scratch((2, T, B))
         layernorm_gru.forward_train(out, hs, gates, aux, xhat_ih, xhat_hh, mean, rstd, x, lengths, s0[0], *w,
                                     self._eps, reverse, col)
         finals[0][...] = hs[1] if reverse else hs[T]

@@ -97,6 +97,13 @@ class Module:
     def eval(self):
         return self.train(False)
 
+    def free_workspaces(self):
+        """Drop the arrays this module and its children keep from one training step to the next (the
+        recurrent layers keep what a forward stores for its backward, ``rnncore.nn._workspace``); the next
+        training step allocates them again. A pending backward is unaffected."""
+        for child in self._children.values():
+            child.free_workspaces()
+
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self):
         """A dict of copies of the parameters, keyed with torch.nn names."""

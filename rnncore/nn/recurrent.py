@@ -13,6 +13,7 @@ from rnncore.kernels.activations import NONLINEARITIES
 from rnncore.nn import _shards
 from rnncore.nn._checks import check_finite, check_finite_params, float_array, lengths_array, shape_error
 from rnncore.nn._padding import check_padding_side, roll_padding
+from rnncore.nn._workspace import Workspace
 from rnncore.nn.layers import dropout_mask
 from rnncore.nn.module import Module, is_grad_enabled
 from rnncore.nn.regularisers import RATE_NAMES, check_rate, drop_weights, input_mask, step_masks
@@ -60,6 +61,7 @@ class RecurrentBase(Module):
         self.check_finite = bool(check_finite)
         self._rng = np.random.default_rng(seed)
         self._cache = None
+        self._workspace = Workspace()
         self._masks = {}
         bound = 1.0 / np.sqrt(self.hidden_size)
         G = self.gate_rows * self.hidden_size
@@ -226,6 +228,8 @@ class RecurrentBase(Module):
         finals = [np.empty_like(s) for s in states0]
         D, H, G = self.num_directions, self._out_size(), self.gate_rows * self.hidden_size
         keep = is_grad_enabled()
+        if keep:
+            self._workspace.begin()
         cache = {"layers": [], "lengths": lengths, "batched": batched, "T": T, "B": B} if keep else None
         layer_in = x
         self._masks = drawn = {}
@@ -332,6 +336,15 @@ class RecurrentBase(Module):
         room of a copy (LSTM H 1024: 16 MB each). w: the weights of ``_weights``."""
         return packed.pack(w[1].T if backward else w[1], packed.MIN_ROWS)
 
+    def free_workspaces(self):
+        super().free_workspaces()
+        self._workspace = Workspace()
+
+    def _scratch(self, shape, zero=False):
+        """An array of shape for a training pass: what a forward keeps for its backward, or a kernel's
+        storage, reused from the previous training step (``_workspace``); any contents unless ``zero``."""
+        return self._workspace.take(shape, self.dtype, zero)
+
     def _given(self, panels):
         """What the kernels take for ``panels``: the windows' shared ones, or none (each call packs)."""
         return packed.no_panels(self.dtype) if panels is None else panels
@@ -409,6 +422,7 @@ class RecurrentBase(Module):
                 dx *= entry["mask"]
             g = dx
         self._cache = None
+        self._workspace.release()
         if self.check_finite:
             check_finite("grad of x", g)
         if not batched:
@@ -439,8 +453,9 @@ class RNN(RecurrentBase):
 
     def _run_train(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
         T, B = x.shape[0], lengths.shape[0]
-        hs = np.empty((T + 2, B, self.hidden_size), dtype=self.dtype)
-        elman.forward_train(out, hs, x, lengths, s0[0], *w, self._act, reverse, col, row,
+        hs = self._scratch((T + 2, B, self.hidden_size))
+        pre = self._scratch((T, B, self.hidden_size))
+        elman.forward_train(out, hs, pre, x, lengths, s0[0], *w, self._act, reverse, col, row,
                             self._given(panels))
         finals[0][...] = hs[1] if reverse else hs[T]
         return hs
@@ -450,16 +465,17 @@ class RNN(RecurrentBase):
                             self._given(panels))
 
     def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, hs, w, reverse, col, row=0, panels=None):
-        elman.backward(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, w[0], w[1], self._act, reverse, col,
-                       row, self._given(panels))
+        da = self._scratch((x.shape[0], lengths.shape[0], self.hidden_size))
+        elman.backward(dx, d_s0[0], *dw, da, g, g_finals[0], x, lengths, hs, w[0], w[1], self._act, reverse,
+                       col, row, self._given(panels))
 
     def _run_step(self, new, x, states, w):
         elman.step(new[0], x, states[0], *w, self._act)
 
     def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):
         T, B, _ = x.shape
-        hs = np.empty((T + 2, B, self.hidden_size), dtype=self.dtype)
-        cand = np.empty((T, B, self.hidden_size), dtype=self.dtype)
+        hs = self._scratch((T + 2, B, self.hidden_size))
+        cand = self._scratch((T, B, self.hidden_size))
         elman.forward_masked(out, hs, cand, x, lengths, s0[0], *w, masks.recurrent, masks.zone[0], self._act,
                              reverse, col)
         finals[0][...] = hs[1] if reverse else hs[T]
@@ -612,12 +628,12 @@ class LSTM(RecurrentBase):
     def _run_train(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
         T, B = x.shape[0], lengths.shape[0]
         H, P = self.hidden_size, self._out_size()
-        hs = np.empty((T + 2, B, P), dtype=self.dtype)
-        cs = np.empty((T + 2, B, H), dtype=self.dtype)
-        gates = np.empty((T, B, 4 * H), dtype=self.dtype)
+        hs = self._scratch((T + 2, B, P))
+        cs = self._scratch((T + 2, B, H))
+        gates = self._scratch((T, B, 4 * H))
         if self.variant:
-            ms = np.empty((T, B, H), dtype=self.dtype)
-            pre = np.empty((T, B if self.gate_clip else 0, 4 * H), dtype=self.dtype)
+            ms = self._scratch((T, B, H))
+            pre = self._scratch((T, B if self.gate_clip else 0, 4 * H))
             lstm.forward_train_variant(out, hs, cs, ms, gates, pre, x, lengths, s0[0], s0[1], *w, self._clip,
                                        self.coupled_input_forget, reverse, col)
             saved = hs, cs, gates, ms, pre
@@ -647,8 +663,9 @@ class LSTM(RecurrentBase):
                                   self.coupled_input_forget, reverse, col)
             return
         hs, cs, gates = saved
-        lstm.backward(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs, gates,
-                      w[0], w[1], reverse, col, row, self._given(panels))
+        dgates = self._scratch(gates.shape, zero=True)
+        lstm.backward(dx, d_s0[0], d_s0[1], *dw, dgates, g, g_finals[0], g_finals[1], x, lengths, hs, cs,
+                      gates, w[0], w[1], reverse, col, row, self._given(panels))
 
     def _run_step(self, new, x, states, w):
         if self.variant:
@@ -660,9 +677,9 @@ class LSTM(RecurrentBase):
     def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):
         T, B, _ = x.shape
         H = self.hidden_size
-        hs, cs = (np.empty((T + 2, B, H), dtype=self.dtype) for _ in range(2))
-        cand_h, cand_c = (np.empty((T, B, H), dtype=self.dtype) for _ in range(2))
-        gates = np.empty((T, B, 4 * H), dtype=self.dtype)
+        hs, cs = (self._scratch((T + 2, B, H)) for _ in range(2))
+        cand_h, cand_c = (self._scratch((T, B, H)) for _ in range(2))
+        gates = self._scratch((T, B, 4 * H))
         lstm.forward_masked(out, hs, cs, cand_h, cand_c, gates, x, lengths, s0[0], s0[1], *w, masks.recurrent,
                             *masks.zone, reverse, col)
         last = 1 if reverse else T
@@ -704,9 +721,9 @@ class GRU(RecurrentBase):
     def _run_train(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
         T, B = x.shape[0], lengths.shape[0]
         H = self.hidden_size
-        hs = np.empty((T + 2, B, H), dtype=self.dtype)
-        gates = np.empty((T, B, 3 * H), dtype=self.dtype)
-        aux = np.empty((T, B, H), dtype=self.dtype)
+        hs = self._scratch((T + 2, B, H))
+        gates = self._scratch((T, B, 3 * H))
+        aux = self._scratch((T, B, H))
         gru.forward_train(out, hs, gates, aux, x, lengths, s0[0], *w, self.reset_after, reverse, col, row,
                           self._given(panels))
         finals[0][...] = hs[1] if reverse else hs[T]
@@ -719,8 +736,12 @@ class GRU(RecurrentBase):
     def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0,
                       panels=None):
         hs, gates, aux = saved
-        gru.backward(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, gates, aux, w[0], w[1],
-                     self.reset_after, reverse, col, row, self._given(panels))
+        T, B, H = aux.shape
+        d_rz = self._scratch((T, B, 2 * H), zero=True)
+        dn_pre = self._scratch((T, B, H), zero=True)
+        d_nrec = self._scratch((T, B, H if self.reset_after else 0), zero=True)
+        gru.backward(dx, d_s0[0], *dw, d_rz, dn_pre, d_nrec, g, g_finals[0], x, lengths, hs, gates, aux, w[0],
+                     w[1], self.reset_after, reverse, col, row, self._given(panels))
 
     def _window_panels(self, w, backward):
         if backward or self.reset_after:
@@ -733,10 +754,10 @@ class GRU(RecurrentBase):
     def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):
         T, B, _ = x.shape
         H = self.hidden_size
-        hs = np.empty((T + 2, B, H), dtype=self.dtype)
-        cand = np.empty((T, B, H), dtype=self.dtype)
-        gates = np.empty((T, B, 3 * H), dtype=self.dtype)
-        aux = np.empty((T, B, H), dtype=self.dtype)
+        hs = self._scratch((T + 2, B, H))
+        cand = self._scratch((T, B, H))
+        gates = self._scratch((T, B, 3 * H))
+        aux = self._scratch((T, B, H))
         gru.forward_masked(out, hs, cand, gates, aux, x, lengths, s0[0], *w, masks.recurrent, masks.zone[0],
                            self.reset_after, reverse, col)
         finals[0][...] = hs[1] if reverse else hs[T]
