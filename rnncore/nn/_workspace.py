@@ -10,7 +10,8 @@ none in another, depending on the allocator's history. Taking the arrays of the 
 makes the cost the same every step.
 
 The rules that keep reuse safe:
-- ``take`` hands out an array that no live pass holds: either new, or one handed back by ``release``.
+- ``take`` hands out an array that no live pass holds: either new, or one handed back by ``release``
+  (or by ``give_back``, for an array its pass no longer reads).
 - ``release`` (at the end of a backward, after the layer dropped the forward's cache) hands back what
   the pass took; nothing of that pass is read again. What the previous spare arrays were and the pass
   did not take (other shapes) is dropped, so at most one pass's arrays are kept between steps.
@@ -60,6 +61,13 @@ class Workspace:
         if zero:
             a.fill(0)
         return a
+
+    def give_back(self, a):
+        """An array the pass in progress took and no longer reads: spare again at once, so that a later
+        ``take`` of the same pass reuses it and the pass's peak memory stays that of fresh allocations."""
+        with _LOCK:
+            self._taken = [t for t in self._taken if t is not a]
+            self._spare.setdefault((a.shape, a.dtype), []).append(a)
 
     def release(self):
         """The pass's backward has finished: its arrays become the spare ones of the next pass."""

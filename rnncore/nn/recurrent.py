@@ -457,6 +457,7 @@ class RNN(RecurrentBase):
         pre = self._scratch((T, B, self.hidden_size))
         elman.forward_train(out, hs, pre, x, lengths, s0[0], *w, self._act, reverse, col, row,
                             self._given(panels))
+        self._workspace.give_back(pre)  # the backward's da, of the same shape, then takes it
         finals[0][...] = hs[1] if reverse else hs[T]
         return hs
 

@@ -159,3 +159,16 @@ def test_free_workspaces_drops_the_arrays_and_keeps_a_pending_backward():
     ref = rnncore.LSTM(I, H, dtype=np.float64, seed=2)
     ref(x, lengths=lengths)
     assert_same(got, [*ref.backward(g[:, :, :H])])
+
+
+def test_an_array_given_back_serves_a_later_take_of_the_same_pass():
+    """The Elman forward's pre-activations are dead once it returns: its backward's da takes their memory,
+    so a training step holds no more at once than with fresh allocations."""
+    m = rnncore.RNN(I, H, seed=0)
+    x, _, g = inputs(0, np.float32, padded=False)
+    m(x)
+    m.backward(g[:, :, :H])
+    held = m._workspace.nbytes()
+    m(x)
+    m.backward(g[:, :, :H])
+    assert m._workspace.nbytes() == held == 4 * ((T + 2) * B * H + T * B * H)  # hs, then pre = da
