@@ -20,11 +20,12 @@ about 0.1 ms). In the benchmark's short blocks beside torch (``benchmarks/rnn_vs
 about 10 ms lost more: with windows from 52 million multiply-adds on, RNN T 25, B 16, H 256 infer took
 2.1 ms against 1.6 in one call, LSTM T 25, B 64, H 64 train 8.9 against 5.8, while passes from about
 600 million on gained (LSTM T 100, B 16, H 256 train 60.7 -> 43.6 ms, GRU T 100, B 64, H 256 train
-133 -> 99); hence ``MIN_WORK``. One cost found: the kernels allocate their temporaries per call, in each
-thread's own malloc arena, and after torch had run in the process two Elman windows (T 25, 8 rows, H 256,
-run side by side) took 0.72 and 1.0 ms, against 0.71 and 0.74 ms with glibc's mmap and trim thresholds
-fixed high (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``); workspaces kept across calls would
-remove it.
+133 -> 99); hence ``MIN_WORK``. One cost found: arrays allocated per call, in each thread's own malloc
+arena; after torch had run in the process two Elman windows (T 25, 8 rows, H 256, run side by side) took
+0.72 and 1.0 ms, against 0.71 and 0.74 ms with glibc's mmap and trim thresholds fixed high
+(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``). A training pass's (T, b, .) arrays now come
+from the layer's workspace (``_workspace``), the windows' too; the kernels' smaller temporaries and the
+windows' weight-gradient partials are still allocated per call.
 
 Only passes called from the main thread shard: once the main thread has set OpenBLAS's thread count
 (``set_num_threads``, ``blas_threads``, threadpoolctl), OpenBLAS 0.3.30-0.3.31 ignore the setting when
