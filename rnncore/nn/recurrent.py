@@ -267,11 +267,11 @@ class RecurrentBase(Module):
             if keep:
                 cache["layers"].append({"x": layer_in, "mask": mask, "saved": saved, "regs": regs})
             layer_in = out
+        out = layer_in
+        if self.check_finite:  # first: a forward that fails leaves the pending backward as it was
+            check_finite("output", out)
         if keep:  # a forward under no_grad() (in any thread) leaves the pending backward alone
             self._cache = cache
-        out = layer_in
-        if self.check_finite:
-            check_finite("output", out)
         if not batched:
             return out[:, 0, :], [f[:, 0, :] for f in finals]
         if self.batch_first:

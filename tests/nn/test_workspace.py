@@ -172,3 +172,25 @@ def test_an_array_given_back_serves_a_later_take_of_the_same_pass():
     m(x)
     m.backward(g[:, :, :H])
     assert m._workspace.nbytes() == held == 4 * ((T + 2) * B * H + T * B * H)  # hs, then pre = da
+
+
+def test_a_forward_that_fails_leaves_the_pending_backward_exact():
+    """A training forward that writes its arrays and then fails (here its output overflows, which
+    check_finite rejects) must not have written into the arrays of the forward still pending."""
+    x, lengths, g = inputs(7, np.float32, padded=True)
+    def make():
+        layer = rnncore.RNN(I, H, nonlinearity="relu", check_finite=True, seed=3)
+        layer.load_state_dict({k: 4 * v for k, v in layer.state_dict().items()})
+        return layer
+
+    m = make()
+    step(m, x, lengths, g[:, :, :H])  # the workspace now holds spare arrays
+    m.zero_grad()
+    m(x, lengths=lengths)
+    w_ih = m.state_dict()["weight_ih_l0"]
+    unit = int(np.argmax(np.abs(w_ih).sum(axis=1)))
+    assert np.abs(w_ih[unit]).sum() > 1.2  # so that 3e38 times it overflows float32 (max 3.4e38)
+    with pytest.raises(ValueError, match="output"):
+        m(np.broadcast_to(3e38 * np.sign(w_ih[unit]), x.shape).astype(np.float32), lengths=lengths)
+    got = [*m.backward(g[:, :, :H]), {k: v.copy() for k, v in m.grads.items()}]
+    assert_same(got, step(make(), x, lengths, g[:, :, :H])[2:])
