@@ -104,17 +104,29 @@ def copy_into(dst, src):
 
 
 @kernel
-def add_column_sums(db, d):
-    """db += d.sum(axis=0); db (G,), d (N, G). The sums run in float64 whatever the dtype: over the
-    T x B rows of a pass a float32 running sum lost up to 3.7e-6 relative (T 1000, B 16) where the
-    weight gradients' GEMMs lose 4e-7."""
+def column_sums(d):
+    """d.sum(axis=0) in float64 whatever d's dtype, (G,); d (N, G). Over the T x B rows of a pass a
+    float32 running sum lost up to 3.7e-6 relative (T 1000, B 16) where the weight gradients' GEMMs lose
+    4e-7."""
     N, G = d.shape
     acc = np.zeros(G, dtype=np.float64)
     for r in range(N):
         for j in range(G):
             acc[j] += d[r, j]
-    for j in range(G):
-        db[j] += acc[j]
+    return acc
+
+
+@kernel
+def add_sums(db, sums):
+    """db += sums; db (G,) of the layer's dtype, sums (G,) float64 from ``column_sums``."""
+    for j in range(db.shape[0]):
+        db[j] += sums[j]
+
+
+@kernel
+def add_column_sums(db, d):
+    """db += d.sum(axis=0), summed in float64 (``column_sums``); db (G,), d (N, G)."""
+    add_sums(db, column_sums(d))
 
 
 @kernel
@@ -182,8 +194,10 @@ def accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, h_pr
     I, H = x.shape[2], h_prev.shape[2]  # noqa: E741
     d_rec2 = d_rec.reshape(T * b, G)
     add_product(dw_hh, d_rec2.T, h_prev.reshape(T * b, H))
-    add_column_sums(db_ih, d_in.reshape(T * b, G))
-    add_column_sums(db_hh, d_rec2)
+    sums = column_sums(d_in.reshape(T * b, G))
+    add_sums(db_ih, sums)
+    # d_rec is d_in for the Elman and LSTM kernels (and GRU's r, z rows): their sums once, for both biases
+    add_sums(db_hh, sums if d_rec.ctypes.data == d_in.ctypes.data else column_sums(d_rec2))
     if b == x.shape[1]:
         d_in2 = d_in.reshape(T * b, G)
         add_product(dw_ih, d_in2.T, x.reshape(T * b, I))
