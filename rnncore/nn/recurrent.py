@@ -342,7 +342,10 @@ class RecurrentBase(Module):
 
     def _scratch(self, shape, zero=False):
         """An array of shape for a training pass: what a forward keeps for its backward, or a kernel's
-        storage, reused from the previous training step (``_workspace``); any contents unless ``zero``."""
+        storage, reused from the previous training step (``_workspace``); any contents unless ``zero``.
+        Under ``no_grad()`` (a masked forward in training mode) a new array: inference takes nothing."""
+        if not is_grad_enabled():
+            return np.zeros(shape, dtype=self.dtype) if zero else np.empty(shape, dtype=self.dtype)
         return self._workspace.take(shape, self.dtype, zero)
 
     def _given(self, panels):

@@ -114,8 +114,9 @@ def test_a_forward_without_backward_never_shares_its_arrays():
     assert_same(views, kept)  # untouched by the later passes
 
 
-def test_inference_takes_nothing():
-    m = rnncore.RNN(I, H, seed=0)
+@pytest.mark.parametrize("zoneout", [0.0, 0.3])  # 0.3: the masked kernels, in training mode
+def test_inference_takes_nothing(zoneout):
+    m = rnncore.RNN(I, H, zoneout=zoneout, seed=0)
     x, _, _ = inputs(0, np.float32, padded=False)
     with rnncore.no_grad():
         m(x)
