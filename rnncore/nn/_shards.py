@@ -98,7 +98,8 @@ def unit_parts(B, G, H):
         return 0
     import numba
 
-    return min(threads, numba.config.NUMBA_NUM_THREADS)
+    threads = min(threads, numba.get_num_threads())  # this thread's Numba setting (2 us)
+    return threads if threads >= 2 else 0
 
 
 _numba_threads = {"pid": None, "ok": False}
@@ -123,10 +124,14 @@ def numba_threads_ready():
 
 
 def run_units(kernel, parts, *args):
-    """``kernel(*args, parts)`` with Numba's threads of this call set to ``parts``."""
+    """``kernel(*args, parts)``, with Numba's threads held to ``parts`` for the call when this thread allows
+    more (each part is one chunk of the kernel's ``prange``; threads beyond them would only be woken)."""
     import numba
 
     before = numba.get_num_threads()
+    if before == parts:
+        kernel(*args, parts)
+        return
     numba.set_num_threads(parts)
     try:
         kernel(*args, parts)
