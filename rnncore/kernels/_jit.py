@@ -7,8 +7,6 @@
   other kernels and for the per-row gate loops. A separately compiled function costs its own LLVM
   optimisation and machine code of everything it calls (0.6 s for a wrapper of three calls to one compiled
   helper); inlined, it costs its callers little more than its typing.
-- ``parallel_kernel``: the same options with ``parallel=True``, for the few kernels whose ``prange``
-  loops run on Numba's own threads (``unit_split``); no other kernel may use them beside BLAS's.
 - ``cache``: on by default; ``RNNCORE_NUMBA_CACHE=0`` turns it off (for example under multiprocessing
   on a shared file system). Numba places the cache beside the modules, or in ``NUMBA_CACHE_DIR``.
 """
@@ -25,11 +23,6 @@ JIT_OPTIONS = {"cache": CACHE, "nogil": True, "error_model": "numpy", "fastmath"
 def kernel(fn):
     """Compile ``fn`` in nopython mode with the project's options (lazily, once per dtype)."""
     return njit(**JIT_OPTIONS)(fn)
-
-
-def parallel_kernel(fn):
-    """``kernel`` whose ``prange`` loops run on Numba's threads (``kernels.unit_split``)."""
-    return njit(parallel=True, **JIT_OPTIONS)(fn)
 
 
 def inline_kernel(fn):

@@ -5,7 +5,6 @@ semantics: see ``_common``. Every function lists outputs first, then inputs, the
 """
 
 import numpy as np
-from numba import prange
 
 from rnncore.kernels._common import (
     INFER_CHUNK,
@@ -23,21 +22,10 @@ from rnncore.kernels._common import (
     write_output,
     zero_inactive_rows,
 )
-from rnncore.kernels._jit import kernel, parallel_kernel
+from rnncore.kernels._jit import kernel
 from rnncore.kernels.activations import activate_row, activation_grad_row
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 from rnncore.kernels.packed import given_or_pack, pack_with_scratch, product_into
-from rnncore.kernels.unit_split import (
-    copy_final_units,
-    finish_step,
-    new_flags,
-    project_units,
-    recurrent_units,
-    shared_states,
-    start_part,
-    store_units,
-    unit_rows,
-)
 
 
 @kernel
@@ -94,39 +82,6 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse
             write_output(out, h_new, lengths, t, col, row)
             h, h_new = h_new, h
     copy_into(h_n, h)
-
-
-@parallel_kernel
-def forward_infer_units(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, act, reverse, col, parts):
-    """``forward_infer`` of a batch of a few rows with the hidden units split over ``parts`` threads
-    (``unit_split``). out (T, B, O): writes out[:, :, col:col+H]; h_n (B, H); x (T, B, I); lengths (B,);
-    h0 (B, H); weights as in ``forward_train``."""
-    T, B, H = x.shape[0], h0.shape[0], h0.shape[1]
-    states, flags = shared_states(h0), new_flags(parts)
-    for p in prange(parts):
-        u0, u1, live = start_part(flags, p, parts, H)
-        n = u1 - u0
-        if n > 0:
-            b_rec = unit_rows(b_hh, 1, H, u0, n)
-            a_block = np.empty((min(T, INFER_CHUNK), B, n), dtype=x.dtype)  # (S, B, n)
-            rec, h_new = np.empty((B, n), dtype=x.dtype), np.empty((B, n), dtype=x.dtype)
-            for k in range(num_chunks(T)):
-                start, m = chunk_bounds(k, T, reverse)
-                a = a_block[:m]
-                project_units(a, x[start : start + m], w_ih, b_ih, H, u0)
-                for s in range(m):
-                    t = start + time_index(s, m, reverse)
-                    done = k * INFER_CHUNK + s
-                    h_prev, h_next = states[done % 2], states[(done + 1) % 2]
-                    recurrent_units(rec, h_prev, w_hh, H, u0)
-                    for b in range(B):
-                        ab, rb = a[t - start, b], rec[b]
-                        for j in range(n):
-                            ab[j] += rb[j] + b_rec[j]
-                        activate_row(h_new[b], ab, act)
-                    store_units(h_next, out, h_new, h_prev, lengths, t, u0, col)
-                    finish_step(flags, p, live, done + 1)
-            copy_final_units(h_n, states, T, u0, u1)
 
 
 @kernel

@@ -13,7 +13,6 @@ m * h under recurrent dropout (``masks``); the z * h term always reads h.
 """
 
 import numpy as np
-from numba import prange
 
 from rnncore.kernels import activations
 from rnncore.kernels._common import (
@@ -31,21 +30,10 @@ from rnncore.kernels._common import (
     time_index,
     write_output,
 )
-from rnncore.kernels._jit import inline_kernel, kernel, parallel_kernel
+from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 from rnncore.kernels.packed import given_or_pack, pack, pack_with_scratch, product_into
-from rnncore.kernels.unit_split import (
-    copy_final_units,
-    finish_step,
-    new_flags,
-    project_units,
-    recurrent_units,
-    shared_states,
-    start_part,
-    store_units,
-    unit_rows,
-)
 
 
 @inline_kernel
@@ -156,41 +144,6 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after,
             write_output(out, h_new, lengths, t, col, row)
             h, h_new = h_new, h
     copy_into(h_n, h)
-
-
-@parallel_kernel
-def forward_infer_units(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, col, parts):
-    """``forward_infer`` (reset_after) of a batch of a few rows with the hidden units split over ``parts``
-    threads (``unit_split``). out (T, B, O): writes out[:, :, col:col+H]; h_n (B, H); x (T, B, I);
-    lengths (B,); h0 (B, H); weights as in ``forward_train``."""
-    T, B, H = x.shape[0], h0.shape[0], h0.shape[1]
-    states, flags = shared_states(h0), new_flags(parts)
-    for p in prange(parts):
-        u0, u1, live = start_part(flags, p, parts, H)
-        n = u1 - u0
-        if n > 0:
-            rz, r, z, c = slice(0, 2 * n), slice(0, n), slice(n, 2 * n), slice(2 * n, 3 * n)
-            b_rec = unit_rows(b_hh, 3, H, u0, n)
-            a_block = np.empty((min(T, INFER_CHUNK), B, 3 * n), dtype=x.dtype)  # (S, B, 3n): r, z, n rows
-            rec = np.empty((B, 3 * n), dtype=x.dtype)
-            h_new, aux = np.empty((B, n), dtype=x.dtype), np.empty(n, dtype=x.dtype)
-            for k in range(num_chunks(T)):
-                start, m = chunk_bounds(k, T, reverse)
-                a = a_block[:m]
-                project_units(a, x[start : start + m], w_ih, b_ih, H, u0)
-                for s in range(m):
-                    t = start + time_index(s, m, reverse)
-                    done = k * INFER_CHUNK + s
-                    h_prev, h_next = states[done % 2], states[(done + 1) % 2]
-                    recurrent_units(rec, h_prev, w_hh, H, u0)
-                    for b in range(B):
-                        ab, rb = a[t - start, b], rec[b]
-                        activate_sum_row(ab[rz], rb[rz], b_rec[rz], SIGMOID)
-                        candidate_after_row(ab[c], aux, ab[r], rb[c], b_rec[c])
-                        blend_row(h_new[b], ab[c], ab[z], h_prev[b, u0:u1])
-                    store_units(h_next, out, h_new, h_prev, lengths, t, u0, col)
-                    finish_step(flags, p, live, done + 1)
-            copy_final_units(h_n, states, T, u0, u1)
 
 
 @kernel

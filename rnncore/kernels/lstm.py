@@ -8,7 +8,6 @@ semantics: see ``_common``. Every function lists outputs first, then inputs, the
 """
 
 import numpy as np
-from numba import prange
 
 from rnncore.kernels import activations
 from rnncore.kernels._common import (
@@ -27,21 +26,10 @@ from rnncore.kernels._common import (
     time_index,
     write_output,
 )
-from rnncore.kernels._jit import inline_kernel, kernel, parallel_kernel
+from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, sigmoid, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 from rnncore.kernels.packed import given_or_pack, pack_with_scratch, product_into
-from rnncore.kernels.unit_split import (
-    copy_final_units,
-    finish_step,
-    new_flags,
-    project_units,
-    recurrent_units,
-    shared_states,
-    start_part,
-    store_units,
-    unit_rows,
-)
 
 
 @inline_kernel
@@ -116,48 +104,6 @@ def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, rev
             c, c_new = c_new, c
     copy_into(h_n, h)
     copy_into(c_n, c)
-
-
-@parallel_kernel
-def forward_infer_units(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, col, parts):
-    """``forward_infer`` of a batch of a few rows with the hidden units split over ``parts`` threads
-    (``unit_split``); each part keeps its units' c. out (T, B, O): writes out[:, :, col:col+H];
-    h_n, c_n (B, H); x (T, B, I); lengths (B,); h0, c0 (B, H); weights as in ``forward_train``."""
-    T, B, H = x.shape[0], h0.shape[0], h0.shape[1]
-    states, flags = shared_states(h0), new_flags(parts)
-    for p in prange(parts):
-        u0, u1, live = start_part(flags, p, parts, H)
-        n = u1 - u0
-        if n > 0:
-            i_f, g, o = slice(0, 2 * n), slice(2 * n, 3 * n), slice(3 * n, 4 * n)
-            b_rec = unit_rows(b_hh, 4, H, u0, n)
-            a_block = np.empty((min(T, INFER_CHUNK), B, 4 * n), dtype=x.dtype)  # (S, B, 4n): i, f, g, o rows
-            rec = np.empty((B, 4 * n), dtype=x.dtype)
-            h_new, c_new = np.empty((B, n), dtype=x.dtype), np.empty((B, n), dtype=x.dtype)
-            c = c0[:, u0:u1].copy()  # (B, n): the part's cell states, never shared
-            for k in range(num_chunks(T)):
-                start, m = chunk_bounds(k, T, reverse)
-                a = a_block[:m]
-                project_units(a, x[start : start + m], w_ih, b_ih, H, u0)
-                for s in range(m):
-                    t = start + time_index(s, m, reverse)
-                    done = k * INFER_CHUNK + s
-                    h_prev, h_next = states[done % 2], states[(done + 1) % 2]
-                    recurrent_units(rec, h_prev, w_hh, H, u0)
-                    for b in range(B):
-                        ab, rb = a[t - start, b], rec[b]
-                        activate_sum_row(ab[i_f], rb[i_f], b_rec[i_f], SIGMOID)
-                        activate_sum_row(ab[g], rb[g], b_rec[g], TANH)
-                        activate_sum_row(ab[o], rb[o], b_rec[o], SIGMOID)
-                        update_row(c_new[b], h_new[b], ab[:n], ab[n : 2 * n], ab[g], ab[o], c[b])
-                    carry_inactive(c_new, c, lengths, t)
-                    store_units(h_next, out, h_new, h_prev, lengths, t, u0, col)
-                    finish_step(flags, p, live, done + 1)
-                    c, c_new = c_new, c
-            copy_final_units(h_n, states, T, u0, u1)
-            for b in range(B):
-                for j in range(n):
-                    c_n[b, u0 + j] = c[b, j]
 
 
 @kernel

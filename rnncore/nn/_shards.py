@@ -52,9 +52,6 @@ from rnncore.kernels.packed import MAX_ROWS, MIN_ROWS
 from rnncore.threads import serial_blas, shard_threads
 
 MIN_WORK = 500_000_000  # multiply-adds of the pass: T * B * G * (I + H) for a forward, 3 times that to train
-MIN_PART_UNITS = 32  # hidden units per thread when a pass of a few rows splits its units (``unit_parts``)
-MIN_SPLIT_WEIGHTS = 8192  # entries of W_hh (G * H) from which it does: B = 1, T 25, split / one thread here,
-# Elman H 64 (4096) 42 / 27 us, GRU H 64 (12288) 53 / 72, LSTM H 64 66 / 81, Elman H 128 49 / 74
 
 
 class Sharded:
@@ -82,61 +79,6 @@ def plan(T, B, G, I, H, train):  # noqa: E741  (the project's dimension letters)
     per_thread = -(-B // (threads * MAX_ROWS))  # rounds of shards so that none exceeds MAX_ROWS
     n = min(threads * per_thread, B // MIN_ROWS)
     return [(B * k // n, B * (k + 1) // n) for k in range(n)]
-
-
-def unit_parts(B, G, H):
-    """How many threads an inference pass of B < MIN_ROWS rows splits its H hidden units over
-    (``kernels.unit_split``), or 0 for one thread: from MIN_SPLIT_WEIGHTS recurrent weights (G * H) on,
-    at least MIN_PART_UNITS units a thread, only from the main thread (as ``plan``) and with Numba's
-    OpenMP threads (``numba_threads_ready``)."""
-    if B >= MIN_ROWS or G * H < MIN_SPLIT_WEIGHTS:
-        return 0
-    if threading.current_thread() is not threading.main_thread():
-        return 0
-    threads = min(shard_threads(), H // MIN_PART_UNITS)
-    if threads < 2 or not numba_threads_ready():
-        return 0
-    import numba
-
-    threads = min(threads, numba.get_num_threads())  # this thread's Numba setting (2 us)
-    return threads if threads >= 2 else 0
-
-
-_numba_threads = {"pid": None, "ok": False}
-
-
-def numba_threads_ready():
-    """Whether the unit-split kernels may run: Numba's threads started in this process on its OpenMP
-    layer, the one that keeps the parts of a call on distinct threads and wakes them in microseconds (the
-    workqueue layer took 80-140 us a call here). GNU OpenMP does not survive fork(): a child of a process
-    that started it never uses it."""
-    state = _numba_threads
-    if state["pid"] is None:
-        from numba.np.ufunc import parallel
-
-        try:
-            parallel._launch_threads()
-            state["ok"] = parallel._threading_layer == "omp"
-        except Exception:  # no usable threading layer: one thread
-            state["ok"] = False
-        state["pid"] = os.getpid()
-    return state["ok"] and state["pid"] == os.getpid()
-
-
-def run_units(kernel, parts, *args):
-    """``kernel(*args, parts)``, with Numba's threads held to ``parts`` for the call when this thread allows
-    more (each part is one chunk of the kernel's ``prange``; threads beyond them would only be woken)."""
-    import numba
-
-    before = numba.get_num_threads()
-    if before == parts:
-        kernel(*args, parts)
-        return
-    numba.set_num_threads(parts)
-    try:
-        kernel(*args, parts)
-    finally:
-        numba.set_num_threads(before)
 
 
 _pool, _pool_size = None, 0

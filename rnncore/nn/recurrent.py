@@ -257,15 +257,11 @@ class RecurrentBase(Module):
                 run = self._run_train if keep else self._run_infer
                 windows = self._row_windows(masks)
                 shards = _shards.plan(T, B, G, layer_in.shape[2], H, keep) if windows else None
-                parts = _shards.unit_parts(B, G, H) if windows and not keep and self._unit_split() else 0
                 if masks is not None:
                     kept = self._run_masked(out, sn, layer_in, lengths, s0, w, masks, bool(d), d * H)
                     saved.append(kept if keep else None)
                 elif shards is not None:
                     saved.append(_shards.forward(run, shards, self._window_panels(w, False), *args))
-                elif parts:
-                    self._run_infer_units(*args, parts)
-                    saved.append(None)
                 else:
                     saved.append(run(*args))
             if keep:
@@ -333,11 +329,6 @@ class RecurrentBase(Module):
         """Whether this pass's kernels take a window of rows (``row``), so that ``_shards`` may split the
         batch: the plain kernels do, the masked ones run whole batches (as do the subclasses' overrides)."""
         return masks is None
-
-    def _unit_split(self):
-        """Whether this cell has an inference kernel with its hidden units split over threads for batches of
-        a few rows (``_run_infer_units``, ``kernels.unit_split``)."""
-        return False
 
     def _window_panels(self, w, backward):
         """The panels of the recurrent product that every row window of a pass shares (``_shards``): one
@@ -476,13 +467,6 @@ class RNN(RecurrentBase):
     def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
         elman.forward_infer(out, finals[0], x, lengths, s0[0], *w, self._act, reverse, col, row,
                             self._given(panels))
-
-    def _unit_split(self):
-        return True
-
-    def _run_infer_units(self, out, finals, x, lengths, s0, w, reverse, col, parts):
-        _shards.run_units(elman.forward_infer_units, parts, out, finals[0], x, lengths, s0[0], *w, self._act,
-                          reverse, col)
 
     def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, hs, w, reverse, col, row=0, panels=None):
         da = self._scratch((x.shape[0], lengths.shape[0], self.hidden_size))
@@ -674,12 +658,6 @@ class LSTM(RecurrentBase):
             lstm.forward_infer(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, reverse, col, row,
                                self._given(panels))
 
-    def _unit_split(self):
-        return not self.variant
-
-    def _run_infer_units(self, out, finals, x, lengths, s0, w, reverse, col, parts):
-        _shards.run_units(lstm.forward_infer_units, parts, out, *finals, x, lengths, *s0, *w, reverse, col)
-
     def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0,
                       panels=None):
         if self.variant:
@@ -758,12 +736,6 @@ class GRU(RecurrentBase):
     def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
         gru.forward_infer(out, finals[0], x, lengths, s0[0], *w, self.reset_after, reverse, col, row,
                           self._given(panels))
-
-    def _unit_split(self):
-        return self.reset_after  # reset_before multiplies r * h by W_hn: a second exchange per step
-
-    def _run_infer_units(self, out, finals, x, lengths, s0, w, reverse, col, parts):
-        _shards.run_units(gru.forward_infer_units, parts, out, finals[0], x, lengths, s0[0], *w, reverse, col)
 
     def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0,
                       panels=None):
