@@ -2,7 +2,9 @@
 
 The kernels call BLAS through scipy (``scipy.linalg.cython_blas``) for the GEMMs of whole sequences
 and for the per-step products of batches outside 4..40 rows (those use ``kernels.packed`` on the
-calling thread); numpy brings a second copy. Both split each GEMM statically between their threads,
+calling thread), and ``nn.Linear`` calls the same BLAS (``kernels.dense``); numpy brings a second copy,
+which rnncore's layers do not use (two pools taking turns wait for each other's spinning threads). Both
+split each GEMM statically between their threads,
 so on a machine whose cores are busy with other work a loop of many small GEMMs waits for descheduled
 threads at every step (measured here: a seq2seq training step took 34 ms with one BLAS thread and
 930 ms with two while both cores were loaded). ``set_num_threads(1)`` is the robust choice on a shared
@@ -38,8 +40,8 @@ def set_num_threads(n):
 def blas_threads(n):
     """Within the block, every loaded BLAS runs ``n`` threads; None or 0 leaves them as they are.
 
-    Training alternates numpy's BLAS (``Linear``) with scipy's (the kernels): two thread pools that
-    take turns were 3-5x slower per step than one thread each on this 2-core machine."""
+    Every product of rnncore's layers runs in scipy's BLAS (the kernels, and ``Linear`` through
+    ``kernels.dense``); the limit covers numpy's too, for the user's own products beside them."""
     if not n:
         yield
         return

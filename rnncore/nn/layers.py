@@ -6,6 +6,7 @@ into ``grads`` and returns the gradient for its input.
 
 import numpy as np
 
+from rnncore.kernels import dense
 from rnncore.nn._checks import check_finite, check_finite_params, float_array, ids_array, shape_error
 from rnncore.nn.module import Module, is_grad_enabled
 
@@ -101,26 +102,32 @@ class Linear(Module):
         if self.check_finite:
             check_finite("x", x)
             check_finite_params(self)
+        x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))  # (N, I)
         if is_grad_enabled():
-            self._x = x
-        y = x @ self._params["weight"].T
-        if self.bias:
-            y += self._params["bias"]
-        return y
+            self._x = x2, x.shape[:-1]
+        y = np.empty((x2.shape[0], self.out_features), dtype=self.dtype)
+        if x2.shape[0]:
+            dense.linear_forward(y, x2, self._params["weight"], self._bias_or_none(self._params))
+        return y.reshape(x.shape[:-1] + (self.out_features,))
+
+    def _bias_or_none(self, arrays):
+        """arrays["bias"], or an empty array for a layer without bias (what the dense kernels take)."""
+        return arrays["bias"] if self.bias else np.empty(0, dtype=self.dtype)
 
     def backward(self, grad_out):
         if self._x is None:
             raise RuntimeError("Linear.backward needs a forward pass run outside no_grad() first")
-        x = self._x
+        x2, lead = self._x
         grad_out = float_array("grad_out", grad_out, self.dtype)
-        if grad_out.shape != x.shape[:-1] + (self.out_features,):
-            raise shape_error("grad_out", x.shape[:-1] + (self.out_features,), grad_out.shape)
-        g2 = grad_out.reshape(-1, self.out_features)
-        self._grads["weight"] += g2.T @ x.reshape(-1, self.in_features)
-        if self.bias:
-            self._grads["bias"] += g2.sum(axis=0)
+        if grad_out.shape != lead + (self.out_features,):
+            raise shape_error("grad_out", lead + (self.out_features,), grad_out.shape)
+        g2 = np.ascontiguousarray(grad_out.reshape(-1, self.out_features))  # (N, O)
+        dx = np.zeros((x2.shape[0], self.in_features), dtype=self.dtype)
+        if x2.shape[0]:
+            dense.linear_backward(dx, self._grads["weight"], self._bias_or_none(self._grads), g2, x2,
+                                  self._params["weight"])
         self._x = None
-        return grad_out @ self._params["weight"]
+        return dx.reshape(lead + (self.in_features,))
 
 
 class Dropout(Module):
