@@ -5,8 +5,9 @@ and for the per-step products of batches outside 4..40 rows (those use ``kernels
 calling thread), and ``nn.Linear`` calls the same BLAS (``kernels.dense``); numpy brings a second
 copy, which rnncore's layers do not use (two pools taking turns wait for each other's spinning
 threads). Both split each GEMM statically between their threads, so on a machine whose cores are busy
-with other work a loop of many small GEMMs waits for descheduled threads at every step (measured here: a seq2seq training step took 34 ms with one BLAS thread and
-930 ms with two while both cores were loaded). ``set_num_threads(1)`` is the robust choice on a shared
+with other work a loop of many small GEMMs waits for descheduled threads at every step (measured
+here: a seq2seq training step took 34 ms with one BLAS thread and 930 ms with two while both cores
+were loaded). ``set_num_threads(1)`` is the robust choice on a shared
 machine; the default leaves the libraries' own setting (all cores). ``RNNCORE_NUM_THREADS`` applies it
 at import.
 
