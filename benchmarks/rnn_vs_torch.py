@@ -170,6 +170,73 @@ def apply_roofline(row, peak, bandwidth):
     return row
 
 
+MODEL_SIZES = {"T": 100, "V": 4000, "E": 64, "H": 256}  # a word-level language model's shapes
+
+
+def make_model_pair(cell, V, E, H, seed=0):
+    """(rnncore's, torch's) Embedding(V, E) -> cell(E, H) -> Linear(H, V), with the same weights."""
+    import torch
+
+    torch.manual_seed(seed)
+    theirs = (torch.nn.Embedding(V, E), getattr(torch.nn, cell)(E, H), torch.nn.Linear(H, V))
+    ours = (rnncore.Embedding(V, E), getattr(rnncore, cell)(E, H), rnncore.Linear(H, V))
+    for o, t in zip(ours, theirs, strict=True):
+        o.load_state_dict(t.state_dict())
+    return ours, theirs
+
+
+def run_model_ours(parts, ids, g, mode):
+    emb, rnn, head = parts
+    if mode == "infer":
+        with rnncore.no_grad():
+            return head(rnn(emb(ids))[0])
+    logits = head(rnn(emb(ids))[0])
+    emb.backward(rnn.backward(head.backward(g), None)[0])
+    return logits
+
+
+def run_model_torch(parts, ids, g, mode):
+    import torch
+
+    emb, rnn, head = parts
+    if mode == "infer":
+        with torch.inference_mode():
+            return head(rnn(emb(ids))[0])
+    for m in parts:
+        m.zero_grad(set_to_none=True)
+    logits = head(rnn(emb(ids))[0])
+    logits.backward(g)
+    return logits
+
+
+def bench_model(cell, B, mode, repeats):
+    """A whole model rather than one layer (``MODEL_SIZES``): the layer's kernels beside the BLAS of the
+    head, as users run them; calls within a sample follow each other with no pause."""
+    import torch
+
+    T, V, E, H = (MODEL_SIZES[k] for k in "TVEH")
+    ours, theirs = make_model_pair(cell, V, E, H)
+    rng = np.random.default_rng(2)
+    ids = rng.integers(0, V, size=(T, B))
+    g = rng.standard_normal((T, B, V)).astype(np.float32)
+    ids_t, g_t = torch.tensor(ids), torch.tensor(g)
+    ours_out = run_model_ours(ours, ids, g, mode)
+    theirs_out = run_model_torch(theirs, ids_t, g_t, mode).detach().numpy()
+    err = float(np.max(np.abs(ours_out - theirs_out)) / max(np.max(np.abs(theirs_out)), 1e-30))
+    if err > 1e-4:
+        raise AssertionError(f"model {cell} B={B} {mode}: logits differ by {err:.1e} (relative)")
+    ours_fn = lambda: run_model_ours(ours, ids, g, mode)  # noqa: E731
+    theirs_fn = lambda: run_model_torch(theirs, ids_t, g_t, mode)  # noqa: E731
+    n_ours, n_theirs = _calls_per_sample(ours_fn), _calls_per_sample(theirs_fn)
+    ours_t, theirs_t = [], []
+    for _ in range(repeats):
+        ours_t += _block(ours_fn, n_ours)
+        theirs_t += _block(theirs_fn, n_theirs)
+    a, b = statistics.median(ours_t), statistics.median(theirs_t)
+    return {"cell": cell, "B": B, "mode": mode, "ours_ms": 1e3 * a, "torch_ms": 1e3 * b, "ratio": a / b,
+            "max_rel_diff": err}
+
+
 def bench_decode(cell, H, repeats):
     import torch
 
@@ -326,7 +393,7 @@ def format_targets(rows, peak):
     return "\n".join(lines)
 
 
-SECTIONS = ("rows", "decode", "compile", "memory")
+SECTIONS = ("rows", "model", "decode", "compile", "memory")
 
 
 def main():
@@ -355,7 +422,7 @@ def main():
           + f" GFLOP/s; the roofline uses {peak / 1e9:.0f}; copy bandwidth (2 MB) {bandwidth / 1e9:.0f} GB/s")
     Ts = (25,) if args.quick else (25, 100)
     Hs = (64, 256) if args.quick else (64, 256, 1024)
-    rows, decode, compile_times, memory = [], [], {}, {}
+    rows, model, decode, compile_times, memory = [], [], [], {}, {}
     if "rows" in sections:
         for cell in args.cells.split(","):
             for T in Ts:
@@ -381,6 +448,14 @@ def main():
         print(format_table(rows))
         print()
         print(format_targets(rows, peak))
+    if "model" in sections:
+        model = [bench_model(cell, B, mode, args.repeats) for cell in args.cells.split(",") for B in (1, 32)
+                 for mode in ("infer", "train")]
+        sizes = ", ".join(f"{k} {v}" for k, v in MODEL_SIZES.items())
+        print(f"\n| model ({sizes}) | B | mode | rnncore ms | torch ms | ratio |\n|---|---|---|---|---|---|")
+        for r in model:
+            print(f"| Embedding, {r['cell']}, Linear | {r['B']} | {r['mode']} | {r['ours_ms']:.2f} | "
+                  f"{r['torch_ms']:.2f} | {r['ratio']:.2f} |")
     if "decode" in sections:
         decode = [bench_decode(cell, H, args.repeats) for cell in ("LSTM", "GRU") for H in (256, 512)]
         print("\n| decode step B=1 | H | rnncore us | torch cell us | ratio |\n|---|---|---|---|---|")
@@ -401,7 +476,7 @@ def main():
             json.dump({"machine": machine, "peak_gflops": peak / 1e9,
                        "peaks_gflops": {k: v / 1e9 for k, v in peaks.items()},
                        "bandwidth_gbs": bandwidth / 1e9,
-                       "rows": rows, "decode": decode, "compile": compile_times, "memory": memory}, fh, indent=1)
+                       "rows": rows, "model": model, "decode": decode, "compile": compile_times, "memory": memory}, fh, indent=1)
 
 
 if __name__ == "__main__":
