@@ -1,9 +1,10 @@
 """rnncore against torch.nn on the CPU: the same weights, one process, alternating timed blocks.
 
-    python benchmarks/rnn_vs_torch.py [--quick] [--repeats 7] [--sections rows,decode,compile,memory]
+    python benchmarks/rnn_vs_torch.py [--quick] [--repeats 7] [--sections rows,model,decode,compile,memory]
 
 Prints one table (cell x T x B x H x mode) with milliseconds for each side, the ratio
-rnncore/torch (lower is better), GFLOP/s and the roofline floor, then decode latency against
+rnncore/torch (lower is better), GFLOP/s and the roofline floor, then a whole model (Embedding, cell,
+Linear) at B 1 and 32, then decode latency against
 LSTMCell/GRUCell, compile time (cold and warm cache, in fresh processes) and the peak memory of a
 training step. Before timing a row it checks that both sides computed the same outputs.
 
