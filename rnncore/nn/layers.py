@@ -65,12 +65,13 @@ class Embedding(Module):
         grad_out = float_array("grad_out", grad_out, self.dtype)
         if grad_out.shape != ids.shape + (self.embedding_dim,):
             raise shape_error("grad_out", ids.shape + (self.embedding_dim,), grad_out.shape)
-        flat_ids = ids.reshape(-1)
-        flat_grad = grad_out.reshape(-1, self.embedding_dim)
-        if self.padding_idx is not None:
-            keep = flat_ids != self.padding_idx
-            flat_ids, flat_grad = flat_ids[keep], flat_grad[keep]
-        np.add.at(self._grads["weight"], flat_ids, flat_grad)
+        flat_ids = np.ascontiguousarray(ids.reshape(-1), dtype=np.int64)
+        flat_grad = np.ascontiguousarray(grad_out.reshape(-1, self.embedding_dim))
+        padding = -1 if self.padding_idx is None else self.padding_idx
+        bad = dense.embedding_backward(self._grads["weight"], flat_ids, flat_grad, padding)
+        if bad >= 0:  # the caller changed the ids array after the forward; no gradient was added
+            raise ValueError(f"the ids of the forward must lie in [0, {self.num_embeddings}) at backward, "
+                             f"got {flat_ids[bad]} at flat index {bad}")
         self._ids = None
 
 

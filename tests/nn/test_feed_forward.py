@@ -1,5 +1,6 @@
-"""nn.Linear through the dense kernels (``rnncore.kernels.dense``): forward and backward against float64
-numpy references (``einsum``), for every input rank and layout it accepts."""
+"""The feed-forward layers through their kernels (``rnncore.kernels.dense``): Linear's forward and backward
+against float64 numpy references (``einsum``), for every input rank and layout it accepts; Embedding's
+backward against ``np.add.at``, bit for bit."""
 
 import numpy as np
 import pytest
@@ -57,3 +58,38 @@ def test_linear_backward_checks_the_gradient_shape_against_the_forward():
     lin(np.ones((4, 5, 3), dtype=np.float32))
     with pytest.raises(ValueError, match=r"grad_out.*\(4, 5, 2\).*\(5, 4, 2\)"):
         lin.backward(np.ones((5, 4, 2), dtype=np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("padding_idx", [None, 3])
+def test_embedding_backward_is_np_add_at_bit_for_bit(padding_idx, dtype):
+    """Repeated ids, 2-D ids, the padding row, two backward passes adding up: the sums of ``np.add.at``
+    in the same order, so the same bits."""
+    rng = np.random.default_rng(2)
+    emb = rnncore.Embedding(9, 5, padding_idx=padding_idx, dtype=dtype, seed=0)
+    ids = rng.integers(0, 9, size=(40, 3))
+    ids[0, 0] = ids[1, 2] = 3  # the padding id, when there is one, and repeats
+    expected = np.zeros((9, 5), dtype=dtype)
+    emb.zero_grad()
+    for _ in range(2):
+        g = rng.standard_normal((40, 3, 5)).astype(dtype)
+        emb(ids)
+        assert emb.backward(g) is None
+        keep = ids.reshape(-1) != (-1 if padding_idx is None else padding_idx)
+        np.add.at(expected, ids.reshape(-1)[keep], g.reshape(-1, 5)[keep])
+        np.testing.assert_array_equal(emb.grads["weight"], expected)
+    if padding_idx is not None:
+        assert np.all(emb.grads["weight"][padding_idx] == 0.0)
+
+
+def test_embedding_backward_rejects_ids_changed_after_the_forward():
+    """ids the caller changed between forward and backward: a clear error naming the value, and no
+    gradient added (the kernel checks every id before it writes)."""
+    emb = rnncore.Embedding(6, 2, seed=0)
+    ids = np.array([[1, 2], [3, 4]])
+    emb(ids)
+    emb.zero_grad()
+    ids[1, 0] = 6
+    with pytest.raises(ValueError, match=r"\[0, 6\).*got 6 at flat index 2"):
+        emb.backward(np.ones((2, 2, 2), dtype=np.float32))
+    assert np.all(emb.grads["weight"] == 0.0)
