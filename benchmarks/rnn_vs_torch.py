@@ -134,6 +134,22 @@ def run_torch(tm, xt, gt, mode):
     return out
 
 
+def compare_and_time(label, ours_fn, theirs_fn, repeats):
+    """(median seconds of ours_fn, of theirs_fn, largest relative difference of their outputs): first
+    checks that both compute the same (``label`` names the case in the error), then times them in
+    ``repeats`` alternating blocks of 3 samples each. theirs_fn returns a torch tensor."""
+    ours_out, theirs_out = ours_fn(), theirs_fn().detach().numpy()
+    err = float(np.max(np.abs(ours_out - theirs_out)) / max(np.max(np.abs(theirs_out)), 1e-30))
+    if err > 1e-4:
+        raise AssertionError(f"{label}: outputs differ by {err:.1e} (relative)")
+    n_ours, n_theirs = _calls_per_sample(ours_fn), _calls_per_sample(theirs_fn)
+    ours_t, theirs_t = [], []
+    for _ in range(repeats):
+        ours_t += _block(ours_fn, n_ours)
+        theirs_t += _block(theirs_fn, n_theirs)
+    return statistics.median(ours_t), statistics.median(theirs_t), err
+
+
 def bench_row(cell, T, B, H, mode, repeats, peak, bandwidth):
     import torch
 
@@ -143,18 +159,9 @@ def bench_row(cell, T, B, H, mode, repeats, peak, bandwidth):
     g = rng.standard_normal((T, B, H)).astype(np.float32)
     xt = torch.tensor(x, requires_grad=(mode == "train"))
     gt = torch.tensor(g)
-    ours_out = run_ours(m, x, g, mode)
-    theirs_out = run_torch(tm, xt, gt, mode).detach().numpy()
-    err = float(np.max(np.abs(ours_out - theirs_out)) / max(np.max(np.abs(theirs_out)), 1e-30))
-    if err > 1e-4:
-        raise AssertionError(f"{cell} T={T} B={B} H={H} {mode}: outputs differ by {err:.1e} (relative)")
-    ours_fn, theirs_fn = (lambda: run_ours(m, x, g, mode)), (lambda: run_torch(tm, xt, gt, mode))
-    n_ours, n_theirs = _calls_per_sample(ours_fn), _calls_per_sample(theirs_fn)
-    ours_t, theirs_t = [], []
-    for _ in range(repeats):  # alternating blocks of 3 samples each
-        ours_t += _block(ours_fn, n_ours)
-        theirs_t += _block(theirs_fn, n_theirs)
-    t_ours, t_theirs = statistics.median(ours_t), statistics.median(theirs_t)
+    label = f"{cell} T={T} B={B} H={H} {mode}"
+    t_ours, t_theirs, err = compare_and_time(label, lambda: run_ours(m, x, g, mode),
+                                             lambda: run_torch(tm, xt, gt, mode), repeats)
     f = flops(cell, T, B, H, mode)
     row = {
         "cell": cell, "T": T, "B": B, "H": H, "mode": mode, "ours_ms": 1e3 * t_ours, "torch_ms": 1e3 * t_theirs,
@@ -221,19 +228,8 @@ def bench_model(cell, B, mode, repeats):
     ids = rng.integers(0, V, size=(T, B))
     g = rng.standard_normal((T, B, V)).astype(np.float32)
     ids_t, g_t = torch.tensor(ids), torch.tensor(g)
-    ours_out = run_model_ours(ours, ids, g, mode)
-    theirs_out = run_model_torch(theirs, ids_t, g_t, mode).detach().numpy()
-    err = float(np.max(np.abs(ours_out - theirs_out)) / max(np.max(np.abs(theirs_out)), 1e-30))
-    if err > 1e-4:
-        raise AssertionError(f"model {cell} B={B} {mode}: logits differ by {err:.1e} (relative)")
-    ours_fn = lambda: run_model_ours(ours, ids, g, mode)  # noqa: E731
-    theirs_fn = lambda: run_model_torch(theirs, ids_t, g_t, mode)  # noqa: E731
-    n_ours, n_theirs = _calls_per_sample(ours_fn), _calls_per_sample(theirs_fn)
-    ours_t, theirs_t = [], []
-    for _ in range(repeats):
-        ours_t += _block(ours_fn, n_ours)
-        theirs_t += _block(theirs_fn, n_theirs)
-    a, b = statistics.median(ours_t), statistics.median(theirs_t)
+    a, b, err = compare_and_time(f"model {cell} B={B} {mode}", lambda: run_model_ours(ours, ids, g, mode),
+                                 lambda: run_model_torch(theirs, ids_t, g_t, mode), repeats)
     return {"cell": cell, "B": B, "mode": mode, "ours_ms": 1e3 * a, "torch_ms": 1e3 * b, "ratio": a / b,
             "max_rel_diff": err}
 
