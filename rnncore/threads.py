@@ -7,9 +7,8 @@ copy, which rnncore's layers do not use (two pools taking turns wait for each ot
 threads). Both split each GEMM statically between their threads, so on a machine whose cores are busy
 with other work a loop of many small GEMMs waits for descheduled threads at every step (measured
 here: a seq2seq training step took 34 ms with one BLAS thread and 930 ms with two while both cores
-were loaded). ``set_num_threads(1)`` is the robust choice on a shared
-machine; the default leaves the libraries' own setting (all cores). ``RNNCORE_NUM_THREADS`` applies it
-at import.
+were loaded). ``set_num_threads(1)`` is the robust choice on a shared machine; the default leaves the
+libraries' own setting (all cores). ``RNNCORE_NUM_THREADS`` applies it at import.
 
 The same number bounds how many threads a recurrent layer splits a large batch over (``rnncore.nn._shards``);
 while the shards run, BLAS is held to one thread (``serial_blas``), so the two levels never oversubscribe.
