@@ -173,6 +173,26 @@ def zero_inactive_rows(d, lengths, t):
 
 
 @kernel
+def joint_product(p, x, h, w_joint):
+    """p = [x | h] w_joint^T: a step's input and recurrent products as one product over the weights side by
+    side (``rnncore.nn.stepper.side_by_side``); at B = 1 one gemv over every weight of the step, which BLAS
+    splits over its threads where two gemvs of half the size each ran on one.
+    p (B, R); x (B, I); h (B, H); w_joint (R, I + H)."""
+    B, I = x.shape  # noqa: E741  (the project's dimension letters)
+    H = h.shape[1]
+    xh = np.empty((B, I + H), dtype=x.dtype)
+    for b in range(B):
+        for k in range(I):
+            xh[b, k] = x[b, k]
+        for k in range(H):
+            xh[b, I + k] = h[b, k]
+    if B == 1:
+        np.dot(w_joint, xh[0], p[0])
+    else:
+        np.dot(xh, w_joint.T, p)
+
+
+@kernel
 def add_product(acc, a, b):
     """acc += a @ b through a GEMM into scratch; acc (M, N), a (M, K), b (K, N)."""
     prod = np.empty_like(acc)

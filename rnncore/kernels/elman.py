@@ -14,6 +14,7 @@ from rnncore.kernels._common import (
     chunk_bounds,
     copy_into,
     init_slot,
+    joint_product,
     num_chunks,
     prev_offset,
     project_input_rows,
@@ -94,6 +95,19 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, act):
     p_hh, tmp = pack_with_scratch(w_hh, 0)  # one step: packing would cost what it saves
     lengths = np.full(B, 1, dtype=np.int64)
     cell(h_new, a[0], h, rec, lengths, 0, w_hh, p_hh, tmp, b_hh, act)
+
+
+@kernel
+def step_joint(h_new, x, h, w_joint, b_ih, b_hh, act):
+    """``step`` over the weights side by side (``_common.joint_product``). h_new (B, H); x (B, I);
+    h (B, H); w_joint (H, I + H) = [W_ih | W_hh]; b_ih, b_hh (H,)."""
+    B, H = h.shape
+    a = np.empty((B, H), dtype=x.dtype)
+    joint_product(a, x, h, w_joint)
+    for b in range(B):
+        for j in range(H):
+            a[b, j] += b_ih[j] + b_hh[j]
+        activate_row(h_new[b], a[b], act)
 
 
 @kernel

@@ -23,6 +23,7 @@ from rnncore.kernels._common import (
     chunk_bounds,
     copy_into,
     init_slot,
+    joint_product,
     num_chunks,
     prev_offset,
     project_input_rows,
@@ -157,6 +158,26 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
     aux = np.empty_like(h)
     lengths = np.full(B, 1, dtype=np.int64)
     cell(h_new, a[0], aux, h, h, rec, lengths, 0, w_hh, p_hh, p_n, tmp, b_hh, reset_after)
+
+
+@kernel
+def step_joint(h_new, x, h, w_joint, b_ih, b_hh):
+    """``step`` of reset_after over the weights side by side (``_common.joint_product``). h_new (B, H);
+    x (B, I); h (B, H); w_joint (4H, I + H): rows r, z [W_ih | W_hh], then [W_in | 0] and [0 | W_hn]
+    (``rnncore.nn.stepper.side_by_side`` with 2H shared rows); b_ih, b_hh (3H,)."""
+    B, H = h.shape
+    p = np.empty((B, 4 * H), dtype=x.dtype)  # r, z pre-activations without biases, W_in x, W_hn h
+    aux = np.empty(H, dtype=x.dtype)
+    joint_product(p, x, h, w_joint)
+    rz, r, z, n = slice(0, 2 * H), slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
+    for b in range(B):
+        pb = p[b]
+        activate_sum_row(pb[rz], b_ih[rz], b_hh[rz], SIGMOID)
+        x_n = pb[n]
+        for j in range(H):
+            x_n[j] += b_ih[2 * H + j]
+        candidate_after_row(x_n, aux, pb[r], pb[3 * H :], b_hh[n])
+        blend_row(h_new[b], x_n, pb[z], h[b])
 
 
 @kernel

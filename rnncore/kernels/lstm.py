@@ -19,6 +19,7 @@ from rnncore.kernels._common import (
     chunk_bounds,
     copy_into,
     init_slot,
+    joint_product,
     num_chunks,
     prev_offset,
     project_input_rows,
@@ -116,6 +117,22 @@ def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh):
     p_hh, tmp = pack_with_scratch(w_hh, 0)  # one step: packing would cost what it saves
     lengths = np.full(B, 1, dtype=np.int64)
     cell(h_new, c_new, a[0], h, c, rec, lengths, 0, w_hh, p_hh, tmp, b_hh)
+
+
+@kernel
+def step_joint(h_new, c_new, x, h, c, w_joint, b_ih, b_hh):
+    """``step`` over the weights side by side (``_common.joint_product``). h_new, c_new (B, H); x (B, I);
+    h, c (B, H); w_joint (4H, I + H) = [W_ih | W_hh]; b_ih, b_hh (4H,)."""
+    B, H = h.shape
+    a = np.empty((B, 4 * H), dtype=x.dtype)
+    joint_product(a, x, h, w_joint)
+    i_f, g, o = slice(0, 2 * H), slice(2 * H, 3 * H), slice(3 * H, 4 * H)
+    for b in range(B):
+        ab = a[b]
+        activate_sum_row(ab[i_f], b_ih[i_f], b_hh[i_f], SIGMOID)  # i, f
+        activate_sum_row(ab[g], b_ih[g], b_hh[g], TANH)
+        activate_sum_row(ab[o], b_ih[o], b_hh[o], SIGMOID)
+        update_row(c_new[b], h_new[b], ab[:H], ab[H : 2 * H], ab[g], ab[o], c[b])
 
 
 @kernel

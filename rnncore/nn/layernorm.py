@@ -36,6 +36,9 @@ class _LayerNorm:
     def _row_windows(self, masks):
         return False  # the layer-normalised kernels run whole batches
 
+    def _joint_weights(self, layer):
+        return None  # the normalisations sit between the products and the gates
+
     def _init_layer_norm(self, layer_norm, layer_norm_eps):
         if not layer_norm:
             raise ValueError(f"{type(self).__name__} is the layer_norm=True layer; got "

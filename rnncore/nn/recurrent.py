@@ -17,6 +17,7 @@ from rnncore.nn._workspace import Workspace
 from rnncore.nn.layers import dropout_mask
 from rnncore.nn.module import Module, is_grad_enabled
 from rnncore.nn.regularisers import RATE_NAMES, check_rate, drop_weights, input_mask, step_masks
+from rnncore.nn.stepper import Stepper, side_by_side
 
 
 class RecurrentBase(Module):
@@ -355,7 +356,18 @@ class RecurrentBase(Module):
     # -- generation ----------------------------------------------------------------------------
     def step(self, x, hx=None):
         """One time step for generation with nothing kept for backward and no dropout.
-        x (B, I) or (I,); hx as in ``forward``. Returns (output (B, H) or (H,), new state)."""
+        x (B, I) or (I,); hx as in ``forward``. Returns (output (B, H) or (H,), new state).
+        A generation loop runs faster on ``stepper()``."""
+        return self._step(x, hx, [(self._run_step, self._weights(k, 0)) for k in range(self.num_layers)])
+
+    def stepper(self):
+        """A ``Stepper`` (``rnncore.nn.stepper``): ``step`` over a snapshot of the weights taken now, each
+        layer's W_ih and W_hh side by side so that a step is one product. For generation loops, whose
+        weights do not change; make a new one after they do."""
+        return Stepper(self)
+
+    def _step(self, x, hx, layers):
+        """``step``, layer k run as ``run(new states, x, states, w)`` with (run, w) = layers[k]."""
         if self.bidirectional:
             raise ValueError("step() runs one time step forward; a bidirectional layer needs the whole sequence")
         x = float_array("x", x, self.dtype)
@@ -368,8 +380,8 @@ class RecurrentBase(Module):
             check_finite_params(self)
         states = self._prepare_states(hx, x.shape[0], batched)
         new = [np.empty_like(s) for s in states]
-        for layer in range(self.num_layers):
-            self._run_step([n[layer] for n in new], x, [s[layer] for s in states], self._weights(layer, 0))
+        for layer, (run, w) in enumerate(layers):
+            run([n[layer] for n in new], x, [s[layer] for s in states], w)
             for rate, n, s in zip((self.zoneout, self.zoneout_cell), new, states):
                 if rate:  # zoneout's expectation, as in eval mode
                     n[layer] = rate * s[layer] + (1.0 - rate) * n[layer]
@@ -380,6 +392,24 @@ class RecurrentBase(Module):
         if not batched:
             return x[0], self._pack([n[:, 0, :] for n in new])
         return x.copy(), self._pack(new)
+
+    def _step_snapshot(self, layer):
+        """(run, w) for a ``Stepper``'s steps of layer ``layer``: ``_run_joint_step`` on the joint weights
+        where the cell has them, else ``_run_step`` on a copy of the weights."""
+        joint = self._joint_weights(layer)
+        if joint is not None:
+            return self._run_joint_step, joint
+        return self._run_step, tuple(a.copy() for a in self._weights(layer, 0))
+
+    def _joint_weights(self, layer):
+        """What ``_run_joint_step`` runs layer ``layer`` on, copied from the parameters, or None where the
+        cell's step is not one product (the default)."""
+        return None
+
+    def _side_by_side_weights(self, layer, shared):
+        """(side_by_side(W_ih, W_hh, shared), copies of b_ih and b_hh) of the forward direction of a layer."""
+        w_ih, w_hh, b_ih, b_hh = self._weights(layer, 0)[:4]
+        return side_by_side(w_ih, w_hh, shared), b_ih.copy(), b_hh.copy()
 
     # -- backward ------------------------------------------------------------------------------
     def _backward(self, grad_out, grad_states):
@@ -475,6 +505,12 @@ class RNN(RecurrentBase):
 
     def _run_step(self, new, x, states, w):
         elman.step(new[0], x, states[0], *w, self._act)
+
+    def _joint_weights(self, layer):
+        return self._side_by_side_weights(layer, self.hidden_size)
+
+    def _run_joint_step(self, new, x, states, joint):
+        elman.step_joint(new[0], x, states[0], *joint, self._act)
 
     def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):
         T, B, _ = x.shape
@@ -678,6 +714,12 @@ class LSTM(RecurrentBase):
         else:
             lstm.step(new[0], new[1], x, states[0], states[1], *w)
 
+    def _joint_weights(self, layer):
+        return None if self.variant else self._side_by_side_weights(layer, 4 * self.hidden_size)
+
+    def _run_joint_step(self, new, x, states, joint):
+        lstm.step_joint(new[0], new[1], x, states[0], states[1], *joint)
+
     def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):
         T, B, _ = x.shape
         H = self.hidden_size
@@ -754,6 +796,12 @@ class GRU(RecurrentBase):
 
     def _run_step(self, new, x, states, w):
         gru.step(new[0], x, states[0], *w, self.reset_after)
+
+    def _joint_weights(self, layer):
+        return self._side_by_side_weights(layer, 2 * self.hidden_size) if self.reset_after else None
+
+    def _run_joint_step(self, new, x, states, joint):
+        gru.step_joint(new[0], x, states[0], *joint)
 
     def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):
         T, B, _ = x.shape
