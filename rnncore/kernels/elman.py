@@ -98,12 +98,12 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, act):
 
 
 @kernel
-def step_joint(h_new, x, h, w_joint, b_ih, b_hh, act):
+def step_joint(h_new, x, h, w_joint, panels, b_ih, b_hh, act):
     """``step`` over the weights side by side (``_common.joint_product``). h_new (B, H); x (B, I);
-    h (B, H); w_joint (H, I + H) = [W_ih | W_hh]; b_ih, b_hh (H,)."""
+    h (B, H); w_joint (H, I + H) = [W_ih | W_hh]; panels: ``pack(w_joint, MIN_ROWS)``; b_ih, b_hh (H,)."""
     B, H = h.shape
     a = np.empty((B, H), dtype=x.dtype)
-    joint_product(a, x, h, w_joint)
+    joint_product(a, x, h, w_joint, panels)
     for b in range(B):
         for j in range(H):
             a[b, j] += b_ih[j] + b_hh[j]

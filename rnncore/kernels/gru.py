@@ -161,14 +161,15 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
 
 
 @kernel
-def step_joint(h_new, x, h, w_joint, b_ih, b_hh):
+def step_joint(h_new, x, h, w_joint, panels, b_ih, b_hh):
     """``step`` of reset_after over the weights side by side (``_common.joint_product``). h_new (B, H);
     x (B, I); h (B, H); w_joint (4H, I + H): rows r, z [W_ih | W_hh], then [W_in | 0] and [0 | W_hn]
-    (``rnncore.nn.stepper.side_by_side`` with 2H shared rows); b_ih, b_hh (3H,)."""
+    (``rnncore.nn.stepper.side_by_side`` with 2H shared rows); panels: ``pack(w_joint, MIN_ROWS)``;
+    b_ih, b_hh (3H,)."""
     B, H = h.shape
     p = np.empty((B, 4 * H), dtype=x.dtype)  # r, z pre-activations without biases, W_in x, W_hn h
     aux = np.empty(H, dtype=x.dtype)
-    joint_product(p, x, h, w_joint)
+    joint_product(p, x, h, w_joint, panels)
     rz, r, z, n = slice(0, 2 * H), slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
     for b in range(B):
         pb = p[b]

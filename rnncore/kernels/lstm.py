@@ -120,12 +120,13 @@ def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh):
 
 
 @kernel
-def step_joint(h_new, c_new, x, h, c, w_joint, b_ih, b_hh):
+def step_joint(h_new, c_new, x, h, c, w_joint, panels, b_ih, b_hh):
     """``step`` over the weights side by side (``_common.joint_product``). h_new, c_new (B, H); x (B, I);
-    h, c (B, H); w_joint (4H, I + H) = [W_ih | W_hh]; b_ih, b_hh (4H,)."""
+    h, c (B, H); w_joint (4H, I + H) = [W_ih | W_hh]; panels: ``pack(w_joint, MIN_ROWS)``;
+    b_ih, b_hh (4H,)."""
     B, H = h.shape
     a = np.empty((B, 4 * H), dtype=x.dtype)
-    joint_product(a, x, h, w_joint)
+    joint_product(a, x, h, w_joint, panels)
     i_f, g, o = slice(0, 2 * H), slice(2 * H, 3 * H), slice(3 * H, 4 * H)
     for b in range(B):
         ab = a[b]

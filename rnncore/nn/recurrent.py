@@ -369,7 +369,8 @@ class RecurrentBase(Module):
     def _step(self, x, hx, layers):
         """``step``, layer k run as ``run(new states, x, states, w)`` with (run, w) = layers[k]."""
         if self.bidirectional:
-            raise ValueError("step() runs one time step forward; a bidirectional layer needs the whole sequence")
+            raise ValueError("step() runs one time step forward; a bidirectional layer needs the whole "
+                             "sequence")
         x = float_array("x", x, self.dtype)
         if x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
             raise shape_error("x", f"(B, I={self.input_size}) or (I,)", x.shape)
@@ -407,9 +408,11 @@ class RecurrentBase(Module):
         return None
 
     def _side_by_side_weights(self, layer, shared):
-        """(side_by_side(W_ih, W_hh, shared), copies of b_ih and b_hh) of the forward direction of a layer."""
+        """(joint, its panels, copies of b_ih and b_hh) of the forward direction of a layer: joint =
+        side_by_side(W_ih, W_hh, shared), its panels for steps of 2 to MAX_ROWS rows (``joint_product``)."""
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, 0)[:4]
-        return side_by_side(w_ih, w_hh, shared), b_ih.copy(), b_hh.copy()
+        joint = side_by_side(w_ih, w_hh, shared)
+        return joint, packed.pack(joint, packed.MIN_ROWS), b_ih.copy(), b_hh.copy()
 
     # -- backward ------------------------------------------------------------------------------
     def _backward(self, grad_out, grad_states):

@@ -106,6 +106,40 @@ def test_matches_torch(path):
     assert not failures, f"{cfg['name']}:\n" + "\n".join(failures)
 
 
+def one_direction_whole_sequences(path):
+    cfg = load(path)[0]["config"]
+    return not (cfg["kwargs"]["bidirectional"] or cfg["lengths"])
+
+
+STEPPED = [p for p in FIXTURES if one_direction_whole_sequences(p)]
+
+
+@pytest.mark.parametrize("path", STEPPED, ids=[p.stem for p in STEPPED])
+def test_stepper_matches_torch(path):
+    """A ``Stepper`` run step by step over the fixture's sequence gives torch's out and final states (the
+    fixtures that run in one direction over whole sequences: a stepper steps forward)."""
+    meta, arrays = load(path)
+    cfg = meta["config"]
+    layer = CELLS[cfg["cell"]](**cfg["kwargs"], dtype=np.dtype(cfg["dtype"]))
+    layer.load_state_dict({k: arrays[k] for k in layer.state_dict()})
+    stepper = layer.stepper()
+    assert stepper.joint == (not cfg["kwargs"].get("proj_size"))  # a projection's LSTM steps on a copy
+    lstm = cfg["cell"] == "LSTM"
+    state = None
+    if cfg["has_h0"]:
+        state = (arrays["h0"], arrays["c0"]) if lstm else arrays["h0"]
+    x = arrays["x"]
+    time_axis = 1 if cfg["kwargs"]["batch_first"] and not cfg["unbatched"] else 0
+    outs = []
+    for t in range(x.shape[time_axis]):
+        out, state = stepper.step(np.take(x, t, axis=time_axis), state)
+        outs.append(out)
+    tol = TOLERANCE[cfg["dtype"]]
+    assert_close("out (stepper)", np.stack(outs, axis=time_axis), arrays["out"], tol)
+    for name, value in zip(("h_n", "c_n"), state if lstm else (state,), strict=True):
+        assert_close(f"{name} (stepper)", value, arrays[name], tol)
+
+
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
 def test_header(path):
     meta, arrays = load(path)

@@ -1,0 +1,143 @@
+"""``layer.stepper()``: generation steps over a snapshot of the weights (``rnncore.nn.stepper``).
+
+References: the layer's own forward over the same sequence (checked against torch in
+``test_torch_fixtures``, where the stepper is also run on torch's fixtures) and a float64 NumPy product
+for the joint matrix. Batch sizes cover each product of ``joint_product``: one row (gemv), 2 to MAX_ROWS
+rows (the packed tile over the snapshot's panels) and more (BLAS).
+"""
+
+import numpy as np
+import pytest
+
+import rnncore
+from rnncore.kernels.packed import MAX_ROWS
+from rnncore.nn._checks import NonFiniteError
+from rnncore.nn.stepper import side_by_side
+
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+JOINT = [(rnncore.RNN, {"nonlinearity": "tanh"}), (rnncore.RNN, {"nonlinearity": "relu"}),
+         (rnncore.RNN, {"nonlinearity": "sigmoid"}), (rnncore.LSTM, {}), (rnncore.GRU, {})]
+COPIED = [(rnncore.GRU, {"reset_after": False}), (rnncore.LSTM, {"proj_size": 3}),
+          (rnncore.LSTM, {"peephole": True}), (rnncore.LSTM, {"layer_norm": True}),
+          (rnncore.GRU, {"layer_norm": True})]
+
+
+def ids(cases):
+    return [f"{cls.__name__}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'plain'}" for cls, kw in cases]
+
+
+def rel_err(a, b):
+    return float(np.max(np.abs(a.astype(np.float64) - b))) / max(float(np.max(np.abs(b))), 1e-30)
+
+
+def run_steps(step, x, state=None):
+    """step(x[t], state) for every t: (outputs (T, B, H), final state)."""
+    outs = []
+    for t in range(x.shape[0]):
+        out, state = step(x[t], state)
+        outs.append(out)
+    return np.stack(outs), state
+
+
+def states_of(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B", [1, 2, 5, MAX_ROWS + 3])
+@pytest.mark.parametrize(("cls", "kwargs"), JOINT + COPIED, ids=ids(JOINT + COPIED))
+def test_steps_equal_the_forward(cls, kwargs, B, dtype):
+    layer = cls(6, 9, num_layers=2, dtype=dtype, seed=3, **kwargs)
+    rng = np.random.default_rng(B)
+    x = rng.standard_normal((5, B, 6)).astype(dtype)
+    stepper = layer.stepper()
+    assert stepper.joint == ((cls, kwargs) in JOINT)
+    with rnncore.no_grad():
+        want_out, want_state = layer(x)
+    got_out, got_state = run_steps(stepper.step, x)
+    assert got_out.dtype == dtype
+    assert rel_err(got_out, want_out) < TOL[dtype]
+    for got, want in zip(states_of(got_state), states_of(want_state), strict=True):
+        assert got.shape == want.shape
+        assert rel_err(got, want) < TOL[dtype]
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), JOINT, ids=ids(JOINT))
+def test_unbatched_and_given_state(cls, kwargs):
+    layer = cls(4, 5, dtype=np.float64, seed=1, **kwargs)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4))
+    h0 = rng.standard_normal((1, 5))
+    state = (h0, rng.standard_normal((1, 5))) if cls is rnncore.LSTM else h0
+    want_out, want_state = layer(x, state)
+    got_out, got_state = run_steps(layer.stepper(), x, state)  # a Stepper is callable
+    assert got_out.shape == (3, 5)
+    assert rel_err(got_out, want_out) < 1e-12
+    for got, want in zip(states_of(got_state), states_of(want_state), strict=True):
+        assert got.shape == (1, 5)
+        assert rel_err(got, want) < 1e-12
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), JOINT + COPIED, ids=ids(JOINT + COPIED))
+def test_snapshot_ignores_later_weight_changes(cls, kwargs):
+    layer = cls(3, 4, dtype=np.float64, seed=2, **kwargs)
+    x = np.random.default_rng(1).standard_normal((2, 3))
+    before = layer.stepper()
+    want, _ = before.step(x)
+    for p in layer.parameters():
+        p *= 0.5  # in place, as an optimizer step
+    got, _ = before.step(x)
+    assert np.array_equal(got, want)
+    after, _ = layer.stepper().step(x)
+    direct, _ = layer.step(x)
+    assert not np.allclose(after, want)
+    assert rel_err(after, direct) < 1e-12
+
+
+@pytest.mark.parametrize("shared", [5, 2])
+def test_side_by_side_layout(shared):
+    rng = np.random.default_rng(0)
+    G, I, H = 5, 3, 4  # noqa: E741
+    w_ih, w_hh = rng.standard_normal((G, I)), rng.standard_normal((G, H))
+    x, h = rng.standard_normal(I), rng.standard_normal(H)
+    got = side_by_side(w_ih, w_hh, shared) @ np.concatenate([x, h])
+    want = np.concatenate([(w_ih @ x + w_hh @ h)[:shared], (w_ih @ x)[shared:], (w_hh @ h)[shared:]])
+    assert got.shape == (2 * G - shared,)
+    assert np.allclose(got, want, rtol=0, atol=1e-13)
+
+
+def test_zoneout_expectation_as_in_step():
+    layer = rnncore.LSTM(3, 4, num_layers=2, zoneout=0.3, zoneout_cell=0.2, dtype=np.float64, seed=0)
+    x = np.random.default_rng(2).standard_normal((4, 2, 3))
+    got_out, got_state = run_steps(layer.stepper(), x)
+    want_out, want_state = run_steps(layer.step, x)
+    assert rel_err(got_out, want_out) < 1e-12
+    for got, want in zip(got_state, want_state, strict=True):
+        assert rel_err(got, want) < 1e-12
+
+
+def test_bidirectional_is_refused():
+    with pytest.raises(ValueError, match="bidirectional"):
+        rnncore.GRU(3, 4, bidirectional=True).stepper()
+
+
+def test_bad_input_names_the_argument():
+    stepper = rnncore.LSTM(3, 4).stepper()
+    with pytest.raises(ValueError, match=r"x.*I=3.*\(2, 5\)"):
+        stepper.step(np.zeros((2, 5), np.float32))
+    with pytest.raises(TypeError, match="x must have dtype float32"):
+        stepper.step(np.zeros((2, 3), np.float64))
+    with pytest.raises(ValueError, match="h0"):
+        stepper.step(np.zeros((2, 3), np.float32), (np.zeros((1, 3, 4), np.float32),) * 2)
+
+
+@pytest.mark.parametrize("B", [1, 4, MAX_ROWS + 1])
+@pytest.mark.parametrize("cls", [rnncore.RNN, rnncore.LSTM, rnncore.GRU])
+def test_nan_is_visible(cls, B):
+    x = np.ones((B, 3), np.float32)
+    x[0, 1] = np.nan
+    out, _ = cls(3, 4, seed=0).stepper().step(x)
+    assert np.isnan(out[0]).all()
+    assert np.isfinite(out[1:]).all()
+    with pytest.raises(NonFiniteError, match="x contains NaN"):
+        cls(3, 4, seed=0, check_finite=True).stepper().step(x)
