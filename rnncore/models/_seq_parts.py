@@ -10,6 +10,7 @@
   function that returns log-probabilities; shared by seq2seq and the conditioned decoder.
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -253,11 +254,17 @@ class DecoderMixin:
         return np.where(mask, picked, 0.0).sum(axis=0)
 
     # -- generation ----------------------------------------------------------------------------
-    def _step(self, tokens, states):
-        """One decoder step for a batch of previous tokens: (log-probs (B, V) float64, states)."""
+    def _decoding_step(self):
+        """``step(tokens, states)`` for ``greedy_decode`` and ``beam_search``: ``_step`` on one snapshot of
+        the decoder's weights (``stepper()``), for one decoding."""
+        return functools.partial(self._step, self.decoder.stepper())
+
+    def _step(self, decoder, tokens, states):
+        """One decoder step for a batch of previous tokens: (log-probs (B, V) float64, states).
+        decoder: the decoder's ``stepper()``."""
         from rnncore.losses import log_softmax
 
-        out, new = self.decoder.step(self.tgt_embedding(tokens), pack_states(states))
+        out, new = decoder.step(self.tgt_embedding(tokens), pack_states(states))
         logp = log_softmax(self.head(out).astype(np.float64))
         # <pad> and <bos> are never a next token: excluded from the choice only, so the score of a
         # decoded sequence stays its teacher-forced log-probability
@@ -271,10 +278,11 @@ class DecoderMixin:
         with _eval_mode(self), no_grad():
             states = self._initial_states(batch)
             B = states[0].shape[1]
+            step = self._decoding_step()
             if beam_size == 1:
-                return greedy_decode(self._step, states, B, v.bos_id, v.eos_id, max_len)
-            return [beam_search(self._step, [s[:, b:b + 1] for s in states], v.bos_id, v.eos_id, max_len,
-                                beam_size) for b in range(B)]
+                return greedy_decode(step, states, B, v.bos_id, v.eos_id, max_len)
+            return [beam_search(step, [s[:, b:b + 1] for s in states], v.bos_id, v.eos_id, max_len, beam_size)
+                    for b in range(B)]
 
     def _sample(self, batch, max_len, temperature, rng):
         """Ancestral sampling with a temperature; returns one token list per batch row."""
@@ -285,11 +293,12 @@ class DecoderMixin:
         with _eval_mode(self), no_grad():
             states = self._initial_states(batch)
             B = states[0].shape[1]
+            step = self._decoding_step()
             tokens = np.full(B, v.bos_id, dtype=np.int64)
             seqs = [[] for _ in range(B)]
             done = np.zeros(B, dtype=bool)
             for _ in range(max_len):
-                logp, states = self._step(tokens, states)
+                logp, states = step(tokens, states)
                 p = softmax(logp / float(temperature))
                 tokens = (p.cumsum(axis=1) > rng.random((B, 1))).argmax(axis=1)
                 for b in np.flatnonzero(~done):

@@ -164,8 +164,9 @@ class LanguageModel(TaskModel):
                 eos = self.vocab.eos_id
                 never = [i for i in (self.vocab.pad_id, self.vocab.bos_id) if i is not None]
                 n = 0
+                rnn = self.rnn.stepper()
                 for t in range(length):
-                    h, state = self.rnn.step(self._embed(token), state)
+                    h, state = rnn.step(self._embed(token), state)
                     z = self.head(h).astype(np.float64)
                     z[:, never] = -np.inf  # <pad> and <bos> are never a next token
                     token = self._sample(z, temperature, top_k, rng)

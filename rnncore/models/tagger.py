@@ -290,10 +290,11 @@ class SequenceRegressor(_ManyToMany):
         with no_grad():
             y, state = self.rnn(history[:, None, :])
             pred = self.head(y[-1])
+            rnn = self.rnn.stepper()
             for t in range(int(steps)):
                 out[t] = pred[0]
                 if t + 1 < steps:
-                    y_t, state = self.rnn.step(pred, state)
+                    y_t, state = rnn.step(pred, state)
                     pred = self.head(y_t)
         return out
 

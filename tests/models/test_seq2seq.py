@@ -107,7 +107,7 @@ def test_beam_one_equals_greedy(trained_model):
         sub = Batch(inputs=b.inputs[:, row:row + 1], lengths=b.lengths[row:row + 1])
         with no_grad():
             init = m._initial_states(sub)
-        [beam] = beam_search(m._step, init, TGT.bos_id, TGT.eos_id, 8, 1)
+        [beam] = beam_search(m._decoding_step(), init, TGT.bos_id, TGT.eos_id, 8, 1)
         # one source alone against the same source in a batch of 8: the same tokens, and the score
         # to rounding (B=1 takes OpenBLAS's matrix-vector path; see docs/reliability.md, Determinism)
         assert (beam.tokens, beam.finished) == (greedy[row].tokens, greedy[row].finished)
