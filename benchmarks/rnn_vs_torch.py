@@ -235,32 +235,40 @@ def bench_model(cell, B, mode, repeats):
 
 
 def bench_decode(cell, H, repeats):
+    """One step at B = 1, timed call by call, in alternating blocks of 200: rnncore's ``layer.step``, its
+    ``stepper().step`` (the weights side by side, what the models' generation loops run) and torch's cell.
+    The three first run 20 steps from the same state and must reach the same state."""
     import torch
 
     torch.manual_seed(0)
     tcell = getattr(torch.nn, f"{cell}Cell")(H, H)
     ours = getattr(rnncore, cell)(H, H)
     ours.load_state_dict({f"{k}_l0": v for k, v in tcell.state_dict().items()})
+    stepper = ours.stepper()
     x = np.random.default_rng(0).standard_normal((1, H)).astype(np.float32)
-    state = None
     xt = torch.tensor(x)
-    tstate = None
+    calls = {"step": lambda s: ours.step(x, s)[1], "stepper": lambda s: stepper.step(x, s)[1],
+             "torch": lambda s: tcell(xt, s)}
+    states = dict.fromkeys(calls)
     with torch.inference_mode():
         for _ in range(20):
-            _, state = ours.step(x, state)
-            tstate = tcell(xt, tstate)
-        ours_t, theirs_t = [], []
+            states = {k: f(states[k]) for k, f in calls.items()}
+        want = torch.stack(states["torch"]).numpy() if cell == "LSTM" else states["torch"].numpy()[None]
+        for k in ("step", "stepper"):
+            got = np.stack(states[k])[:, 0] if cell == "LSTM" else states[k]
+            err = float(np.max(np.abs(got - want)))
+            if not err < 1e-4:
+                raise AssertionError(f"decode {cell} H={H}: {k} differs from torch's cell by {err:.3g}")
+        times = {k: [] for k in calls}
         for _ in range(repeats):
-            for _ in range(200):
-                t = time.perf_counter()
-                _, state = ours.step(x, state)
-                ours_t.append(time.perf_counter() - t)
-            for _ in range(200):
-                t = time.perf_counter()
-                tstate = tcell(xt, tstate)
-                theirs_t.append(time.perf_counter() - t)
-    a, b = statistics.median(ours_t), statistics.median(theirs_t)
-    return {"cell": cell, "H": H, "ours_us": 1e6 * a, "torch_us": 1e6 * b, "ratio": a / b}
+            for k, f in calls.items():
+                for _ in range(200):
+                    t = time.perf_counter()
+                    states[k] = f(states[k])
+                    times[k].append(time.perf_counter() - t)
+    us = {k: 1e6 * statistics.median(v) for k, v in times.items()}
+    return {"cell": cell, "H": H, "step_us": us["step"], "ours_us": us["stepper"], "torch_us": us["torch"],
+            "ratio": us["stepper"] / us["torch"], "step_ratio": us["step"] / us["torch"]}
 
 
 COMPILE_SNIPPET = """
@@ -279,15 +287,44 @@ print(__import__("json").dumps(res))
 """
 
 
+NUMBA_FLOOR_MODULE = """
+import numba
+
+
+@numba.njit(cache=True)
+def first(x):
+    return x.sum()
+"""
+
+NUMBA_FLOOR_SNIPPET = """
+import sys, time
+t0 = time.perf_counter()
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import numba_floor
+numba_floor.first(np.ones(3))
+print(__import__("json").dumps({"import + first call": time.perf_counter() - t0}))
+"""
+
+
 def bench_compile():
+    """Import plus the first training step of each cell, in fresh processes with an empty Numba cache
+    and then with the cache it filled; and the floor under both, Numba's own: importing numpy and Numba
+    and calling one trivial cached function (Numba sets up its compiler or cache loader on first use)."""
+    runs = {}
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        runs = []
-        for _ in range(2):  # cold, then warm
+        for name in ("cold", "warm"):
             out = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET], env=env, capture_output=True, text=True,
                                  check=True)
-            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    return {"cold": runs[0], "warm": runs[1]}
+            runs[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        with open(os.path.join(cache, "numba_floor.py"), "w") as fh:
+            fh.write(NUMBA_FLOOR_MODULE)
+        for name in ("cold", "warm"):
+            out = subprocess.run([sys.executable, "-c", NUMBA_FLOOR_SNIPPET, cache], env=env, capture_output=True,
+                                 text=True, check=True)
+            runs[f"numba alone, {name}"] = json.loads(out.stdout.strip().splitlines()[-1])
+    return runs
 
 
 MEMORY_SNIPPET = """
@@ -455,9 +492,11 @@ def main():
                   f"{r['torch_ms']:.2f} | {r['ratio']:.2f} |")
     if "decode" in sections:
         decode = [bench_decode(cell, H, args.repeats) for cell in ("LSTM", "GRU") for H in (256, 512)]
-        print("\n| decode step B=1 | H | rnncore us | torch cell us | ratio |\n|---|---|---|---|---|")
+        print("\n| decode step B=1 | H | rnncore stepper us | rnncore step us | torch cell us | ratio (stepper) "
+              "| ratio (step) |\n|---|---|---|---|---|---|---|")
         for d in decode:
-            print(f"| {d['cell']} | {d['H']} | {d['ours_us']:.1f} | {d['torch_us']:.1f} | {d['ratio']:.2f} |")
+            print(f"| {d['cell']} | {d['H']} | {d['ours_us']:.1f} | {d['step_us']:.1f} | {d['torch_us']:.1f} | "
+                  f"{d['ratio']:.2f} | {d['step_ratio']:.2f} |")
     if "compile" in sections:
         compile_times = bench_compile()
         print("\ncompile (import + first training step of each cell, float32), seconds:")
