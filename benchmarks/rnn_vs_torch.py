@@ -314,16 +314,18 @@ def bench_compile():
     runs = {}
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+
+        def run(snippet, *args):
+            out = subprocess.run([sys.executable, "-c", snippet, *args], env=env, capture_output=True,
+                                 text=True, check=True)
+            return json.loads(out.stdout.strip().splitlines()[-1])
+
         for name in ("cold", "warm"):
-            out = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET], env=env, capture_output=True, text=True,
-                                 check=True)
-            runs[name] = json.loads(out.stdout.strip().splitlines()[-1])
+            runs[name] = run(COMPILE_SNIPPET)
         with open(os.path.join(cache, "numba_floor.py"), "w") as fh:
             fh.write(NUMBA_FLOOR_MODULE)
         for name in ("cold", "warm"):
-            out = subprocess.run([sys.executable, "-c", NUMBA_FLOOR_SNIPPET, cache], env=env, capture_output=True,
-                                 text=True, check=True)
-            runs[f"numba alone, {name}"] = json.loads(out.stdout.strip().splitlines()[-1])
+            runs[f"numba alone, {name}"] = run(NUMBA_FLOOR_SNIPPET, cache)
     return runs
 
 
@@ -492,11 +494,11 @@ def main():
                   f"{r['torch_ms']:.2f} | {r['ratio']:.2f} |")
     if "decode" in sections:
         decode = [bench_decode(cell, H, args.repeats) for cell in ("LSTM", "GRU") for H in (256, 512)]
-        print("\n| decode step B=1 | H | rnncore stepper us | rnncore step us | torch cell us | ratio (stepper) "
-              "| ratio (step) |\n|---|---|---|---|---|---|---|")
+        print("\n| decode step B=1 | H | rnncore stepper us | rnncore step us | torch cell us "
+              "| ratio (stepper) | ratio (step) |\n|---|---|---|---|---|---|---|")
         for d in decode:
-            print(f"| {d['cell']} | {d['H']} | {d['ours_us']:.1f} | {d['step_us']:.1f} | {d['torch_us']:.1f} | "
-                  f"{d['ratio']:.2f} | {d['step_ratio']:.2f} |")
+            print(f"| {d['cell']} | {d['H']} | {d['ours_us']:.1f} | {d['step_us']:.1f} | "
+                  f"{d['torch_us']:.1f} | {d['ratio']:.2f} | {d['step_ratio']:.2f} |")
     if "compile" in sections:
         compile_times = bench_compile()
         print("\ncompile (import + first training step of each cell, float32), seconds:")
