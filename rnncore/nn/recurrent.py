@@ -27,7 +27,8 @@ class RecurrentBase(Module):
     ``_run_train``, ``_run_infer``, ``_run_backward`` and ``_run_step``, which call its kernels, and
     ``_run_masked`` / ``_run_backward_masked`` for recurrent dropout and zoneout. The first three take the
     row window (``row``) and the panels its windows share (``panels``, from ``_window_panels``) that
-    ``_shards`` passes them.
+    ``_shards`` passes them. A cell whose step is one product over its weights side by side
+    (``stepper()``) also sets ``_joint_weights`` and ``_run_joint_step``.
 
     Regularisers (keyword-only; definitions in ``rnncore.nn.regularisers``): ``input_dropout``,
     ``recurrent_dropout``, ``zoneout`` (h), ``zoneout_cell`` (the LSTM's c), ``weight_drop``.
@@ -408,11 +409,19 @@ class RecurrentBase(Module):
         return None
 
     def _side_by_side_weights(self, layer, shared):
-        """(joint, its panels, copies of b_ih and b_hh) of the forward direction of a layer: joint =
-        side_by_side(W_ih, W_hh, shared), its panels for steps of 2 to MAX_ROWS rows (``joint_product``)."""
+        """[joint, None, copies of b_ih and b_hh] of the forward direction of a layer, joint =
+        side_by_side(W_ih, W_hh, shared); ``_joint_args`` puts the panels in the None's place when needed."""
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, 0)[:4]
-        joint = side_by_side(w_ih, w_hh, shared)
-        return joint, packed.pack(joint, packed.MIN_ROWS), b_ih.copy(), b_hh.copy()
+        return [side_by_side(w_ih, w_hh, shared), None, b_ih.copy(), b_hh.copy()]
+
+    def _joint_args(self, joint, rows):
+        """The weight arguments of a ``step_joint`` kernel for a step of ``rows`` rows: joint, its panels
+        (``joint_product``: packed on the first step of 2 to MAX_ROWS rows and kept, none for other
+        steps), the biases."""
+        if 2 <= rows <= packed.MAX_ROWS and joint[1] is None:
+            joint[1] = packed.pack(joint[0], packed.MIN_ROWS)
+        panels = packed.no_panels(self.dtype) if joint[1] is None else joint[1]
+        return joint[0], panels, joint[2], joint[3]
 
     # -- backward ------------------------------------------------------------------------------
     def _backward(self, grad_out, grad_states):
@@ -513,7 +522,7 @@ class RNN(RecurrentBase):
         return self._side_by_side_weights(layer, self.hidden_size)
 
     def _run_joint_step(self, new, x, states, joint):
-        elman.step_joint(new[0], x, states[0], *joint, self._act)
+        elman.step_joint(new[0], x, states[0], *self._joint_args(joint, x.shape[0]), self._act)
 
     def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):
         T, B, _ = x.shape
@@ -721,7 +730,7 @@ class LSTM(RecurrentBase):
         return None if self.variant else self._side_by_side_weights(layer, 4 * self.hidden_size)
 
     def _run_joint_step(self, new, x, states, joint):
-        lstm.step_joint(new[0], new[1], x, states[0], states[1], *joint)
+        lstm.step_joint(new[0], new[1], x, states[0], states[1], *self._joint_args(joint, x.shape[0]))
 
     def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):
         T, B, _ = x.shape
@@ -804,7 +813,7 @@ class GRU(RecurrentBase):
         return self._side_by_side_weights(layer, 2 * self.hidden_size) if self.reset_after else None
 
     def _run_joint_step(self, new, x, states, joint):
-        gru.step_joint(new[0], x, states[0], *joint)
+        gru.step_joint(new[0], x, states[0], *self._joint_args(joint, x.shape[0]))
 
     def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):
         T, B, _ = x.shape

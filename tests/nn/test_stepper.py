@@ -63,6 +63,20 @@ def test_steps_equal_the_forward(cls, kwargs, B, dtype):
 
 
 @pytest.mark.parametrize(("cls", "kwargs"), JOINT, ids=ids(JOINT))
+def test_one_stepper_for_changing_batch_sizes(cls, kwargs):
+    """One stepper through steps of 1, 5, 43 and again 1 and 5 rows (the panels are packed on the first
+    step of 2 to MAX_ROWS rows and kept): every step as ``step`` on the parameters gives it."""
+    layer = cls(6, 9, dtype=np.float64, seed=4, **kwargs)
+    stepper = layer.stepper()
+    rng = np.random.default_rng(7)
+    for B in (1, 5, MAX_ROWS + 3, 1, 5):
+        x = rng.standard_normal((B, 6))
+        got, _ = stepper.step(x)
+        want, _ = layer.step(x)
+        assert rel_err(got, want) < 1e-12
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), JOINT, ids=ids(JOINT))
 def test_unbatched_and_given_state(cls, kwargs):
     layer = cls(4, 5, dtype=np.float64, seed=1, **kwargs)
     rng = np.random.default_rng(0)
