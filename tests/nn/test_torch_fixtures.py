@@ -136,7 +136,8 @@ def test_stepper_matches_torch(path):
         outs.append(out)
     tol = TOLERANCE[cfg["dtype"]]
     assert_close("out (stepper)", np.stack(outs, axis=time_axis), arrays["out"], tol)
-    for name, value in zip(("h_n", "c_n"), state if lstm else (state,), strict=True):
+    names, finals = (("h_n", "c_n"), state) if lstm else (("h_n",), (state,))
+    for name, value in zip(names, finals, strict=True):
         assert_close(f"{name} (stepper)", value, arrays[name], tol)
 
 
