@@ -8,6 +8,8 @@ Shapes: x (B, I) or (I,); h, c (B, H) or (H,). ``check_finite=True`` rejects NaN
 inputs, the states and the weights, as the layers do.
 """
 
+import functools
+
 import numpy as np
 
 from rnncore.nn._checks import check_finite, check_finite_params, float_array, shape_error
@@ -50,18 +52,32 @@ class CellBase(Module):
 
     def forward(self, x, hx=None):
         """The new state: h' (RNNCell, GRUCell) or (h', c') (LSTMCell)."""
+        x, states = self._inputs(x, hx)
+        if is_grad_enabled():
+            _, finals = self._layer(x[None], states)
+        else:
+            _, finals = self._layer.step(x, states)
+        return self._drop_layer_axis(finals)
+
+    def stepper(self):
+        """``new_state = step(x, hx)``: the cell's step with nothing kept for backward, as under
+        ``no_grad()``, over a snapshot of the weights taken now (``rnncore.nn.stepper``), for generation
+        loops; it does not see later changes to the weights."""
+        return functools.partial(self._step_on, self._layer.stepper())
+
+    def _step_on(self, layer_stepper, x, hx=None):
+        x, states = self._inputs(x, hx)
+        return self._drop_layer_axis(layer_stepper.step(x, states)[1])
+
+    def _inputs(self, x, hx):
+        """x checked, and the cell's states as the layer's (``_states_in``)."""
         x = float_array("x", x, self.dtype)
         if x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
             raise shape_error("x", f"(B, I={self.input_size}) or (I,)", x.shape)
         if self._layer.check_finite:  # here, so that the errors name the cell's shapes and parameters
             check_finite("x", x)
             check_finite_params(self)
-        states = self._states_in(hx, x)
-        if is_grad_enabled():
-            _, finals = self._layer(x[None], states)
-        else:
-            _, finals = self._layer.step(x, states)
-        return self._drop_layer_axis(finals)
+        return x, self._states_in(hx, x)
 
     def backward(self, grad_state):
         """dx, dh (RNNCell, GRUCell) or dx, (dh, dc) (LSTMCell) from the gradient of the new state."""

@@ -155,3 +155,21 @@ def test_nan_is_visible(cls, B):
     assert np.isfinite(out[1:]).all()
     with pytest.raises(NonFiniteError, match="x contains NaN"):
         cls(3, 4, seed=0, check_finite=True).stepper().step(x)
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (4,)])
+@pytest.mark.parametrize("cls", [rnncore.RNNCell, rnncore.LSTMCell, rnncore.GRUCell])
+def test_cell_stepper_equals_the_cell(cls, shape):
+    cell = cls(4, 5, dtype=np.float64, seed=0)
+    step = cell.stepper()
+    x = np.random.default_rng(3).standard_normal((6,) + shape)
+    want = got = None
+    for t in range(6):
+        with rnncore.no_grad():
+            want = cell(x[t], want)
+        got = step(x[t], got)
+        for g, w in zip(states_of(got), states_of(want), strict=True):
+            assert g.shape == shape[:-1] + (5,)
+            assert rel_err(g, w) < 1e-12
+    with pytest.raises(ValueError, match=r"x.*I=4"):
+        step(np.zeros(shape[:-1] + (3,)))
