@@ -158,6 +158,23 @@ def test_training_counts_the_backward_in_the_work(monkeypatch):
     assert plan(T, B, 4 * H, H, H, train=True) is not None
 
 
+@pytest.mark.parametrize(("G", "T", "B", "train", "windows"), [
+    (3 * 64, 100, 64, True, True),  # GRU T 100, B 64, H 64 training: 472 M multiply-adds
+    (4 * 64, 100, 48, True, True),  # LSTM T 100, B 48, H 64 training: 472 M
+    (3 * 64, 99, 64, True, False),  # fewer than 100 steps
+    (3 * 64, 100, MAX_ROWS, True, False),  # rows the packed tile takes in one call
+    (3 * 64, 100, 64, False, False),  # inference
+    (64, 300, 64, True, False),  # Elman: 472 M multiply-adds, gate math of one tanh per unit
+    (3 * 64, 100, 15, True, False),  # training GRU, 111 M: below MIN_WORK_GATED_MANY_ROWS
+])
+def test_gated_training_over_many_rows_splits_from_less_work(G, T, B, train, windows, monkeypatch):
+    monkeypatch.setattr(_shards, "shard_threads", lambda: 2)
+    H = 64
+    work = T * B * G * 2 * H * (3 if train else 1)
+    assert work < _shards.MIN_WORK  # every case here is below the general threshold
+    assert (plan(T, B, G, H, H, train=train) is not None) == windows
+
+
 def test_shard_threads_follows_set_num_threads_and_blas_threads(monkeypatch):
     monkeypatch.setattr(threads, "_limit", 3)
     assert threads.shard_threads() == 3
