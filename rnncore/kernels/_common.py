@@ -178,7 +178,7 @@ def joint_product(p, x, h, w_joint, panels):
     """p = [x | h] w_joint^T: a step's input and recurrent products as one product over the weights side by
     side (``rnncore.nn.stepper.side_by_side``). At B = 1 one gemv over every weight of the step, which BLAS
     splits over its threads (two gemvs of half the size each ran on one); from 2 to MAX_ROWS rows the
-    packed tile over ``panels``, packed once with the snapshot (BLAS repacks the weights at every call:
+    packed tile over ``panels``, which the stepper packs once (BLAS repacks the weights at every call:
     LSTM H 512, B 8 took 1.1 ms a step that way); above, BLAS.
     p (B, R); x (B, I); h (B, H); w_joint (R, I + H); panels: ``packed.pack(w_joint, MIN_ROWS)``."""
     B, I = x.shape  # noqa: E741  (the project's dimension letters)
