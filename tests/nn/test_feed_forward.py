@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import rnncore
+from rnncore.kernels.dense import FEW_ROWS
 
 
 def _reference(x, w, b, g):
@@ -19,7 +20,10 @@ def _reference(x, w, b, g):
     return y, dx, dw, db
 
 
-SHAPES = {"1-D": (7,), "2-D": (5, 7), "3-D": (4, 3, 7), "transposed view": (3, 4, 7), "no rows": (0, 7)}
+# rows: 1 (a matrix-vector product), 2 to FEW_ROWS (the product as (W x^T)^T) and more (as written)
+SHAPES = {"1-D": (7,), "2-D": (5, 7), "3-D": (4, 3, 7), "transposed view": (3, 4, 7), "no rows": (0, 7),
+          "two rows": (2, 7), "FEW_ROWS rows": (FEW_ROWS, 7), "more rows": (FEW_ROWS + 1, 7),
+          "many rows": (7, 5, 7)}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
