@@ -33,6 +33,7 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import kernel
 from rnncore.kernels.activations import sigmoid, tanh
 from rnncore.kernels.layernorm import backward_projections, backward_rows, normalize_rows, project_normalized
+from rnncore.kernels.packed import blas_product_into
 
 
 @kernel
@@ -45,7 +46,7 @@ def cell(h_new, a, aux, xh, mean_h, rstd_h, xi, h_prev, lengths, t, w_hh, bias_x
     h_prev (B, H); w_hh (3H, H); bias_x (3H,): beta_ih + b_ih; bias_h (3H,): beta_hh + b_hh
     gain_ih, gain_hh (3H,)."""
     B, H = h_prev.shape
-    np.dot(h_prev, w_hh.T, xh)
+    blas_product_into(xh, h_prev, w_hh)
     normalize_rows(xh, mean_h, rstd_h, eps)
     for b in range(B):
         ab, xib, xhb = a[b], xi[b], xh[b]
@@ -163,7 +164,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, 
                 direct[b, j] = dh[b, j] * z
         # forward was: a_h = gain_hh * LN(h_prev W_hh^T) + beta_hh + b_hh (padding rows: d_rec = 0)
         backward_rows(d_rec[t], dh_t, xhat_hh[t], rstd[1, t], gain_hh)
-        np.dot(d_rec[t], w_hh, dh_prev)
+        blas_product_into(dh_prev, d_rec[t], w_hh.T)
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):

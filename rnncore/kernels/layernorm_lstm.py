@@ -33,6 +33,7 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import kernel
 from rnncore.kernels.activations import sigmoid, tanh
 from rnncore.kernels.layernorm import backward_projections, backward_rows, normalize_rows, project_normalized
+from rnncore.kernels.packed import blas_product_into
 
 
 @kernel
@@ -45,7 +46,7 @@ def cell(h_new, c_new, a, xh, chat, mean_h, rstd_h, mean_c, rstd_c, xi, h_prev, 
     xi (B, 4H): the normalised input projection of this step; h_prev, c_prev (B, H)
     w_hh (4H, H); bias (4H,): b_ih + b_hh + beta_ih + beta_hh; gain_ih, gain_hh (4H,); gain_c, beta_c (H,)."""
     B, H = h_prev.shape
-    np.dot(h_prev, w_hh.T, xh)
+    blas_product_into(xh, h_prev, w_hh)
     normalize_rows(xh, mean_h, rstd_h, eps)
     for b in range(B):
         ab, xib, xhb = a[b], xi[b], xh[b]
@@ -193,7 +194,7 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain
                 dc[b, j] = dcj * f
         # forward was: a = ... + gain_hh * LN(h_prev W_hh^T) + ... (padding rows have d_t = 0, so d_rec = 0)
         backward_rows(d_rec[t], d_t, xhat_hh[t], rstd[1, t], gain_hh)
-        np.dot(d_rec[t], w_hh, dh_prev)
+        blas_product_into(dh_prev, d_rec[t], w_hh.T)
         carry_inactive(dh_prev, dh, lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh

@@ -30,7 +30,7 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, sigmoid, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
-from rnncore.kernels.packed import given_or_pack, pack_with_scratch, product_into
+from rnncore.kernels.packed import blas_product_into, given_or_pack, pack_with_scratch, product_into
 
 
 @inline_kernel
@@ -289,7 +289,7 @@ def cell_variant(h_new, c_new, m, a, pre, h_prev, c_prev, rec, lengths, t, w_hh,
     B, H = c_prev.shape
     use_peep, keep_pre = peep.shape[0] > 0, pre.shape[0] > 0
     one = activations.one(a)
-    np.dot(h_prev, w_hh.T, rec)
+    blas_product_into(rec, h_prev, w_hh)
     for b in range(B):
         ab, rb, cp = a[b], rec[b], c_prev[b]
         for j in range(4 * H):
@@ -322,7 +322,7 @@ def cell_variant(h_new, c_new, m, a, pre, h_prev, c_prev, rec, lengths, t, w_hh,
             ab[3 * H + j] = o
             m[b, j] = o * tanh(c)
     if w_hr.shape[0] > 0:
-        np.dot(m, w_hr.T, h_new)
+        blas_product_into(h_new, m, w_hr)
     else:
         copy_into(h_new, m)
     carry_inactive(h_new, h_prev, lengths, t)
@@ -416,7 +416,7 @@ def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, gra
         add_output_grad(dh, grad_out, lengths, t, col, 0)
         if proj:
             # forward was: h = W_hr m
-            np.dot(dh, w_hr, dm)
+            blas_product_into(dm, dh, w_hr.T)
             for b in range(B):
                 if t < lengths[b]:
                     for j in range(dh.shape[1]):
@@ -463,7 +463,7 @@ def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, gra
                     dpeep[H + j] += da_f * cp
                 dc[b, j] = dcp
         # forward was: gates = ... + h_prev W_hh^T
-        np.dot(d_t, w_hh, dh_prev)
+        blas_product_into(dh_prev, d_t, w_hh.T)
         carry_inactive(dh_prev, dh, lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh

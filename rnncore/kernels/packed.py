@@ -13,8 +13,12 @@ projection were still spinning and the step got slower (LSTM, T 25, B 16, H 256:
 with OpenBLAS alone); one threading domain for every GEMM of a step would be needed first.
 
 Below ``MIN_ROWS`` rows the product is a matrix-vector product, memory-bound, and BLAS's gemv over the
-unpacked weights is as fast without the cost of packing. Above ``MAX_ROWS`` rows BLAS with two threads
-overtakes the one-thread tile here (packed / BLAS time at K 256, N 1024: B 16 0.58, B 32 0.78, B 48
+unpacked weights is as fast without the cost of packing: one gemv per row. A GEMM of 2 or 3 rows repacks
+all of w at every call, which was 3-5 times slower here (two threads, (B, K) times (K, N) per step,
+us: K 256, N 1024, B 2 134.7 as a GEMM, 46.2 as two gemvs, 40.2 on the tile over panels packed before;
+B 3 163.7, 56.1, 58.7; K 1024, N 4096, B 2 2412, 466, 762; K 64, N 256, B 2 13.9, 3.1, 1.8); whole
+passes of 2 or 3 rows took 0.27-0.58x of their time with the gemvs. Above ``MAX_ROWS`` rows BLAS with two
+threads overtakes the one-thread tile here (packed / BLAS time at K 256, N 1024: B 16 0.58, B 32 0.78, B 48
 1.04, B 64 1.15; with one BLAS thread the tile stays ahead, 346 against 493 us at B 64). Outside these
 bounds ``pack`` returns no panels and the product goes to BLAS.
 
@@ -232,8 +236,8 @@ def no_panels(dtype):
 
 @inline_kernel
 def product_into(c, a, w, p, tmp):
-    """c = a @ w.T: over the panels p = pack(w, B) when there are any, else through BLAS.
-    c (B, N); a (B, K); w (N, K); p from ``pack``; tmp from ``scratch``."""
+    """c = a @ w.T: over the panels p = pack(w, B) when there are any, else through BLAS
+    (``blas_product_into``). c (B, N); a (B, K); w (N, K); p from ``pack``; tmp from ``scratch``."""
     if p.shape[0]:
         product(tmp, a, p)
         B, N = c.shape
@@ -241,5 +245,17 @@ def product_into(c, a, w, p, tmp):
             cb, tb = c[b], tmp[b]
             for j in range(N):
                 cb[j] = tb[j]
+    else:
+        blas_product_into(c, a, w)
+
+
+@inline_kernel
+def blas_product_into(c, a, w):
+    """c = a @ w.T through BLAS: one gemv per row for 2 to MIN_ROWS - 1 rows (a GEMM of so few rows repacks
+    all of w at every call, module docstring), else one GEMM. c (B, N); a (B, K); w (N, K)."""
+    B = c.shape[0]
+    if 2 <= B < MIN_ROWS:
+        for b in range(B):
+            np.dot(w, a[b], c[b])
     else:
         np.dot(a, w.T, c)
