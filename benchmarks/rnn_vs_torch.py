@@ -1,10 +1,11 @@
 """rnncore against torch.nn on the CPU: the same weights, one process, alternating timed blocks.
 
-    python benchmarks/rnn_vs_torch.py [--quick] [--repeats 7] [--sections rows,model,decode,compile,memory]
+    python benchmarks/rnn_vs_torch.py [--quick] [--repeats 7] [--sections rows,small,model,decode,compile,memory]
 
 Prints one table (cell x T x B x H x mode) with milliseconds for each side, the ratio
-rnncore/torch (lower is better), GFLOP/s and the roofline floor, then a whole model (Embedding, cell,
-Linear) at B 1 and 32, then decode latency against
+rnncore/torch (lower is better), GFLOP/s and the roofline floor, then small batches (B 2-8, which the
+table's B 1, 16 and 64 step over), a whole model (Embedding, cell, Linear) at B 1 and 32, then decode
+latency against
 LSTMCell/GRUCell, compile time (cold and warm cache, in fresh processes) and the peak memory of a
 training step. Before timing a row it checks that both sides computed the same outputs.
 
@@ -179,6 +180,7 @@ def apply_roofline(row, peak, bandwidth):
 
 
 MODEL_SIZES = {"T": 100, "V": 4000, "E": 64, "H": 256}  # a word-level language model's shapes
+SMALL_BATCHES = (2, 3, 4, 8)  # between the table's B 1 and 16: below the packed tile's 4 rows and above
 
 
 def make_model_pair(cell, V, E, H, seed=0):
@@ -429,7 +431,7 @@ def format_targets(rows, peak):
     return "\n".join(lines)
 
 
-SECTIONS = ("rows", "model", "decode", "compile", "memory")
+SECTIONS = ("rows", "small", "model", "decode", "compile", "memory")
 
 
 def main():
@@ -458,7 +460,7 @@ def main():
           + f" GFLOP/s; the roofline uses {peak / 1e9:.0f}; copy bandwidth (2 MB) {bandwidth / 1e9:.0f} GB/s")
     Ts = (25,) if args.quick else (25, 100)
     Hs = (64, 256) if args.quick else (64, 256, 1024)
-    rows, model, decode, compile_times, memory = [], [], [], {}, {}
+    rows, small, model, decode, compile_times, memory = [], [], [], [], {}, {}
     if "rows" in sections:
         for cell in args.cells.split(","):
             for T in Ts:
@@ -484,6 +486,14 @@ def main():
         print(format_table(rows))
         print()
         print(format_targets(rows, peak))
+    if "small" in sections:
+        small = [bench_row(cell, 100, B, 256, mode, args.repeats, peak, bandwidth)
+                 for cell in args.cells.split(",") for B in SMALL_BATCHES for mode in ("infer", "train")]
+        print("\n| small batch (T 100, H 256) | B | mode | rnncore ms | torch ms | ratio |\n"
+              "|---|---|---|---|---|---|")
+        for r in small:
+            print(f"| {r['cell']} | {r['B']} | {r['mode']} | {r['ours_ms']:.3f} | {r['torch_ms']:.3f} | "
+                  f"{r['ratio']:.2f} |")
     if "model" in sections:
         model = [bench_model(cell, B, mode, args.repeats) for cell in args.cells.split(",") for B in (1, 32)
                  for mode in ("infer", "train")]
@@ -514,7 +524,7 @@ def main():
             json.dump({"machine": machine, "peak_gflops": peak / 1e9,
                        "peaks_gflops": {k: v / 1e9 for k, v in peaks.items()},
                        "bandwidth_gbs": bandwidth / 1e9,
-                       "rows": rows, "model": model, "decode": decode, "compile": compile_times, "memory": memory}, fh, indent=1)
+                       "rows": rows, "small": small, "model": model, "decode": decode, "compile": compile_times, "memory": memory}, fh, indent=1)
 
 
 if __name__ == "__main__":
