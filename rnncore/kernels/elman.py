@@ -23,10 +23,19 @@ from rnncore.kernels._common import (
     write_output,
     zero_inactive_rows,
 )
-from rnncore.kernels._jit import kernel
+from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import activate_row, activation_grad_row
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 from rnncore.kernels.packed import given_or_pack, pack_with_scratch, product_into
+
+
+@inline_kernel
+def sum_activate_row(h_new, a, r, bias, act):
+    """h_new = act(a + r + bias) for one row, a used as scratch; every argument (H,). r, bias: h W_hh^T and
+    b_hh in ``cell``, b_ih and b_hh in ``step_joint``."""
+    for j in range(a.shape[0]):
+        a[j] += r[j] + bias[j]
+    activate_row(h_new, a, act)
 
 
 @kernel
@@ -35,12 +44,10 @@ def cell(h_new, a, h_prev, rec, lengths, t, w_hh, p_hh, tmp, b_hh, act):
     h_new (B, H): output state; a (B, H): input projection of this step (used as scratch)
     h_prev (B, H); rec (B, H): scratch for h_prev W_hh^T; w_hh (H, H); p_hh, tmp:
     ``pack_with_scratch(w_hh, B)``; b_hh (H,)."""
-    B, H = h_prev.shape
+    B = h_prev.shape[0]
     product_into(rec, h_prev, w_hh, p_hh, tmp)
     for b in range(B):
-        for j in range(H):
-            a[b, j] += rec[b, j] + b_hh[j]
-        activate_row(h_new[b], a[b], act)
+        sum_activate_row(h_new[b], a[b], rec[b], b_hh, act)
     carry_inactive(h_new, h_prev, lengths, t)
 
 
@@ -105,9 +112,7 @@ def step_joint(h_new, x, h, w_joint, panels, b_ih, b_hh, act):
     a = np.empty((B, H), dtype=x.dtype)
     joint_product(a, x, h, w_joint, panels)
     for b in range(B):
-        for j in range(H):
-            a[b, j] += b_ih[j] + b_hh[j]
-        activate_row(h_new[b], a[b], act)
+        sum_activate_row(h_new[b], a[b], b_ih, b_hh, act)
 
 
 @kernel

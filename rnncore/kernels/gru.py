@@ -54,6 +54,18 @@ def candidate_after_row(n, aux, r, rec_n, b_n):
         n[j] = tanh(n[j] + r[j] * hn)
 
 
+@inline_kernel
+def reset_after_row(h_new, a, r_rz, rec_n, b_hh, aux, h_prev):
+    """reset_after's gates and new state for one row: a (3H) on entry the r, z pre-activations but for
+    r_rz + b_hh and the n row's x projection with b_in, the activated r, z, n on exit; r_rz (2H): what the
+    r, z rows still add (h W_hh^T in ``cell``, b_ih in ``step_joint``); rec_n (H): W_hn h; b_hh (3H,);
+    aux (H): W_hn h + b_hn, kept for backward; h_new, h_prev (H,)."""
+    H = h_prev.shape[0]
+    activate_sum_row(a[: 2 * H], r_rz, b_hh[: 2 * H], SIGMOID)
+    candidate_after_row(a[2 * H :], aux, a[:H], rec_n, b_hh[2 * H :])
+    blend_row(h_new, a[2 * H :], a[H : 2 * H], h_prev)
+
+
 @kernel
 def pack_recurrent(w_hh, rows, reset_after, given):
     """(p_hh, p_n, tmp): the panels of ``cell``'s products, ``pack(., rows)``, and the scratch of p_hh.
@@ -77,14 +89,11 @@ def cell(h_new, a, aux, h_prev, h_rec, rec, lengths, t, w_hh, p_hh, p_n, tmp, b_
     rec (B, 3H): scratch; w_hh (3H, H); p_hh, p_n, tmp: ``pack_recurrent(w_hh, B, reset_after, .)``;
     b_hh (3H,)."""
     B, H = h_prev.shape
-    rz, r, z, n = slice(0, 2 * H), slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
+    rz, z, n = slice(0, 2 * H), slice(H, 2 * H), slice(2 * H, 3 * H)
     if reset_after:
         product_into(rec, h_rec, w_hh, p_hh, tmp)
         for b in range(B):
-            ab, rb = a[b], rec[b]
-            activate_sum_row(ab[rz], rb[rz], b_hh[rz], SIGMOID)
-            candidate_after_row(ab[n], aux[b], ab[r], rb[n], b_hh[n])
-            blend_row(h_new[b], ab[n], ab[z], h_prev[b])
+            reset_after_row(h_new[b], a[b], rec[b, rz], rec[b, n], b_hh, aux[b], h_prev[b])
     else:
         flat = rec.reshape(B * 3 * H)  # contiguous (B, 2H) and (B, H) blocks of the scratch
         rec_rz, rec_n = flat[: B * 2 * H].reshape(B, 2 * H), flat[B * 2 * H :].reshape(B, H)
@@ -170,15 +179,11 @@ def step_joint(h_new, x, h, w_joint, panels, b_ih, b_hh):
     p = np.empty((B, 4 * H), dtype=x.dtype)  # r, z pre-activations without biases, W_in x, W_hn h
     aux = np.empty(H, dtype=x.dtype)
     joint_product(p, x, h, w_joint, panels)
-    rz, r, z, n = slice(0, 2 * H), slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
     for b in range(B):
         pb = p[b]
-        activate_sum_row(pb[rz], b_ih[rz], b_hh[rz], SIGMOID)
-        x_n = pb[n]
-        for j in range(H):
-            x_n[j] += b_ih[2 * H + j]
-        candidate_after_row(x_n, aux, pb[r], pb[3 * H :], b_hh[n])
-        blend_row(h_new[b], x_n, pb[z], h[b])
+        for j in range(2 * H, 3 * H):
+            pb[j] += b_ih[j]  # the n row's x projection gets b_in
+        reset_after_row(h_new[b], pb[: 3 * H], b_ih[: 2 * H], pb[3 * H :], b_hh, aux, h[b])
 
 
 @kernel

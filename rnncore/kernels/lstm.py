@@ -42,6 +42,19 @@ def update_row(c_new, h_new, i, f, g, o, c_prev):
         h_new[j] = o[j] * tanh(c)
 
 
+@inline_kernel
+def gates_row(h_new, c_new, a, r, bias, c_prev):
+    """One row's gates and new states: a (4H) on entry the pre-activations but for r + bias, the
+    activated i, f, g, o on exit; r, bias (4H): the terms still to add (h W_hh^T and b_hh in ``cell``,
+    b_ih and b_hh in ``step_joint``); h_new, c_new, c_prev (H,)."""
+    H = c_prev.shape[0]
+    i_f, g, o = slice(0, 2 * H), slice(2 * H, 3 * H), slice(3 * H, 4 * H)
+    activate_sum_row(a[i_f], r[i_f], bias[i_f], SIGMOID)  # i, f
+    activate_sum_row(a[g], r[g], bias[g], TANH)
+    activate_sum_row(a[o], r[o], bias[o], SIGMOID)
+    update_row(c_new, h_new, a[:H], a[H : 2 * H], a[g], a[o], c_prev)
+
+
 @kernel
 def cell(h_new, c_new, a, h_prev, c_prev, rec, lengths, t, w_hh, p_hh, tmp, b_hh):
     """One step for the whole batch.
@@ -49,15 +62,10 @@ def cell(h_new, c_new, a, h_prev, c_prev, rec, lengths, t, w_hh, p_hh, tmp, b_hh
     a (B, 4H): input projection of this step on entry, activated gates i, f, g, o on exit
     h_prev, c_prev (B, H); rec (B, 4H): scratch for h_prev W_hh^T; w_hh (4H, H); p_hh, tmp:
     ``pack_with_scratch(w_hh, B)``; b_hh (4H,)."""
-    B, H = h_prev.shape
+    B = h_prev.shape[0]
     product_into(rec, h_prev, w_hh, p_hh, tmp)
-    i_f, g = slice(0, 2 * H), slice(2 * H, 3 * H)
     for b in range(B):
-        ab, rb = a[b], rec[b]
-        activate_sum_row(ab[i_f], rb[i_f], b_hh[i_f], SIGMOID)  # i, f
-        activate_sum_row(ab[g], rb[g], b_hh[g], TANH)
-        activate_sum_row(ab[3 * H :], rb[3 * H :], b_hh[3 * H :], SIGMOID)  # o
-        update_row(c_new[b], h_new[b], ab[:H], ab[H : 2 * H], ab[g], ab[3 * H :], c_prev[b])
+        gates_row(h_new[b], c_new[b], a[b], rec[b], b_hh, c_prev[b])
     carry_inactive(h_new, h_prev, lengths, t)
     carry_inactive(c_new, c_prev, lengths, t)
 
@@ -127,13 +135,8 @@ def step_joint(h_new, c_new, x, h, c, w_joint, panels, b_ih, b_hh):
     B, H = h.shape
     a = np.empty((B, 4 * H), dtype=x.dtype)
     joint_product(a, x, h, w_joint, panels)
-    i_f, g, o = slice(0, 2 * H), slice(2 * H, 3 * H), slice(3 * H, 4 * H)
     for b in range(B):
-        ab = a[b]
-        activate_sum_row(ab[i_f], b_ih[i_f], b_hh[i_f], SIGMOID)  # i, f
-        activate_sum_row(ab[g], b_ih[g], b_hh[g], TANH)
-        activate_sum_row(ab[o], b_ih[o], b_hh[o], SIGMOID)
-        update_row(c_new[b], h_new[b], ab[:H], ab[H : 2 * H], ab[g], ab[o], c[b])
+        gates_row(h_new[b], c_new[b], a[b], b_ih, b_hh, c[b])
 
 
 @kernel
