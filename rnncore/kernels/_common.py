@@ -20,7 +20,7 @@ reverse direction start at each sequence's own last step and h_n the state at it
 import numpy as np
 
 from rnncore.kernels._jit import kernel
-from rnncore.kernels.packed import MAX_ROWS, product_into, scratch
+from rnncore.kernels.packed import blas_product_into, packs, product_into, scratch
 
 # Time steps of the input projection computed at once by the inference kernels (bounded memory).
 INFER_CHUNK = 64
@@ -177,9 +177,9 @@ def zero_inactive_rows(d, lengths, t):
 def joint_product(p, x, h, w_joint, panels):
     """p = [x | h] w_joint^T: a step's input and recurrent products as one product over the weights side by
     side (``rnncore.nn.stepper.side_by_side``). At B = 1 one gemv over every weight of the step, which BLAS
-    splits over its threads (two gemvs of half the size each ran on one); from 2 to MAX_ROWS rows the
-    packed tile over ``panels``, which the stepper packs once (BLAS repacks the weights at every call:
-    LSTM H 512, B 8 took 1.1 ms a step that way); above, BLAS.
+    splits over its threads (two gemvs of half the size each ran on one); for the rows ``packed.packs``
+    takes, the packed tile over ``panels``, which the stepper packs once (BLAS repacks the weights at
+    every call: LSTM H 512, B 8 took 1.1 ms a step that way); for other rows, BLAS.
     p (B, R); x (B, I); h (B, H); w_joint (R, I + H); panels: ``packed.pack(w_joint, MIN_ROWS)``."""
     B, I = x.shape  # noqa: E741  (the project's dimension letters)
     H = h.shape[1]
@@ -191,10 +191,10 @@ def joint_product(p, x, h, w_joint, panels):
             xh[b, I + k] = h[b, k]
     if B == 1:
         np.dot(w_joint, xh[0], p[0])
-    elif B <= MAX_ROWS:
+    elif packs(w_joint, B):
         product_into(p, xh, w_joint, panels, scratch(panels, B))
     else:
-        np.dot(xh, w_joint.T, p)
+        blas_product_into(p, xh, w_joint)
 
 
 @kernel

@@ -12,15 +12,21 @@ reached 154-165 GFLOP/s on these shapes alone, but inside a forward pass the BLA
 projection were still spinning and the step got slower (LSTM, T 25, B 16, H 256: 8.0 ms against 6.9 ms
 with OpenBLAS alone); one threading domain for every GEMM of a step would be needed first.
 
-Below ``MIN_ROWS`` rows the product is a matrix-vector product, memory-bound, and BLAS's gemv over the
-unpacked weights is as fast without the cost of packing: one gemv per row. A GEMM of 2 or 3 rows repacks
-all of w at every call, which was 3-5 times slower here (two threads, (B, K) times (K, N) per step,
-us: K 256, N 1024, B 2 134.7 as a GEMM, 46.2 as two gemvs, 40.2 on the tile over panels packed before;
-B 3 163.7, 56.1, 58.7; K 1024, N 4096, B 2 2412, 466, 762; K 64, N 256, B 2 13.9, 3.1, 1.8); whole
-passes of 2 or 3 rows took 0.27-0.58x of their time with the gemvs. Above ``MAX_ROWS`` rows BLAS with two
-threads overtakes the one-thread tile here (packed / BLAS time at K 256, N 1024: B 16 0.58, B 32 0.78, B 48
-1.04, B 64 1.15; with one BLAS thread the tile stays ahead, 346 against 493 us at B 64). Outside these
-bounds ``pack`` returns no panels and the product goes to BLAS.
+One row is a matrix-vector product, memory-bound, and BLAS's gemv over the unpacked weights is as fast
+without the cost of packing. A GEMM of 2 or 3 rows repacks all of w at every call, which was 3-5 times
+slower here than one gemv per row (two threads, (B, K) times (K, N) per step, us: K 256, N 1024, B 2
+134.7 as a GEMM, 46.2 as two gemvs; B 3 163.7, 56.1; K 1024, N 4096, B 2 2412, 466). A tile of 2 or 3
+rows reads each panel once for all of them, where the gemvs read w once per row. Over weights that stay
+in the caches it took about half the gemvs' time (us, tile / gemvs, float32: K 256, N 1024, B 2 23.3 /
+49.1, B 3 24.4 / 66.7; K 64, N 256, B 3 1.6 / 3.8; float64: K 256, N 1024, B 3 50.1 / 107.3). Over
+larger weights the gemvs stream w on both cores and the tile on one. At 2 rows the two were level from
+2 MB of w (K 512, N 1024: 44.5 / 47.6 float32, 91.3 / 76.8 float64). At 3 rows the tile still gained at
+4 MB (K 512, N 2048, float32: 99.5 / 138.0) and lost at 16 MB (K 1024, N 4096: 1058.8 / 707.6). So
+``pack`` makes panels for 2 rows of w up to ``TWO_ROWS_MAX_BYTES`` and for 3 rows up to
+``THREE_ROWS_MAX_BYTES``; over larger weights the product is one gemv per row (``blas_product_into``).
+Above ``MAX_ROWS`` rows BLAS with two threads overtakes the one-thread tile here (packed / BLAS time at K
+256, N 1024: B 16 0.58, B 32 0.78, B 48 1.04, B 64 1.15; with one BLAS thread the tile stays ahead, 346
+against 493 us at B 64). Outside these bounds ``pack`` returns no panels and the product goes to BLAS.
 
 Letters: B = rows (batch), K = shared dimension, N = output columns, L = lanes, NP = ceil(N / L) panels.
 """
@@ -36,8 +42,10 @@ from rnncore.kernels._jit import inline_kernel, kernel
 VECTOR_BYTES = 64  # one AVX-512 register, two AVX2 registers: LLVM splits wider vectors itself
 TILE_ROWS = 4  # rows of a tile: 4 x 64 bytes of accumulators leave registers for operands on AVX2
 BLOCK_BYTES = 32  # one AVX2 register: ``pack`` transposes blocks of S x S elements, S lanes of this width
-MIN_ROWS = 4
+MIN_ROWS = 4  # rows from which ``pack`` makes panels of w of any size
 MAX_ROWS = 40
+TWO_ROWS_MAX_BYTES = 2 << 20  # 2 rows: panels only of w up to this size (module docstring)
+THREE_ROWS_MAX_BYTES = 8 << 20  # 3 rows: the same
 
 
 def _make_tile(rows):
@@ -96,6 +104,8 @@ def _make_tile(rows):
 
 
 _tile = _make_tile(TILE_ROWS)
+_tile_3 = _make_tile(3)
+_tile_2 = _make_tile(2)
 _tile_row = _make_tile(1)
 
 
@@ -160,17 +170,28 @@ def lanes(x):
     return VECTOR_BYTES // x.itemsize
 
 
+@inline_kernel
+def packs(w, rows):
+    """Whether a product of ``rows`` rows over w (N, K) runs on panels: MIN_ROWS..MAX_ROWS rows, or 2 or 3
+    rows over at most TWO_ROWS_MAX_BYTES or THREE_ROWS_MAX_BYTES of w (module docstring)."""
+    if rows == 2:
+        return w.size * w.itemsize <= TWO_ROWS_MAX_BYTES
+    if rows == 3:
+        return w.size * w.itemsize <= THREE_ROWS_MAX_BYTES
+    return MIN_ROWS <= rows <= MAX_ROWS
+
+
 @kernel
 def pack(w, rows):
     """Panels of w for ``product``: p[jp, k, l] = w[jp*L + l, k], zero past N; w (N, K), any layout.
-    No panels, shape (0, K, L), when rows is outside MIN_ROWS..MAX_ROWS (the product then goes to BLAS).
+    No panels, shape (0, K, L), when ``packs(w, rows)`` is false (the product then goes to BLAS).
     The loops follow w's memory. Contiguous rows (the forward's w_hh): S x S blocks through
     ``_transpose_block``, the rest element by element. Otherwise (the backward's w_hh.T, columns
     contiguous) L consecutive elements at a time, k outer; read a row of the view at a time, as for a C
     array, it touched one cache line per element (float32 (1024, 4096) view: 34 ms against 4.4 ms)."""
     N, K = w.shape
     L = lanes(w)
-    n_panels = (N + L - 1) // L if MIN_ROWS <= rows <= MAX_ROWS else 0
+    n_panels = (N + L - 1) // L if packs(w, rows) else 0
     p = np.zeros((n_panels, K, L), dtype=w.dtype)
     rows_contiguous = w.strides[1] == w.itemsize
     S = BLOCK_BYTES // w.itemsize
@@ -196,9 +217,12 @@ def product(c, a, p):
         while b + TILE_ROWS <= B:
             _tile(c, a, p, b, jp)
             b += TILE_ROWS
-        while b < B:
+        if B - b == 3:  # the rows left as one tile: each panel is read once more, not once per row
+            _tile_3(c, a, p, b, jp)
+        elif B - b == 2:
+            _tile_2(c, a, p, b, jp)
+        elif B - b == 1:
             _tile_row(c, a, p, b, jp)
-            b += 1
 
 
 @kernel
@@ -218,7 +242,7 @@ def pack_with_scratch(w, rows):
 def given_or_pack(given, w, rows):
     """(p, tmp): the panels of w ``given`` by the caller when it packed them (the row windows of a pass
     share one copy, ``rnncore.nn._shards``), else ``pack(w, rows)``; with ``scratch(p, rows)``.
-    given: ``pack(w, r)`` for some r in MIN_ROWS..MAX_ROWS, or ``no_panels`` (none given)."""
+    given: ``pack(w, r)`` for some r with ``packs(w, r)``, or ``no_panels`` (none given)."""
     p = given if given.shape[0] else pack(w, rows)
     return p, scratch(p, rows)
 

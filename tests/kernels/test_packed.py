@@ -5,7 +5,9 @@ import pytest
 
 from rnncore.kernels import packed
 
-SHAPES = [(4, 1, 1), (4, 3, 17), (5, 7, 16), (7, 64, 33), (9, 16, 256), (16, 256, 1024), (33, 5, 8)]
+# B: the 2-, 3- and 4-row tiles alone, and 4-row tiles followed by 1, 2 or 3 rows
+SHAPES = [(2, 3, 17), (3, 64, 33), (4, 1, 1), (4, 3, 17), (5, 7, 16), (6, 16, 40), (7, 64, 33), (9, 16, 256),
+          (16, 256, 1024), (33, 5, 8), (39, 9, 24)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -22,21 +24,39 @@ def test_product_matches_matmul(dtype, B, K, N, layout):
     assert p.shape == (-(-N // L), K, L)
     c = np.full((B, N), np.nan, dtype=dtype)
     packed.product_into(c, a, w, p, packed.scratch(p, B))
+    assert_product(c, a, w, 1e-12 if dtype == np.float64 else 2e-6)
+
+
+def assert_product(c, a, w, tol):
+    """c = a @ w.T up to tol times the sum of the terms' magnitudes (the bound of the rounding error)."""
     want = a.astype(np.float64) @ w.T.astype(np.float64)
-    tol = 1e-12 if dtype == np.float64 else 2e-6
-    scale = np.abs(a).astype(np.float64) @ np.abs(w.T).astype(np.float64)  # bound of the rounding error
+    scale = np.abs(a).astype(np.float64) @ np.abs(w.T).astype(np.float64)
     assert np.all(np.abs(c - want) <= tol * scale + 1e-30)
 
 
-@pytest.mark.parametrize("B", [1, 2, 3, packed.MAX_ROWS + 1, 64])
-def test_few_or_many_rows_go_to_blas(B):
+@pytest.mark.parametrize(("B", "N", "K"), [
+    (1, 10, 6),
+    (2, 513, 512),  # float64, 2.004 MB: above TWO_ROWS_MAX_BYTES
+    (3, 1025, 1024),  # 8.008 MB: above THREE_ROWS_MAX_BYTES
+    (packed.MAX_ROWS + 1, 10, 6),
+    (64, 10, 6),
+])
+def test_one_row_few_rows_over_large_weights_and_many_rows_go_to_blas(B, N, K):
     rng = np.random.default_rng(B)
-    a, w = rng.standard_normal((B, 6)), rng.standard_normal((10, 6))
+    a, w = rng.standard_normal((B, K)), rng.standard_normal((N, K))
     p = packed.pack(w, B)
     assert p.shape[0] == 0
-    c = np.empty((B, 10))
+    c = np.empty((B, N))
     packed.product_into(c, a, w, p, packed.scratch(p, B))
-    np.testing.assert_allclose(c, a @ w.T, rtol=1e-13, atol=0)
+    assert_product(c, a, w, 1e-12)
+
+
+@pytest.mark.parametrize(("B", "N", "K"), [(2, 512, 512), (3, 1024, 1024)])
+def test_two_or_three_rows_over_weights_up_to_their_bound_are_packed(B, N, K):
+    """2 MB and 8 MB of float64, the bounds themselves."""
+    w = np.zeros((N, K))
+    assert w.nbytes == (packed.TWO_ROWS_MAX_BYTES if B == 2 else packed.THREE_ROWS_MAX_BYTES)
+    assert packed.pack(w, B).shape == (N // 8, K, 8)
 
 
 def test_padding_columns_are_zero_and_product_leaves_rows_of_c_alone():

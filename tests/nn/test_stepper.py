@@ -3,7 +3,8 @@
 References: the layer's own forward over the same sequence (checked against torch in
 ``test_torch_fixtures``, where the stepper is also run on torch's fixtures) and a float64 NumPy product
 for the joint matrix. Batch sizes cover each product of ``joint_product``: one row (gemv), 2 to MAX_ROWS
-rows (the packed tile over the snapshot's panels) and more (BLAS).
+rows (the packed tile over the snapshot's panels; 2 or 3 rows over large weights, one gemv per row) and
+more (BLAS).
 """
 
 import numpy as np
@@ -44,7 +45,7 @@ def states_of(state):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("B", [1, 2, 5, MAX_ROWS + 3])
+@pytest.mark.parametrize("B", [1, 2, 3, 5, MAX_ROWS + 3])
 @pytest.mark.parametrize(("cls", "kwargs"), JOINT + COPIED, ids=ids(JOINT + COPIED))
 def test_steps_equal_the_forward(cls, kwargs, B, dtype):
     layer = cls(6, 9, num_layers=2, dtype=dtype, seed=3, **kwargs)
@@ -64,13 +65,27 @@ def test_steps_equal_the_forward(cls, kwargs, B, dtype):
 
 @pytest.mark.parametrize(("cls", "kwargs"), JOINT, ids=ids(JOINT))
 def test_one_stepper_for_changing_batch_sizes(cls, kwargs):
-    """One stepper through steps of 1, 5, 43 and again 1 and 5 rows (the panels are packed on the first
+    """One stepper through steps of 1, 5, 43 and again 1, 2 and 5 rows (the panels are packed on the first
     step of 2 to MAX_ROWS rows and kept): every step as ``step`` on the parameters gives it."""
     layer = cls(6, 9, dtype=np.float64, seed=4, **kwargs)
     stepper = layer.stepper()
     rng = np.random.default_rng(7)
-    for B in (1, 5, MAX_ROWS + 3, 1, 5):
+    for B in (1, 5, MAX_ROWS + 3, 1, 2, 5):
         x = rng.standard_normal((B, 6))
+        got, _ = stepper.step(x)
+        want, _ = layer.step(x)
+        assert rel_err(got, want) < 1e-12
+
+
+@pytest.mark.parametrize("cls", [rnncore.LSTM, rnncore.GRU])
+def test_two_rows_over_a_large_joint_matrix(cls):
+    """Over more than TWO_ROWS_MAX_BYTES of joint weights (float64, H 256: 4 MB) steps of 2 rows run as one
+    gemv per row and of 3 rows on the tile over panels packed at that step."""
+    layer = cls(256, 256, dtype=np.float64, seed=5)
+    stepper = layer.stepper()
+    rng = np.random.default_rng(8)
+    for B in (2, 3, 2):
+        x = rng.standard_normal((B, 256))
         got, _ = stepper.step(x)
         want, _ = layer.step(x)
         assert rel_err(got, want) < 1e-12
