@@ -33,15 +33,20 @@ another thread makes it, so ``serial_blas`` could not hold the windows' BLAS to 
 (measured: windows with two BLAS threads each were 24-84% slower, and their results depended on which
 thread called). Layers called from other threads run one call over the batch, as before.
 
-Training passes of LSTM and GRU over more than MAX_ROWS rows and at least 100 steps split from 150
-million multiply-adds instead of 500 (``MIN_WORK_GATED_MANY_ROWS``). Measured here, one call -> windows,
-medians of 16 alternations with a 0.2 s pause before each block (how often the windows were faster):
-GRU T 100, B 64, H 64 25.4 -> 15.4 ms (15 of 16), again 27.0 -> 18.7 (10 of 16); GRU T 200, B 64, H 32
-15.5 -> 12.2 (13); LSTM T 100, B 48, H 64 17.5 -> 15.5 (12); LSTM T 200, B 44, H 32 18.2 -> 16.6 (11).
-At 64 steps they lost (GRU T 64, B 48, H 64 11.0 -> 12.3 ms; LSTM T 64, B 64, H 48 13.8 -> 14.7), as
-did the Elman cell's (RNN T 100, B 64, H 64 train 8.5 -> 9.7 ms: its gate math is one tanh per unit),
-and inference was mixed (GRU T 100, B 64, H 64 infer 0.73x in one run of 8 alternations, 1.19x in one
-of 16; LSTM 0.82x and 0.90x).
+Passes of LSTM and GRU over more than MAX_ROWS rows and at least 100 steps split from 150 million
+multiply-adds instead of 500 (``MIN_WORK_GATED_MANY_ROWS``; a training pass counts its backward, three
+times the forward's work). Measured here for training, one call -> windows, medians of 16 alternations
+with a 0.2 s pause before each block (how often the windows were faster): GRU T 100, B 64, H 64 25.4 ->
+15.4 ms (15 of 16), again 27.0 -> 18.7 (10 of 16); GRU T 200, B 64, H 32 15.5 -> 12.2 (13); LSTM T 100,
+B 48, H 64 17.5 -> 15.5 (12); LSTM T 200, B 44, H 32 18.2 -> 16.6 (11). At 64 steps they lost (GRU T 64,
+B 48, H 64 11.0 -> 12.3 ms; LSTM T 64, B 64, H 48 13.8 -> 14.7), as did the Elman cell's (RNN T 100,
+B 64, H 64 train 8.5 -> 9.7 ms: its gate math is one tanh per unit). Inference, the same way (medians of
+12 or 16 alternations, H 64, T 100 unless given): passes from 150 million gained, LSTM B 64 (210 M) 0.62x,
+0.71x (10 and 12 of 12 and 16), B 56 0.72x (14 of 16), B 128 0.63x (12 of 12), B 48 at T 150 0.66x (16 of
+16), GRU B 64 (157 M) 0.67x, 0.73x, 0.75x, B 128 0.61x, B 48 at T 150 0.73x (15 of 16); below it they did
+not (GRU B 48, 118 M, 1.14x, 0.96x, 1.01x; GRU B 56, 138 M, 1.11x; LSTM T 200, B 64, H 32, 105 M, 1.00x;
+LSTM B 64, H 48, 118 M, 1.06x). LSTM B 48 at T 100, 157 M, was mixed (0.78x twice, 1.13x once). Passes
+that split in both versions measured 0.90-1.02x: the noise of these medians.
 
 A window is at least ``MIN_ROWS`` rows (the packed tile's lower bound) and at most ``MAX_ROWS`` (its
 upper one). Results: a row's recurrence is computed the same way in a window as in the whole batch (the
@@ -62,10 +67,10 @@ from rnncore.kernels.packed import MAX_ROWS, MIN_ROWS
 from rnncore.threads import serial_blas, shard_threads
 
 MIN_WORK = 500_000_000  # multiply-adds of the pass: T * B * G * (I + H) for a forward, 3 times that to train
-# A training pass of more rows than the packed tile takes (MAX_ROWS) runs each step's product in two-thread
-# OpenBLAS and its gate math on one thread in one call; as windows, both run on both cores. For the LSTM
-# and GRU (gate math over 3H or 4H columns) over 100 steps or more that pays from less work (``plan``;
-# measurements in the module docstring).
+# A pass of more rows than the packed tile takes (MAX_ROWS) runs each step's product in two-thread OpenBLAS
+# and its gate math on one thread in one call; as windows, both run on both cores. For the LSTM and GRU
+# (gate math over 3H or 4H columns) over 100 steps or more that pays from less work, in training and in
+# inference (``plan``; measurements in the module docstring).
 MIN_WORK_GATED_MANY_ROWS = 150_000_000
 MIN_STEPS_GATED_MANY_ROWS = 100
 
@@ -91,7 +96,7 @@ def plan(T, B, G, I, H, train):  # noqa: E741  (the project's dimension letters)
         return None  # only the main thread can hold OpenBLAS to one thread (``threads.serial_blas``)
     threads = shard_threads()
     work = T * B * G * (I + H) * (3 if train else 1)
-    gated_many_rows = train and B > MAX_ROWS and G >= 3 * H and T >= MIN_STEPS_GATED_MANY_ROWS
+    gated_many_rows = B > MAX_ROWS and G >= 3 * H and T >= MIN_STEPS_GATED_MANY_ROWS
     if threads < 2 or B < 2 * MIN_ROWS or work < (MIN_WORK_GATED_MANY_ROWS if gated_many_rows else MIN_WORK):
         return None
     per_thread = -(-B // (threads * MAX_ROWS))  # rounds of shards so that none exceeds MAX_ROWS

@@ -163,11 +163,14 @@ def test_training_counts_the_backward_in_the_work(monkeypatch):
     (4 * 64, 100, 48, True, True),  # LSTM T 100, B 48, H 64 training: 472 M
     (3 * 64, 99, 64, True, False),  # fewer than 100 steps
     (3 * 64, 100, MAX_ROWS, True, False),  # rows the packed tile takes in one call
-    (3 * 64, 100, 64, False, False),  # inference
+    (3 * 64, 100, 64, False, True),  # GRU T 100, B 64, H 64 inference: 157 M
+    (3 * 64, 100, 56, False, False),  # GRU inference, 138 M: below MIN_WORK_GATED_MANY_ROWS
+    (4 * 64, 100, 48, False, True),  # LSTM T 100, B 48, H 64 inference: 157 M
+    (4 * 32, 200, 64, False, False),  # LSTM T 200, B 64, H 32 inference: 105 M
     (64, 300, 64, True, False),  # Elman: 472 M multiply-adds, gate math of one tanh per unit
     (3 * 64, 100, 15, True, False),  # training GRU, 111 M: below MIN_WORK_GATED_MANY_ROWS
 ])
-def test_gated_training_over_many_rows_splits_from_less_work(G, T, B, train, windows, monkeypatch):
+def test_gated_passes_over_many_rows_split_from_less_work(G, T, B, train, windows, monkeypatch):
     monkeypatch.setattr(_shards, "shard_threads", lambda: 2)
     H = 64
     work = T * B * G * 2 * H * (3 if train else 1)
