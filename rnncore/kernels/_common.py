@@ -176,10 +176,10 @@ def zero_inactive_rows(d, lengths, t):
 @kernel
 def joint_product(p, x, h, w_joint, panels):
     """p = [x | h] w_joint^T: a step's input and recurrent products as one product over the weights side by
-    side (``rnncore.nn.stepper.side_by_side``). At B = 1 one gemv over every weight of the step, which BLAS
-    splits over its threads (two gemvs of half the size each ran on one); for the rows ``packed.packs``
-    takes, the packed tile over ``panels``, which the stepper packs once (BLAS repacks the weights at
-    every call: LSTM H 512, B 8 took 1.1 ms a step that way); for other rows, BLAS.
+    side (``rnncore.nn.stepper.side_by_side``). For the rows and weights ``packed.packs`` takes, the packed
+    tile over ``panels``, which the stepper packs once (BLAS repacks the weights at every call: LSTM H 512,
+    B 8 took 1.1 ms a step that way); else at B = 1 one gemv over every weight of the step, which BLAS
+    splits over its threads (two gemvs of half the size each ran on one), and BLAS for other rows.
     p (B, R); x (B, I); h (B, H); w_joint (R, I + H); panels: ``packed.pack(w_joint, MIN_ROWS)``."""
     B, I = x.shape  # noqa: E741  (the project's dimension letters)
     H = h.shape[1]
@@ -189,10 +189,10 @@ def joint_product(p, x, h, w_joint, panels):
             xh[b, k] = x[b, k]
         for k in range(H):
             xh[b, I + k] = h[b, k]
-    if B == 1:
-        np.dot(w_joint, xh[0], p[0])
-    elif packs(w_joint, B):
+    if packs(w_joint, B):
         product_into(p, xh, w_joint, panels, scratch(panels, B))
+    elif B == 1:
+        np.dot(w_joint, xh[0], p[0])
     else:
         blas_product_into(p, xh, w_joint)
 

@@ -12,8 +12,14 @@ reached 154-165 GFLOP/s on these shapes alone, but inside a forward pass the BLA
 projection were still spinning and the step got slower (LSTM, T 25, B 16, H 256: 8.0 ms against 6.9 ms
 with OpenBLAS alone); one threading domain for every GEMM of a step would be needed first.
 
-One row is a matrix-vector product, memory-bound, and BLAS's gemv over the unpacked weights is as fast
-without the cost of packing. A GEMM of 2 or 3 rows repacks all of w at every call, which was 3-5 times
+One row is a matrix-vector product, memory-bound over large weights, where BLAS's gemv over the unpacked
+weights is as fast without the cost of packing and splits over both cores. Over small weights the call
+into BLAS costs more than the product: one row on a tile of four panels (four chains of FMAs side by
+side; one panel's chain waits on its own latency) took, float32, us, tile / gemv: K 64, N 256 0.85 /
+1.47; K 128, N 512 3.29 / 5.60; K 256, N 256 3.33 / 4.10; float64 K 64, N 256 1.32 / 1.91; K 256, N 256
+6.28 / 8.04; and over larger weights it was level or lost (float32 K 256, N 1024 23.1 / 26.9; K 512,
+N 1024 43.2 / 27.6; float64 K 256, N 768 29.4 / 28.9). So one row goes on panels up to
+``ONE_ROW_MAX_BYTES`` of w. A GEMM of 2 or 3 rows repacks all of w at every call, which was 3-5 times
 slower here than one gemv per row (two threads, (B, K) times (K, N) per step, us: K 256, N 1024, B 2
 134.7 as a GEMM, 46.2 as two gemvs; B 3 163.7, 56.1; K 1024, N 4096, B 2 2412, 466). A tile of 2 or 3
 rows reads each panel once for all of them, where the gemvs read w once per row. Over weights that stay
@@ -44,13 +50,15 @@ TILE_ROWS = 4  # rows of a tile: 4 x 64 bytes of accumulators leave registers fo
 BLOCK_BYTES = 32  # one AVX2 register: ``pack`` transposes blocks of S x S elements, S lanes of this width
 MIN_ROWS = 4  # rows from which ``pack`` makes panels of w of any size
 MAX_ROWS = 40
-TWO_ROWS_MAX_BYTES = 2 << 20  # 2 rows: panels only of w up to this size (module docstring)
+ONE_ROW_MAX_BYTES = 512 << 10  # 1 row: panels only of w up to this size (module docstring)
+TWO_ROWS_MAX_BYTES = 2 << 20  # 2 rows: the same
 THREE_ROWS_MAX_BYTES = 8 << 20  # 3 rows: the same
 
 
-def _make_tile(rows):
-    """An intrinsic c[b0 : b0+rows, jp*L : (jp+1)*L] = a[b0 : b0+rows] @ panel jp of p.
-    c (B, NP*L), a (B, K), p (NP, K, L), all C-contiguous and of one float dtype."""
+def _make_tile(rows, panels=1):
+    """An intrinsic c[b0 : b0+rows, jp*L : (jp+panels)*L] = a[b0 : b0+rows] @ panels jp .. jp+panels-1 of
+    p. c (B, NP*L), a (B, K), p (NP, K, L), all C-contiguous and of one float dtype. Each element is one
+    chain of fused multiply-adds over k = 0 .. K-1, whatever rows and panels are."""
 
     @intrinsic
     def tile(typingctx, c, a, p, b0, jp):
@@ -75,27 +83,33 @@ def _make_tile(rows):
             K = cgutils.unpack_tuple(builder, a_arr.shape)[1]
             ldc = cgutils.unpack_tuple(builder, c_arr.shape)[1]
             L = ir.Constant(intp, lanes)
-            panel = builder.gep(p_arr.data, [builder.mul(builder.mul(jpv, K), L)])
+            panel_size = builder.mul(K, L)
+            panel_ptrs = [builder.gep(p_arr.data, [builder.mul(builder.add(jpv, ir.Constant(intp, q)),
+                                                               panel_size)]) for q in range(panels)]
             row_index = [builder.add(b0v, ir.Constant(intp, r)) for r in range(rows)]
             a_rows = [builder.gep(a_arr.data, [builder.mul(i, K)]) for i in row_index]
             zero = ir.Constant(vec, [ir.Constant(elt, 0.0)] * lanes)
-            accs = [cgutils.alloca_once_value(builder, zero) for _ in range(rows)]  # promoted to registers
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(panels)]  # promoted to registers
+                    for _ in range(rows)]
             undef = ir.Constant(vec, ir.Undefined)
             i32 = ir.IntType(32)
             splat = ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, 0)] * lanes)
             with cgutils.for_range(builder, K) as loop:
                 k = loop.index
-                w = builder.load(builder.bitcast(builder.gep(panel, [builder.mul(k, L)]), vec.as_pointer()),
-                                 align=size)
-                for a_row, acc in zip(a_rows, accs, strict=True):
+                ws = [builder.load(builder.bitcast(builder.gep(ptr, [builder.mul(k, L)]), vec.as_pointer()),
+                                   align=size) for ptr in panel_ptrs]
+                for a_row, row_accs in zip(a_rows, accs, strict=True):
                     a_k = builder.load(builder.gep(a_row, [k]))
                     s = builder.insert_element(undef, a_k, ir.Constant(i32, 0))
                     v = builder.shuffle_vector(s, undef, splat)
-                    builder.store(builder.call(fma, [v, w, builder.load(acc)]), acc)
+                    for w, acc in zip(ws, row_accs, strict=True):
+                        builder.store(builder.call(fma, [v, w, builder.load(acc)]), acc)
             col = builder.mul(jpv, L)
-            for i, acc in zip(row_index, accs, strict=True):
-                out = builder.gep(c_arr.data, [builder.add(builder.mul(i, ldc), col)])
-                builder.store(builder.load(acc), builder.bitcast(out, vec.as_pointer()), align=size)
+            for i, row_accs in zip(row_index, accs, strict=True):
+                for q, acc in enumerate(row_accs):
+                    col_q = builder.add(col, ir.Constant(intp, q * lanes))
+                    out = builder.gep(c_arr.data, [builder.add(builder.mul(i, ldc), col_q)])
+                    builder.store(builder.load(acc), builder.bitcast(out, vec.as_pointer()), align=size)
             return context.get_dummy_value()
 
         return types.void(c, a, p, b0, jp), codegen
@@ -107,6 +121,8 @@ _tile = _make_tile(TILE_ROWS)
 _tile_3 = _make_tile(3)
 _tile_2 = _make_tile(2)
 _tile_row = _make_tile(1)
+ROW_PANELS = 4  # panels of one row's tile: one panel's chain of FMAs waits on itself, four run side by side
+_tile_row_panels = _make_tile(1, ROW_PANELS)
 
 
 @intrinsic
@@ -172,8 +188,11 @@ def lanes(x):
 
 @inline_kernel
 def packs(w, rows):
-    """Whether a product of ``rows`` rows over w (N, K) runs on panels: MIN_ROWS..MAX_ROWS rows, or 2 or 3
-    rows over at most TWO_ROWS_MAX_BYTES or THREE_ROWS_MAX_BYTES of w (module docstring)."""
+    """Whether a product of ``rows`` rows over w (N, K) runs on panels: MIN_ROWS..MAX_ROWS rows, or 1, 2 or
+    3 rows over at most ONE_ROW_MAX_BYTES, TWO_ROWS_MAX_BYTES or THREE_ROWS_MAX_BYTES of w (module
+    docstring)."""
+    if rows == 1:
+        return w.size * w.itemsize <= ONE_ROW_MAX_BYTES
     if rows == 2:
         return w.size * w.itemsize <= TWO_ROWS_MAX_BYTES
     if rows == 3:
@@ -211,8 +230,17 @@ def pack(w, rows):
 @kernel
 def product(c, a, p):
     """c[:, :NP*L] = a @ (the columns packed in p); c (B, NP*L), a (B, K), p (NP, K, L)."""
-    B = a.shape[0]
-    for jp in range(p.shape[0]):
+    B, NP = a.shape[0], p.shape[0]
+    if B == 1:
+        jp = 0
+        while jp + ROW_PANELS <= NP:
+            _tile_row_panels(c, a, p, 0, jp)
+            jp += ROW_PANELS
+        while jp < NP:
+            _tile_row(c, a, p, 0, jp)
+            jp += 1
+        return
+    for jp in range(NP):
         b = 0
         while b + TILE_ROWS <= B:
             _tile(c, a, p, b, jp)

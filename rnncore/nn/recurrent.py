@@ -418,7 +418,7 @@ class RecurrentBase(Module):
         """The weight arguments of a ``step_joint`` kernel for a step of ``rows`` rows: joint, its panels
         (``joint_product``: packed on the first step of a size ``packed.packs`` takes, and kept; none
         before), the biases."""
-        if joint[1] is None and rows > 1 and packed.packs(joint[0], rows):
+        if joint[1] is None and packed.packs(joint[0], rows):
             joint[1] = packed.pack(joint[0], packed.MIN_ROWS)
         panels = packed.no_panels(self.dtype) if joint[1] is None else joint[1]
         return joint[0], panels, joint[2], joint[3]

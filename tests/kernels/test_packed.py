@@ -5,9 +5,10 @@ import pytest
 
 from rnncore.kernels import packed
 
-# B: the 2-, 3- and 4-row tiles alone, and 4-row tiles followed by 1, 2 or 3 rows
-SHAPES = [(2, 3, 17), (3, 64, 33), (4, 1, 1), (4, 3, 17), (5, 7, 16), (6, 16, 40), (7, 64, 33), (9, 16, 256),
-          (16, 256, 1024), (33, 5, 8), (39, 9, 24)]
+# B: one row (tiles of four panels, then single panels), the 2-, 3- and 4-row tiles alone, and 4-row tiles
+# followed by 1, 2 or 3 rows
+SHAPES = [(1, 7, 40), (1, 64, 100), (1, 33, 128), (2, 3, 17), (3, 64, 33), (4, 1, 1), (4, 3, 17), (5, 7, 16),
+          (6, 16, 40), (7, 64, 33), (9, 16, 256), (16, 256, 1024), (33, 5, 8), (39, 9, 24)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -35,8 +36,8 @@ def assert_product(c, a, w, tol):
 
 
 @pytest.mark.parametrize(("B", "N", "K"), [
-    (1, 10, 6),
-    (2, 513, 512),  # float64, 2.004 MB: above TWO_ROWS_MAX_BYTES
+    (1, 257, 256),  # float64, 526 KB: above ONE_ROW_MAX_BYTES
+    (2, 513, 512),  # 2.004 MB: above TWO_ROWS_MAX_BYTES
     (3, 1025, 1024),  # 8.008 MB: above THREE_ROWS_MAX_BYTES
     (packed.MAX_ROWS + 1, 10, 6),
     (64, 10, 6),
@@ -51,11 +52,12 @@ def test_one_row_few_rows_over_large_weights_and_many_rows_go_to_blas(B, N, K):
     assert_product(c, a, w, 1e-12)
 
 
-@pytest.mark.parametrize(("B", "N", "K"), [(2, 512, 512), (3, 1024, 1024)])
-def test_two_or_three_rows_over_weights_up_to_their_bound_are_packed(B, N, K):
-    """2 MB and 8 MB of float64, the bounds themselves."""
+@pytest.mark.parametrize(("B", "N", "K"), [(1, 256, 256), (2, 512, 512), (3, 1024, 1024)])
+def test_one_to_three_rows_over_weights_up_to_their_bound_are_packed(B, N, K):
+    """512 KB, 2 MB and 8 MB of float64, the bounds themselves."""
     w = np.zeros((N, K))
-    assert w.nbytes == (packed.TWO_ROWS_MAX_BYTES if B == 2 else packed.THREE_ROWS_MAX_BYTES)
+    bound = {1: packed.ONE_ROW_MAX_BYTES, 2: packed.TWO_ROWS_MAX_BYTES, 3: packed.THREE_ROWS_MAX_BYTES}
+    assert w.nbytes == bound[B]
     assert packed.pack(w, B).shape == (N // 8, K, 8)
 
 
