@@ -3,11 +3,11 @@
 A layer's ``step`` runs two products per layer, x W_ih^T and h W_hh^T, each on weights it reads from
 the parameters at every call. A generation loop does not change the weights, so a ``Stepper`` copies
 them once, W_ih and W_hh side by side in one matrix (``side_by_side``), and runs each step as one
-product over it (``kernels._common.joint_product``). At B = 1 that is one gemv over every weight of the
-step, which BLAS splits over its threads: two gemvs of half the size each ran on one thread. A step of
-the rows ``kernels.packed.packs`` takes (4 to MAX_ROWS; 1 to 3 over weights small enough) runs on the
-packed tile over panels of the joint matrix, packed on the first such step and kept (BLAS repacks the
-weights at every call).
+product over it (``kernels._common.joint_product``). A step of the rows ``kernels.packed.packs`` takes
+(4 to MAX_ROWS; 1 to 3 over weights small enough) runs on the packed tile over panels of the joint
+matrix, packed on the first such step and kept (BLAS repacks the weights at every call). A step of one
+row over larger weights is one gemv over every weight of the step, which BLAS splits over its threads:
+two gemvs of half the size each ran on one thread.
 Measured here (LSTM, H 256, 2 MB of float32 weights, B = 1, two threads, kernel call alone, median of
 10 runs): 54.5 us for ``step``'s kernel, 27.0 us over the joint weights.
 
