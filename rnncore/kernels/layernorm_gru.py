@@ -33,20 +33,20 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import kernel
 from rnncore.kernels.activations import sigmoid, tanh
 from rnncore.kernels.layernorm import backward_projections, backward_rows, normalize_rows, project_normalized
-from rnncore.kernels.packed import blas_product_into
+from rnncore.kernels.packed import pack_with_scratch, product_into
 
 
 @kernel
-def cell(h_new, a, aux, xh, mean_h, rstd_h, xi, h_prev, lengths, t, w_hh, bias_x, bias_h, gain_ih, gain_hh,
-         eps):
+def cell(h_new, a, aux, xh, mean_h, rstd_h, xi, h_prev, lengths, t, w_hh, p_hh, tmp, bias_x, bias_h, gain_ih,
+         gain_hh, eps):
     """One step for the whole batch.
     h_new (B, H): output state; a (B, 3H): output, the activated gates r, z, n
     aux (B, H): output, a_h[n]; xh (B, 3H): output, the normalised recurrent projection
     mean_h, rstd_h (B,): outputs, its statistics; xi (B, 3H): the normalised input projection of this step
-    h_prev (B, H); w_hh (3H, H); bias_x (3H,): beta_ih + b_ih; bias_h (3H,): beta_hh + b_hh
-    gain_ih, gain_hh (3H,)."""
+    h_prev (B, H); w_hh (3H, H); p_hh, tmp: ``pack_with_scratch(w_hh, B)``; bias_x (3H,): beta_ih + b_ih;
+    bias_h (3H,): beta_hh + b_hh; gain_ih, gain_hh (3H,)."""
     B, H = h_prev.shape
-    blas_product_into(xh, h_prev, w_hh)
+    product_into(xh, h_prev, w_hh, p_hh, tmp)
     normalize_rows(xh, mean_h, rstd_h, eps)
     for b in range(B):
         ab, xib, xhb = a[b], xi[b], xh[b]
@@ -74,12 +74,13 @@ def forward_train(out, hs, gates, aux, xhat_ih, xhat_hh, mean, rstd, x, lengths,
     T = x.shape[0]
     project_normalized(xhat_ih, mean[0], rstd[0], x, w_ih, eps)
     bias_x, bias_h = beta_ih + b_ih, beta_hh + b_hh
+    p_hh, tmp = pack_with_scratch(w_hh, h0.shape[0])
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     for s in range(T):
         t = time_index(s, T, reverse)
         cell(hs[t + 1], gates[t], aux[t], xhat_hh[t], mean[1, t], rstd[1, t], xhat_ih[t], hs[t + off],
-             lengths, t, w_hh, bias_x, bias_h, gain_ih, gain_hh, eps)
+             lengths, t, w_hh, p_hh, tmp, bias_x, bias_h, gain_ih, gain_hh, eps)
         write_output(out, hs[t + 1], lengths, t, col, 0)
 
 
@@ -98,14 +99,15 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, gain_ih, bet
     xi_block = np.empty((min(T, INFER_CHUNK), B, G), dtype=x.dtype)
     block_stats = np.empty((2, min(T, INFER_CHUNK), B), dtype=x.dtype)
     bias_x, bias_h = beta_ih + b_ih, beta_hh + b_hh
+    p_hh, tmp = pack_with_scratch(w_hh, B)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
         xi = xi_block[:n]
         project_normalized(xi, block_stats[0, :n], block_stats[1, :n], x[start : start + n], w_ih, eps)
         for s in range(n):
             t = start + time_index(s, n, reverse)
-            cell(h_new, a, aux, xh, stats[0], stats[1], xi[t - start], h, lengths, t, w_hh, bias_x, bias_h,
-                 gain_ih, gain_hh, eps)
+            cell(h_new, a, aux, xh, stats[0], stats[1], xi[t - start], h, lengths, t, w_hh, p_hh, tmp,
+                 bias_x, bias_h, gain_ih, gain_hh, eps)
             write_output(out, h_new, lengths, t, col, 0)
             h, h_new = h_new, h
     copy_into(h_n, h)
@@ -122,8 +124,9 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh
     a, xh = np.empty((B, G), dtype=x.dtype), np.empty((B, G), dtype=x.dtype)
     aux = np.empty_like(h)
     lengths = np.full(B, 1, dtype=np.int64)
-    cell(h_new, a, aux, xh, stats[0], stats[1], xi[0], h, lengths, 0, w_hh, beta_ih + b_ih, beta_hh + b_hh,
-         gain_ih, gain_hh, eps)
+    p_hh, tmp = pack_with_scratch(w_hh, 0)  # one step: packing would cost what it saves
+    cell(h_new, a, aux, xh, stats[0], stats[1], xi[0], h, lengths, 0, w_hh, p_hh, tmp, beta_ih + b_ih,
+         beta_hh + b_hh, gain_ih, gain_hh, eps)
 
 
 @kernel
@@ -142,6 +145,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, 
     dh = grad_hn.copy()  # gradient flowing into h after the current step
     dh_prev = np.empty_like(dh)
     direct = np.zeros_like(dh)  # the part of dh_prev that does not pass through W_hh
+    p_t, tmp = pack_with_scratch(w_hh.T, B)
     one = activations.one(x)
     off = prev_offset(reverse)
     for s in range(T):
@@ -164,7 +168,7 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, 
                 direct[b, j] = dh[b, j] * z
         # forward was: a_h = gain_hh * LN(h_prev W_hh^T) + beta_hh + b_hh (padding rows: d_rec = 0)
         backward_rows(d_rec[t], dh_t, xhat_hh[t], rstd[1, t], gain_hh)
-        blas_product_into(dh_prev, d_rec[t], w_hh.T)
+        product_into(dh_prev, d_rec[t], w_hh.T, p_t, tmp)
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):

@@ -33,20 +33,21 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import kernel
 from rnncore.kernels.activations import sigmoid, tanh
 from rnncore.kernels.layernorm import backward_projections, backward_rows, normalize_rows, project_normalized
-from rnncore.kernels.packed import blas_product_into
+from rnncore.kernels.packed import pack_with_scratch, product_into
 
 
 @kernel
 def cell(h_new, c_new, a, xh, chat, mean_h, rstd_h, mean_c, rstd_c, xi, h_prev, c_prev, lengths, t, w_hh,
-         bias, gain_ih, gain_hh, gain_c, beta_c, eps):
+         p_hh, tmp, bias, gain_ih, gain_hh, gain_c, beta_c, eps):
     """One step for the whole batch.
     h_new, c_new (B, H): output states; a (B, 4H): output, the activated gates i, f, g, o
     xh (B, 4H): output, the normalised recurrent projection; chat (B, H): output, the normalised c'
     mean_h, rstd_h, mean_c, rstd_c (B,): outputs, the statistics of xh and chat
     xi (B, 4H): the normalised input projection of this step; h_prev, c_prev (B, H)
-    w_hh (4H, H); bias (4H,): b_ih + b_hh + beta_ih + beta_hh; gain_ih, gain_hh (4H,); gain_c, beta_c (H,)."""
+    w_hh (4H, H); p_hh, tmp: ``pack_with_scratch(w_hh, B)``; bias (4H,): b_ih + b_hh + beta_ih + beta_hh;
+    gain_ih, gain_hh (4H,); gain_c, beta_c (H,)."""
     B, H = h_prev.shape
-    blas_product_into(xh, h_prev, w_hh)
+    product_into(xh, h_prev, w_hh, p_hh, tmp)
     normalize_rows(xh, mean_h, rstd_h, eps)
     for b in range(B):
         ab, xib, xhb = a[b], xi[b], xh[b]
@@ -80,14 +81,15 @@ def forward_train(out, hs, cs, gates, xhat_ih, xhat_hh, chat, mean, rstd, x, len
     T = x.shape[0]
     project_normalized(xhat_ih, mean[0], rstd[0], x, w_ih, eps)
     bias = b_ih + b_hh + beta_ih + beta_hh
+    p_hh, tmp = pack_with_scratch(w_hh, h0.shape[0])
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     copy_into(cs[first], c0)
     for s in range(T):
         t = time_index(s, T, reverse)
         cell(hs[t + 1], cs[t + 1], gates[t], xhat_hh[t], chat[t], mean[1, t], rstd[1, t], mean[2, t],
-             rstd[2, t], xhat_ih[t], hs[t + off], cs[t + off], lengths, t, w_hh, bias, gain_ih, gain_hh,
-             gain_c, beta_c, eps)
+             rstd[2, t], xhat_ih[t], hs[t + off], cs[t + off], lengths, t, w_hh, p_hh, tmp, bias, gain_ih,
+             gain_hh, gain_c, beta_c, eps)
         write_output(out, hs[t + 1], lengths, t, col, 0)
 
 
@@ -107,6 +109,7 @@ def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, gai
     xi_block = np.empty((min(T, INFER_CHUNK), B, G), dtype=x.dtype)
     block_stats = np.empty((2, min(T, INFER_CHUNK), B), dtype=x.dtype)
     bias = b_ih + b_hh + beta_ih + beta_hh
+    p_hh, tmp = pack_with_scratch(w_hh, B)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
         xi = xi_block[:n]
@@ -114,7 +117,7 @@ def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, gai
         for s in range(n):
             t = start + time_index(s, n, reverse)
             cell(h_new, c_new, a, xh, chat, stats[0], stats[1], stats[2], stats[3], xi[t - start], h, c,
-                 lengths, t, w_hh, bias, gain_ih, gain_hh, gain_c, beta_c, eps)
+                 lengths, t, w_hh, p_hh, tmp, bias, gain_ih, gain_hh, gain_c, beta_c, eps)
             write_output(out, h_new, lengths, t, col, 0)
             h, h_new = h_new, h
             c, c_new = c_new, c
@@ -135,8 +138,9 @@ def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_h
     chat = np.empty_like(h)
     lengths = np.full(B, 1, dtype=np.int64)
     bias = b_ih + b_hh + beta_ih + beta_hh
+    p_hh, tmp = pack_with_scratch(w_hh, 0)  # one step: packing would cost what it saves
     cell(h_new, c_new, a, xh, chat, stats[0], stats[1], stats[2], stats[3], xi[0], h, c, lengths, 0, w_hh,
-         bias, gain_ih, gain_hh, gain_c, beta_c, eps)
+         p_hh, tmp, bias, gain_ih, gain_hh, gain_c, beta_c, eps)
 
 
 @kernel
@@ -157,6 +161,7 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain
     dc = grad_cn.copy()  # gradient flowing into c after the current step
     dh_prev = np.empty_like(dh)
     dchat = np.empty(H, dtype=x.dtype)
+    p_t, tmp = pack_with_scratch(w_hh.T, B)
     off = prev_offset(reverse)
     one = activations.one(x)
     inv_h = one / H
@@ -194,7 +199,7 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain
                 dc[b, j] = dcj * f
         # forward was: a = ... + gain_hh * LN(h_prev W_hh^T) + ... (padding rows have d_t = 0, so d_rec = 0)
         backward_rows(d_rec[t], d_t, xhat_hh[t], rstd[1, t], gain_hh)
-        blas_product_into(dh_prev, d_rec[t], w_hh.T)
+        product_into(dh_prev, d_rec[t], w_hh.T, p_t, tmp)
         carry_inactive(dh_prev, dh, lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh
