@@ -30,7 +30,7 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, sigmoid, tanh
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
-from rnncore.kernels.packed import blas_product_into, given_or_pack, pack_with_scratch, product_into
+from rnncore.kernels.packed import given_or_pack, pack_with_scratch, product_into
 
 
 @inline_kernel
@@ -282,17 +282,18 @@ def _pass(v, clip):
 
 
 @kernel
-def cell_variant(h_new, c_new, m, a, pre, h_prev, c_prev, rec, lengths, t, w_hh, b_hh, w_hr, peep, clip,
-                 coupled):
+def cell_variant(h_new, c_new, m, a, pre, h_prev, c_prev, rec, lengths, t, w_hh, p_hh, tmp_hh, b_hh, w_hr,
+                 p_hr, tmp_hr, peep, clip, coupled):
     """One step for the whole batch.
     h_new (B, P), c_new (B, H): output states; m (B, H): o * tanh(c') on exit
     a (B, 4H): input projection of this step on entry, activated gates i, f, g, o on exit
     pre (B, 4H) or (0, 4H): on exit the gate pre-activations before clipping (kept only when clip > 0)
-    h_prev (B, P), c_prev (B, H); rec (B, 4H): scratch; w_hh (4H, P); b_hh (4H,)."""
+    h_prev (B, P), c_prev (B, H); rec (B, 4H): scratch; w_hh (4H, P); b_hh (4H,)
+    p_hh, tmp_hh and p_hr, tmp_hr: ``pack_with_scratch(w_hh, B)`` and ``pack_with_scratch(w_hr, B)``."""
     B, H = c_prev.shape
     use_peep, keep_pre = peep.shape[0] > 0, pre.shape[0] > 0
     one = activations.one(a)
-    blas_product_into(rec, h_prev, w_hh)
+    product_into(rec, h_prev, w_hh, p_hh, tmp_hh)
     for b in range(B):
         ab, rb, cp = a[b], rec[b], c_prev[b]
         for j in range(4 * H):
@@ -325,7 +326,7 @@ def cell_variant(h_new, c_new, m, a, pre, h_prev, c_prev, rec, lengths, t, w_hh,
             ab[3 * H + j] = o
             m[b, j] = o * tanh(c)
     if w_hr.shape[0] > 0:
-        blas_product_into(h_new, m, w_hr)
+        product_into(h_new, m, w_hr, p_hr, tmp_hr)
     else:
         copy_into(h_new, m)
     carry_inactive(h_new, h_prev, lengths, t)
@@ -343,13 +344,15 @@ def forward_train_variant(out, hs, cs, ms, gates, pre, x, lengths, h0, c0, w_ih,
     T = x.shape[0]
     project_inputs(gates, x, w_ih, b_ih)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
+    p_hh, tmp_hh = pack_with_scratch(w_hh, h0.shape[0])
+    p_hr, tmp_hr = pack_with_scratch(w_hr, h0.shape[0])
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     copy_into(cs[first], c0)
     for s in range(T):
         t = time_index(s, T, reverse)
         cell_variant(hs[t + 1], cs[t + 1], ms[t], gates[t], pre[t], hs[t + off], cs[t + off], rec, lengths, t,
-                     w_hh, b_hh, w_hr, peep, clip, coupled)
+                     w_hh, p_hh, tmp_hh, b_hh, w_hr, p_hr, tmp_hr, peep, clip, coupled)
         write_output(out, hs[t + 1], lengths, t, col, 0)
 
 
@@ -365,6 +368,8 @@ def forward_infer_variant(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b
     m = np.empty_like(c0)
     pre = np.empty((0, w_hh.shape[0]), dtype=h0.dtype)
     rec = np.empty((B, w_hh.shape[0]), dtype=h0.dtype)
+    p_hh, tmp_hh = pack_with_scratch(w_hh, B)
+    p_hr, tmp_hr = pack_with_scratch(w_hr, B)
     a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
@@ -372,8 +377,8 @@ def forward_infer_variant(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b
         project_inputs(a, x[start : start + n], w_ih, b_ih)
         for s in range(n):
             t = start + time_index(s, n, reverse)
-            cell_variant(h_new, c_new, m, a[t - start], pre, h, c, rec, lengths, t, w_hh, b_hh, w_hr, peep,
-                         clip, coupled)
+            cell_variant(h_new, c_new, m, a[t - start], pre, h, c, rec, lengths, t, w_hh, p_hh, tmp_hh, b_hh,
+                         w_hr, p_hr, tmp_hr, peep, clip, coupled)
             write_output(out, h_new, lengths, t, col, 0)
             h, h_new = h_new, h
             c, c_new = c_new, c
@@ -391,7 +396,10 @@ def step_variant(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, peep, clip
     pre = np.empty((0, w_ih.shape[0]), dtype=x.dtype)
     m = np.empty_like(c)
     lengths = np.full(B, 1, dtype=np.int64)
-    cell_variant(h_new, c_new, m, a[0], pre, h, c, rec, lengths, 0, w_hh, b_hh, w_hr, peep, clip, coupled)
+    p_hh, tmp_hh = pack_with_scratch(w_hh, 0)  # one step: packing would cost what it saves
+    p_hr, tmp_hr = pack_with_scratch(w_hr, 0)
+    cell_variant(h_new, c_new, m, a[0], pre, h, c, rec, lengths, 0, w_hh, p_hh, tmp_hh, b_hh, w_hr, p_hr,
+                 tmp_hr, peep, clip, coupled)
 
 
 @kernel
@@ -411,6 +419,8 @@ def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, gra
     dc = grad_cn.copy()  # gradient flowing into c after the current step
     dm = np.empty_like(dc)  # gradient of o * tanh(c)
     dh_prev = np.empty_like(dh)
+    p_hh_t, tmp_hh = pack_with_scratch(w_hh.T, B)
+    p_hr_t, tmp_hr = pack_with_scratch(w_hr.T, B)
     off = prev_offset(reverse)
     one = activations.one(x)
     zero = one - one
@@ -419,7 +429,7 @@ def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, gra
         add_output_grad(dh, grad_out, lengths, t, col, 0)
         if proj:
             # forward was: h = W_hr m
-            blas_product_into(dm, dh, w_hr.T)
+            product_into(dm, dh, w_hr.T, p_hr_t, tmp_hr)
             for b in range(B):
                 if t < lengths[b]:
                     for j in range(dh.shape[1]):
@@ -466,7 +476,7 @@ def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, gra
                     dpeep[H + j] += da_f * cp
                 dc[b, j] = dcp
         # forward was: gates = ... + h_prev W_hh^T
-        blas_product_into(dh_prev, d_t, w_hh.T)
+        product_into(dh_prev, d_t, w_hh.T, p_hh_t, tmp_hh)
         carry_inactive(dh_prev, dh, lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh

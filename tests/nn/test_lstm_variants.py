@@ -25,6 +25,8 @@ CONFIGS = {
     "batch_first_lengths": (4, 3, 2, 3, 2, True, True, [4, 1, 3], True),
     "unbatched": (4, None, 3, 3, 2, True, False, None, True),
     "T1_no_state": (1, 2, 3, 3, 1, True, False, None, False),
+    # five rows: the per-step products of both passes on a 4-row tile of packed panels and a 1-row one
+    "five_rows_lengths": (3, 5, 2, 3, 1, True, False, [3, 1, 2, 3, 2], True),
 }
 
 
