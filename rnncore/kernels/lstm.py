@@ -268,17 +268,31 @@ def backward_masked(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn,
 
 
 @kernel
-def _clip(v, clip):
-    """v clipped to [-clip, clip]; clip <= 0 leaves it unchanged."""
-    if clip > 0:
-        return min(max(v, -clip), clip)
-    return v
-
-
-@kernel
 def _pass(v, clip):
-    """The derivative of ``_clip`` at v: 1 inside [-clip, clip] (or without clipping), else 0."""
+    """The derivative of the gate clip at v (``clip_activate_row``): 1 inside [-clip, clip] (or without
+    clipping), else 0."""
     return clip <= 0 or -clip <= v <= clip
+
+
+@inline_kernel
+def clip_activate_row(v, clip, act):
+    """v[j] = act(clip v[j] to [-clip, clip]) in place (sigmoid or tanh; clip <= 0: no clipping); v (n,)."""
+    if clip > 0:
+        for j in range(v.shape[0]):
+            v[j] = min(max(v[j], -clip), clip)
+    if act == SIGMOID:
+        for j in range(v.shape[0]):
+            v[j] = sigmoid(v[j])
+    else:
+        for j in range(v.shape[0]):
+            v[j] = tanh(v[j])
+
+
+@inline_kernel
+def add_peephole_row(v, p, c):
+    """v += p * c, a peephole term of one row; every argument (H,)."""
+    for j in range(v.shape[0]):
+        v[j] += p[j] * c[j]
 
 
 @kernel
@@ -289,42 +303,42 @@ def cell_variant(h_new, c_new, m, a, pre, h_prev, c_prev, rec, lengths, t, w_hh,
     a (B, 4H): input projection of this step on entry, activated gates i, f, g, o on exit
     pre (B, 4H) or (0, 4H): on exit the gate pre-activations before clipping (kept only when clip > 0)
     h_prev (B, P), c_prev (B, H); rec (B, 4H): scratch; w_hh (4H, P); b_hh (4H,)
-    p_hh, tmp_hh and p_hr, tmp_hr: ``pack_with_scratch(w_hh, B)`` and ``pack_with_scratch(w_hr, B)``."""
+    p_hh, tmp_hh and p_hr, tmp_hr: ``pack_with_scratch(w_hh, B)`` and ``pack_with_scratch(w_hr, B)``.
+    The gate loops run over 0-based slices of each row (i, f, g, o), which the compiler vectorises."""
     B, H = c_prev.shape
     use_peep, keep_pre = peep.shape[0] > 0, pre.shape[0] > 0
     one = activations.one(a)
     product_into(rec, h_prev, w_hh, p_hh, tmp_hh)
     for b in range(B):
-        ab, rb, cp = a[b], rec[b], c_prev[b]
+        ab, rb, cp, cn, mb = a[b], rec[b], c_prev[b], c_new[b], m[b]
         for j in range(4 * H):
             ab[j] += rb[j] + b_hh[j]
+        i, f, g, o = ab[:H], ab[H : 2 * H], ab[2 * H : 3 * H], ab[3 * H :]
         if use_peep:
-            for j in range(H):
-                ab[j] += peep[j] * cp[j]
-                ab[H + j] += peep[H + j] * cp[j]
+            add_peephole_row(i, peep[:H], cp)
+            add_peephole_row(f, peep[H : 2 * H], cp)
         if keep_pre:
+            pb = pre[b]
             for j in range(3 * H):
-                pre[b, j] = ab[j]
-        for j in range(H):
-            ab[j] = sigmoid(_clip(ab[j], clip))
+                pb[j] = ab[j]
+        clip_activate_row(i, clip, SIGMOID)
         if coupled:
             for j in range(H):
-                ab[H + j] = one - ab[j]
+                f[j] = one - i[j]
         else:
-            for j in range(H, 2 * H):
-                ab[j] = sigmoid(_clip(ab[j], clip))
-        for j in range(2 * H, 3 * H):
-            ab[j] = tanh(_clip(ab[j], clip))
+            clip_activate_row(f, clip, SIGMOID)
+        clip_activate_row(g, clip, TANH)
         for j in range(H):
-            c = ab[H + j] * cp[j] + ab[j] * ab[2 * H + j]
-            c_new[b, j] = c
-            if use_peep:
-                ab[3 * H + j] += peep[2 * H + j] * c
-            if keep_pre:
-                pre[b, 3 * H + j] = ab[3 * H + j]
-            o = sigmoid(_clip(ab[3 * H + j], clip))
-            ab[3 * H + j] = o
-            m[b, j] = o * tanh(c)
+            cn[j] = f[j] * cp[j] + i[j] * g[j]
+        if use_peep:
+            add_peephole_row(o, peep[2 * H :], cn)
+        if keep_pre:
+            po = pre[b, 3 * H :]
+            for j in range(H):
+                po[j] = o[j]
+        clip_activate_row(o, clip, SIGMOID)
+        for j in range(H):
+            mb[j] = o[j] * tanh(cn[j])
     if w_hr.shape[0] > 0:
         product_into(h_new, m, w_hr, p_hr, tmp_hr)
     else:
