@@ -349,16 +349,17 @@ def cell_variant(h_new, c_new, m, a, pre, h_prev, c_prev, rec, lengths, t, w_hh,
 
 @kernel
 def forward_train_variant(out, hs, cs, ms, gates, pre, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peep,
-                          clip, coupled, reverse, col):
-    """Forward that keeps what ``backward_variant`` needs.
-    out (T, B, O): writes out[:, :, col:col+P]; hs (T+2, B, P), cs (T+2, B, H): states (layout in
-    ``_common``); ms (T, B, H): o * tanh(c) of each step; gates (T, B, 4H): activated i, f, g, o
-    pre (T, B, 4H) when clip > 0, else (T, 0, 4H): pre-activations before clipping
-    x (T, B, I); lengths (B,); h0 (B, P), c0 (B, H); w_ih (4H, I); w_hh (4H, P); b_ih, b_hh (4H,)."""
+                          clip, coupled, reverse, col, row, panels):
+    """Forward that keeps what ``backward_variant`` needs, for the window of b rows at row (``_common``);
+    panels: ``pack(w_hh, .)`` made by the caller, or ``no_panels`` (``packed.given_or_pack``).
+    out (T, B, O): writes out[:, row:row+b, col:col+P]; hs (T+2, b, P), cs (T+2, b, H): states (layout in
+    ``_common``); ms (T, b, H): o * tanh(c) of each step; gates (T, b, 4H): activated i, f, g, o
+    pre (T, b, 4H) when clip > 0, else (T, 0, 4H): pre-activations before clipping
+    x (T, B, I); lengths (b,); h0 (b, P), c0 (b, H); w_ih (4H, I); w_hh (4H, P); b_ih, b_hh (4H,)."""
     T = x.shape[0]
-    project_inputs(gates, x, w_ih, b_ih)
+    project_input_rows(gates, x, w_ih, b_ih, row)
     rec = np.empty((h0.shape[0], w_hh.shape[0]), dtype=h0.dtype)
-    p_hh, tmp_hh = pack_with_scratch(w_hh, h0.shape[0])
+    p_hh, tmp_hh = given_or_pack(panels, w_hh, h0.shape[0])
     p_hr, tmp_hr = pack_with_scratch(w_hr, h0.shape[0])
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
@@ -367,33 +368,33 @@ def forward_train_variant(out, hs, cs, ms, gates, pre, x, lengths, h0, c0, w_ih,
         t = time_index(s, T, reverse)
         cell_variant(hs[t + 1], cs[t + 1], ms[t], gates[t], pre[t], hs[t + off], cs[t + off], rec, lengths, t,
                      w_hh, p_hh, tmp_hh, b_hh, w_hr, p_hr, tmp_hr, peep, clip, coupled)
-        write_output(out, hs[t + 1], lengths, t, col, 0)
+        write_output(out, hs[t + 1], lengths, t, col, row)
 
 
 @kernel
 def forward_infer_variant(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, peep, clip,
-                          coupled, reverse, col):
+                          coupled, reverse, col, row, panels):
     """Forward that keeps nothing (input projection a block of steps at a time).
-    out (T, B, O): writes out[:, :, col:col+P]; h_n (B, P), c_n (B, H): final states; other arguments
-    as in ``forward_train_variant``."""
-    T, B, _ = x.shape
+    out (T, B, O): writes out[:, row:row+b, col:col+P]; h_n (b, P), c_n (b, H): final states; other
+    arguments as in ``forward_train_variant``."""
+    T, B = x.shape[0], lengths.shape[0]
     h, h_new = h0.copy(), np.empty_like(h0)
     c, c_new = c0.copy(), np.empty_like(c0)
     m = np.empty_like(c0)
     pre = np.empty((0, w_hh.shape[0]), dtype=h0.dtype)
     rec = np.empty((B, w_hh.shape[0]), dtype=h0.dtype)
-    p_hh, tmp_hh = pack_with_scratch(w_hh, B)
+    p_hh, tmp_hh = given_or_pack(panels, w_hh, B)
     p_hr, tmp_hr = pack_with_scratch(w_hr, B)
     a_block = np.empty((min(T, INFER_CHUNK), B, w_ih.shape[0]), dtype=x.dtype)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
         a = a_block[:n]
-        project_inputs(a, x[start : start + n], w_ih, b_ih)
+        project_input_rows(a, x[start : start + n], w_ih, b_ih, row)
         for s in range(n):
             t = start + time_index(s, n, reverse)
             cell_variant(h_new, c_new, m, a[t - start], pre, h, c, rec, lengths, t, w_hh, p_hh, tmp_hh, b_hh,
                          w_hr, p_hr, tmp_hr, peep, clip, coupled)
-            write_output(out, h_new, lengths, t, col, 0)
+            write_output(out, h_new, lengths, t, col, row)
             h, h_new = h_new, h
             c, c_new = c_new, c
     copy_into(h_n, h)
@@ -418,12 +419,14 @@ def step_variant(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, peep, clip
 
 @kernel
 def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, grad_out, grad_hn, grad_cn, x,
-                     lengths, hs, cs, ms, gates, pre, w_ih, w_hh, w_hr, peep, clip, coupled, reverse, col):
-    """BPTT through one direction of one layer; every output is accumulated into (``+=``).
-    dx (T, B, I); dh0 (B, P), dc0 (B, H); dw_ih (4H, I); dw_hh (4H, P); db_ih, db_hh (4H,)
-    dw_hr like w_hr; dpeep like peep; grad_out (T, B, O): this direction's columns at col
-    grad_hn (B, P), grad_cn (B, H); x, lengths, hs, cs, ms, gates, pre from ``forward_train_variant``."""
-    T, B, _ = x.shape
+                     lengths, hs, cs, ms, gates, pre, w_ih, w_hh, w_hr, peep, clip, coupled, reverse, col,
+                     row, panels):
+    """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
+    into (``+=``). dx (T, B, I): rows row:row+b; dh0 (b, P), dc0 (b, H); dw_ih (4H, I); dw_hh (4H, P);
+    db_ih, db_hh (4H,); dw_hr like w_hr; dpeep like peep; grad_out (T, B, O): this direction's columns
+    at col; grad_hn (b, P), grad_cn (b, H); x (T, B, I); lengths (b,); hs, cs, ms, gates, pre from
+    ``forward_train_variant``; panels: ``pack(w_hh.T, .)`` made by the caller, or ``no_panels``."""
+    T, B = x.shape[0], lengths.shape[0]
     H = cs.shape[2]
     use_peep, proj = peep.shape[0] > 0, w_hr.shape[0] > 0
     clipped = pre.shape[1] > 0
@@ -433,14 +436,14 @@ def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, gra
     dc = grad_cn.copy()  # gradient flowing into c after the current step
     dm = np.empty_like(dc)  # gradient of o * tanh(c)
     dh_prev = np.empty_like(dh)
-    p_hh_t, tmp_hh = pack_with_scratch(w_hh.T, B)
+    p_hh_t, tmp_hh = given_or_pack(panels, w_hh.T, B)
     p_hr_t, tmp_hr = pack_with_scratch(w_hr.T, B)
     off = prev_offset(reverse)
     one = activations.one(x)
     zero = one - one
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
-        add_output_grad(dh, grad_out, lengths, t, col, 0)
+        add_output_grad(dh, grad_out, lengths, t, col, row)
         if proj:
             # forward was: h = W_hr m
             product_into(dm, dh, w_hr.T, p_hr_t, tmp_hr)
@@ -495,7 +498,7 @@ def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, gra
         dh, dh_prev = dh_prev, dh
     dh0 += dh
     dc0 += dc
-    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, dgates, dgates, x, hs[off : off + T], w_ih, 0)
+    accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, dgates, dgates, x, hs[off : off + T], w_ih, row)
     if proj:
         P = hs.shape[2]
         add_product(dw_hr, dhs.reshape(T * B, P).T, ms.reshape(T * B, H))

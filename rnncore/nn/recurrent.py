@@ -329,7 +329,8 @@ class RecurrentBase(Module):
 
     def _row_windows(self, masks):
         """Whether this pass's kernels take a window of rows (``row``), so that ``_shards`` may split the
-        batch: the plain kernels do, the masked ones run whole batches (as do the subclasses' overrides)."""
+        batch: the plain kernels and the LSTM variants' do, the masked ones run whole batches (as do the
+        subclasses' overrides)."""
         return masks is None
 
     def _window_panels(self, w, backward):
@@ -637,9 +638,6 @@ class LSTM(RecurrentBase):
         """True when any option changes the cell's equations (then the variant kernels run)."""
         return bool(self.proj_size or self.peephole or self.gate_clip or self.coupled_input_forget)
 
-    def _row_windows(self, masks):
-        return super()._row_windows(masks) and not self.variant  # the variant kernels run whole batches
-
     def variant_options(self):
         """The variant options that differ from the defaults, as constructor keyword arguments."""
         return {k: getattr(self, k) for k, v in self.VARIANT_DEFAULTS.items() if getattr(self, k) != v}
@@ -687,7 +685,7 @@ class LSTM(RecurrentBase):
             ms = self._scratch((T, B, H))
             pre = self._scratch((T, B if self.gate_clip else 0, 4 * H))
             lstm.forward_train_variant(out, hs, cs, ms, gates, pre, x, lengths, s0[0], s0[1], *w, self._clip,
-                                       self.coupled_input_forget, reverse, col)
+                                       self.coupled_input_forget, reverse, col, row, self._given(panels))
             saved = hs, cs, gates, ms, pre
         else:
             lstm.forward_train(out, hs, cs, gates, x, lengths, s0[0], s0[1], *w, reverse, col, row,
@@ -701,7 +699,7 @@ class LSTM(RecurrentBase):
     def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
         if self.variant:
             lstm.forward_infer_variant(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, self._clip,
-                                       self.coupled_input_forget, reverse, col)
+                                       self.coupled_input_forget, reverse, col, row, self._given(panels))
         else:
             lstm.forward_infer(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, reverse, col, row,
                                self._given(panels))
@@ -712,7 +710,7 @@ class LSTM(RecurrentBase):
             hs, cs, gates, ms, pre = saved
             lstm.backward_variant(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs,
                                   ms, gates, pre, w[0], w[1], w[4], w[5], self._clip,
-                                  self.coupled_input_forget, reverse, col)
+                                  self.coupled_input_forget, reverse, col, row, self._given(panels))
             return
         hs, cs, gates = saved
         dgates = self._scratch(gates.shape, zero=True)

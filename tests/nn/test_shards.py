@@ -20,6 +20,9 @@ CELLS = {
     "lstm": lambda **kw: rnncore.LSTM(**kw),
     "gru": lambda **kw: rnncore.GRU(**kw),
     "gru_reset_before": lambda **kw: rnncore.GRU(reset_after=False, **kw),
+    "lstm_peephole_clip": lambda **kw: rnncore.LSTM(peephole=True, gate_clip=1.0, **kw),
+    "lstm_projection": lambda **kw: rnncore.LSTM(proj_size=kw["hidden_size"] - 3, coupled_input_forget=True,
+                                                 **kw),
 }
 
 
@@ -57,10 +60,11 @@ def test_sharded_passes_match_one_call_over_the_batch(cell, dtype, sharding):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((T, B, I)).astype(dtype)
     lengths = rng.integers(1, T + 1, size=B)
-    grad_out = rng.standard_normal((T, B, 2 * H)).astype(dtype)
 
     def make():
         return CELLS[cell](input_size=I, hidden_size=H, num_layers=2, bidirectional=True, dtype=dtype, seed=1)
+
+    grad_out = rng.standard_normal((T, B, 2 * make()._out_size())).astype(dtype)
 
     one_call, sharded = run_both(make, sharding, x, lengths, None, grad_out)
     (out1, fin1, dx1, d01, g1), (out2, fin2, dx2, d02, g2) = one_call, sharded
@@ -93,7 +97,6 @@ def test_a_sharded_training_step_keeps_what_its_backward_needs(sharding):
 
 
 @pytest.mark.parametrize("make", [lambda: rnncore.LSTM(4, 6, layer_norm=True, seed=0),
-                                  lambda: rnncore.LSTM(4, 6, proj_size=3, seed=0),
                                   lambda: rnncore.GRU(4, 6, zoneout=0.2, seed=0)])
 def test_kernels_without_row_windows_run_whole_batches(make, sharding):
     sharding(True)
@@ -253,7 +256,8 @@ def test_kernels_multiply_by_the_panels_the_layer_gives_them(cell):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((T, B, 5)).astype(np.float32)
     lengths = np.full(B, T, dtype=np.int64)
-    s0 = [rng.standard_normal((B, H)).astype(np.float32) for _ in layer.state_names]
+    widths = [layer._state_size(n) for n in layer.state_names]  # h: proj_size with a projection
+    s0 = [rng.standard_normal((B, n)).astype(np.float32) for n in widths]
     w = layer._weights(0, 0)
     packed_rows = 2 * H if cell == "gru_reset_before" else w[1].shape[0]  # the rows _window_panels packs
     w_hh = w[1].copy()
@@ -261,8 +265,8 @@ def test_kernels_multiply_by_the_panels_the_layer_gives_them(cell):
     zeroed = (w[0], w_hh) + tuple(w[2:])
 
     def forward(weights, panels):
-        out = np.zeros((T, B, H), np.float32)
-        finals = [np.zeros((B, H), np.float32) for _ in layer.state_names]
+        out = np.zeros((T, B, layer._out_size()), np.float32)
+        finals = [np.zeros((B, n), np.float32) for n in widths]
         saved = layer._run_train(out, finals, x, lengths, s0, weights, False, 0, 0, panels)
         return out, saved
 
