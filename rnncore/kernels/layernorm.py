@@ -20,7 +20,7 @@ Every function lists outputs first, then inputs, then weights.
 
 import numpy as np
 
-from rnncore.kernels._common import accumulate_weight_grads, add_column_sums
+from rnncore.kernels._common import accumulate_weight_grads, add_column_sums, project_input_rows
 from rnncore.kernels._jit import kernel
 
 
@@ -80,30 +80,29 @@ def add_gain_grads(dgain, dbeta, dy, xhat):
 
 
 @kernel
-def project_normalized(xhat, mean, rstd, x, w_ih, eps):
-    """The input projection of all steps as one GEMM, normalised row by row: xhat = LN's xhat of x W_ih^T.
-    xhat (T, B, G), mean, rstd (T, B): outputs; x (T, B, I); w_ih (G, I)."""
-    T, B, I = x.shape  # noqa: E741  (the project's dimension letters)
-    G = w_ih.shape[0]
-    xh2 = xhat.reshape(T * B, G)
-    np.dot(x.reshape(T * B, I), w_ih.T, xh2)
-    normalize_rows(xh2, mean.reshape(T * B), rstd.reshape(T * B), eps)
+def project_normalized(xhat, mean, rstd, x, w_ih, eps, row):
+    """The input projection of all steps of the window of b rows at row (``_common``), normalised row by
+    row: xhat = LN's xhat of x[:, row:row+b] W_ih^T. xhat (T, b, G), mean, rstd (T, b): outputs;
+    x (T, B, I); w_ih (G, I)."""
+    T, b, G = xhat.shape
+    project_input_rows(xhat, x, w_ih, np.zeros(G, dtype=x.dtype), row)  # the biases enter after LN
+    normalize_rows(xhat.reshape(T * b, G), mean.reshape(T * b), rstd.reshape(T * b), eps)
 
 
 @kernel
 def backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, d_ax, d_ah,
-                         d_rec, x, h_prev, xhat_ih, xhat_hh, rstd_ih, w_ih, gain_ih):
-    """The after-loop part of both cells' backward (accumulating, ``+=``). The forward was
+                         d_rec, x, h_prev, xhat_ih, xhat_hh, rstd_ih, w_ih, gain_ih, row):
+    """The after-loop part of both cells' backward (accumulating, ``+=``), for the window of b rows at row
+    (``_common``). The forward was
 
         a_x = gain_ih * LN(x W_ih^T) + beta_ih + b_ih,   a_h = gain_hh * LN(h_prev W_hh^T) + beta_hh + b_hh
 
-    dx (T, B, I); dw_ih (G, I); dw_hh (G, H); db_ih, db_hh, dgain_*, dbeta_* (G,)
-    d_ax, d_ah (T, B, G): gradients of a_x and a_h (equal for the LSTM)
-    d_rec (T, B, G): gradient of h_prev W_hh^T (the loop computes it: it feeds dh_prev)
-    x (T, B, I); h_prev (T, B, H): state entering each step; xhat_ih, xhat_hh (T, B, G); rstd_ih (T, B)
+    dx (T, B, I): rows row:row+b; dw_ih (G, I); dw_hh (G, H); db_ih, db_hh, dgain_*, dbeta_* (G,)
+    d_ax, d_ah (T, b, G): gradients of a_x and a_h (equal for the LSTM)
+    d_rec (T, b, G): gradient of h_prev W_hh^T (the loop computes it: it feeds dh_prev)
+    x (T, B, I); h_prev (T, b, H): state entering each step; xhat_ih, xhat_hh (T, b, G); rstd_ih (T, b)
     w_ih (G, I); gain_ih (G,)."""
-    T, B, _ = x.shape
-    G = d_ax.shape[2]
+    T, B, G = d_ax.shape
     d_ax2, d_ah2 = d_ax.reshape(T * B, G), d_ah.reshape(T * B, G)
     add_column_sums(db_ih, d_ax2)
     add_column_sums(db_hh, d_ah2)
@@ -115,4 +114,4 @@ def backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dga
     # the biases enter after the normalisation: their gradients are the sums above, not the column sums
     # of d_in and d_rec that accumulate_weight_grads adds into its bias arguments (given scratch here)
     unused = np.zeros(G, dtype=x.dtype)
-    accumulate_weight_grads(dx, dw_ih, unused, dw_hh, unused, d_in, d_rec, x, h_prev, w_ih, 0)
+    accumulate_weight_grads(dx, dw_ih, unused, dw_hh, unused, d_in, d_rec, x, h_prev, w_ih, row)

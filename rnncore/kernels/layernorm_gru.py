@@ -33,7 +33,7 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import kernel
 from rnncore.kernels.activations import sigmoid, tanh
 from rnncore.kernels.layernorm import backward_projections, backward_rows, normalize_rows, project_normalized
-from rnncore.kernels.packed import pack_with_scratch, product_into
+from rnncore.kernels.packed import given_or_pack, pack_with_scratch, product_into
 
 
 @kernel
@@ -64,33 +64,34 @@ def cell(h_new, a, aux, xh, mean_h, rstd_h, xi, h_prev, lengths, t, w_hh, p_hh, 
 
 @kernel
 def forward_train(out, hs, gates, aux, xhat_ih, xhat_hh, mean, rstd, x, lengths, h0, w_ih, w_hh, b_ih, b_hh,
-                  gain_ih, beta_ih, gain_hh, beta_hh, eps, reverse, col):
-    """Forward that keeps what backward needs.
-    out (T, B, O): writes out[:, :, col:col+H]; hs (T+2, B, H): states (layout in ``_common``)
-    gates (T, B, 3H): activated r, z, n; aux (T, B, H): a_h[n]
-    xhat_ih, xhat_hh (T, B, 3H): the normalised projections; mean, rstd (2, T, B): their statistics
-    x (T, B, I); lengths (B,) in 1..T; h0 (B, H); w_ih (3H, I); w_hh (3H, H); b_ih, b_hh (3H,)
+                  gain_ih, beta_ih, gain_hh, beta_hh, eps, reverse, col, row, panels):
+    """Forward that keeps what backward needs, for the window of b rows at row (``_common``); panels:
+    ``pack(w_hh, .)`` made by the caller, or ``no_panels`` (``packed.given_or_pack``).
+    out (T, B, O): writes out[:, row:row+b, col:col+H]; hs (T+2, b, H): states (layout in ``_common``)
+    gates (T, b, 3H): activated r, z, n; aux (T, b, H): a_h[n]
+    xhat_ih, xhat_hh (T, b, 3H): the normalised projections; mean, rstd (2, T, b): their statistics
+    x (T, B, I); lengths (b,) in 1..T; h0 (b, H); w_ih (3H, I); w_hh (3H, H); b_ih, b_hh (3H,)
     gain_ih, beta_ih, gain_hh, beta_hh (3H,); eps: scalar of x's dtype."""
     T = x.shape[0]
-    project_normalized(xhat_ih, mean[0], rstd[0], x, w_ih, eps)
+    project_normalized(xhat_ih, mean[0], rstd[0], x, w_ih, eps, row)
     bias_x, bias_h = beta_ih + b_ih, beta_hh + b_hh
-    p_hh, tmp = pack_with_scratch(w_hh, h0.shape[0])
+    p_hh, tmp = given_or_pack(panels, w_hh, h0.shape[0])
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     for s in range(T):
         t = time_index(s, T, reverse)
         cell(hs[t + 1], gates[t], aux[t], xhat_hh[t], mean[1, t], rstd[1, t], xhat_ih[t], hs[t + off],
              lengths, t, w_hh, p_hh, tmp, bias_x, bias_h, gain_ih, gain_hh, eps)
-        write_output(out, hs[t + 1], lengths, t, col, 0)
+        write_output(out, hs[t + 1], lengths, t, col, row)
 
 
 @kernel
 def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh, eps,
-                  reverse, col):
+                  reverse, col, row, panels):
     """Forward that keeps nothing; the input projection is done a block of steps at a time.
-    out (T, B, O): writes out[:, :, col:col+H]; h_n (B, H): final state; other arguments as in
+    out (T, B, O): writes out[:, row:row+b, col:col+H]; h_n (b, H): final state; other arguments as in
     ``forward_train``."""
-    T, B, _ = x.shape
+    T, B = x.shape[0], lengths.shape[0]
     G = w_ih.shape[0]
     h, h_new = h0.copy(), np.empty_like(h0)
     aux = np.empty_like(h0)
@@ -99,16 +100,16 @@ def forward_infer(out, h_n, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, gain_ih, bet
     xi_block = np.empty((min(T, INFER_CHUNK), B, G), dtype=x.dtype)
     block_stats = np.empty((2, min(T, INFER_CHUNK), B), dtype=x.dtype)
     bias_x, bias_h = beta_ih + b_ih, beta_hh + b_hh
-    p_hh, tmp = pack_with_scratch(w_hh, B)
+    p_hh, tmp = given_or_pack(panels, w_hh, B)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
         xi = xi_block[:n]
-        project_normalized(xi, block_stats[0, :n], block_stats[1, :n], x[start : start + n], w_ih, eps)
+        project_normalized(xi, block_stats[0, :n], block_stats[1, :n], x[start : start + n], w_ih, eps, row)
         for s in range(n):
             t = start + time_index(s, n, reverse)
             cell(h_new, a, aux, xh, stats[0], stats[1], xi[t - start], h, lengths, t, w_hh, p_hh, tmp,
                  bias_x, bias_h, gain_ih, gain_hh, eps)
-            write_output(out, h_new, lengths, t, col, 0)
+            write_output(out, h_new, lengths, t, col, row)
             h, h_new = h_new, h
     copy_into(h_n, h)
 
@@ -120,7 +121,7 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh
     G = w_ih.shape[0]
     xi = np.empty((1, B, G), dtype=x.dtype)
     stats = np.empty((4, B), dtype=x.dtype)
-    project_normalized(xi, stats[2:3], stats[3:4], x.reshape(1, B, x.shape[1]), w_ih, eps)
+    project_normalized(xi, stats[2:3], stats[3:4], x.reshape(1, B, x.shape[1]), w_ih, eps, 0)
     a, xh = np.empty((B, G), dtype=x.dtype), np.empty((B, G), dtype=x.dtype)
     aux = np.empty_like(h)
     lengths = np.full(B, 1, dtype=np.int64)
@@ -131,13 +132,15 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh
 
 @kernel
 def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, grad_out, grad_hn,
-             x, lengths, hs, gates, aux, xhat_ih, xhat_hh, rstd, w_ih, w_hh, gain_ih, gain_hh, reverse, col):
-    """BPTT through one direction of one layer; every output is accumulated into (``+=``).
-    dx (T, B, I); dh0 (B, H); dw_ih (3H, I); dw_hh (3H, H); db_ih, db_hh, dgain_*, dbeta_* (3H,)
-    grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn (B, H)
-    x (T, B, I); lengths (B,); hs, gates, aux, xhat_ih, xhat_hh, rstd from ``forward_train``
-    w_ih (3H, I); w_hh (3H, H); gain_ih, gain_hh (3H,)."""
-    T, B, _ = x.shape
+             x, lengths, hs, gates, aux, xhat_ih, xhat_hh, rstd, w_ih, w_hh, gain_ih, gain_hh, reverse, col,
+             row, panels):
+    """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
+    into (``+=``). dx (T, B, I): rows row:row+b; dh0 (b, H); dw_ih (3H, I); dw_hh (3H, H); db_ih, db_hh,
+    dgain_*, dbeta_* (3H,); grad_out (T, B, O): gradient of out, this direction's columns at col;
+    grad_hn (b, H); x (T, B, I); lengths (b,); hs, gates, aux, xhat_ih, xhat_hh, rstd from
+    ``forward_train``; w_ih (3H, I); w_hh (3H, H); gain_ih, gain_hh (3H,); panels: ``pack(w_hh.T, .)``
+    made by the caller, or ``no_panels``."""
+    T, B = x.shape[0], lengths.shape[0]
     H = w_hh.shape[1]
     d_ax = np.zeros((T, B, 3 * H), dtype=x.dtype)  # gradient of a_x
     d_ah = np.zeros((T, B, 3 * H), dtype=x.dtype)  # gradient of a_h
@@ -145,12 +148,12 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, 
     dh = grad_hn.copy()  # gradient flowing into h after the current step
     dh_prev = np.empty_like(dh)
     direct = np.zeros_like(dh)  # the part of dh_prev that does not pass through W_hh
-    p_t, tmp = pack_with_scratch(w_hh.T, B)
+    p_t, tmp = given_or_pack(panels, w_hh.T, B)
     one = activations.one(x)
     off = prev_offset(reverse)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
-        add_output_grad(dh, grad_out, lengths, t, col, 0)
+        add_output_grad(dh, grad_out, lengths, t, col, row)
         g_t, h_prev, dx_t, dh_t, aux_t = gates[t], hs[t + off], d_ax[t], d_ah[t], aux[t]
         for b in range(B):
             if t >= lengths[b]:
@@ -177,4 +180,4 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, 
         dh, dh_prev = dh_prev, dh
     dh0 += dh
     backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, d_ax, d_ah,
-                         d_rec, x, hs[off : off + T], xhat_ih, xhat_hh, rstd[0], w_ih, gain_ih)
+                         d_rec, x, hs[off : off + T], xhat_ih, xhat_hh, rstd[0], w_ih, gain_ih, row)

@@ -33,7 +33,7 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import kernel
 from rnncore.kernels.activations import sigmoid, tanh
 from rnncore.kernels.layernorm import backward_projections, backward_rows, normalize_rows, project_normalized
-from rnncore.kernels.packed import pack_with_scratch, product_into
+from rnncore.kernels.packed import given_or_pack, pack_with_scratch, product_into
 
 
 @kernel
@@ -71,17 +71,19 @@ def cell(h_new, c_new, a, xh, chat, mean_h, rstd_h, mean_c, rstd_c, xi, h_prev, 
 
 @kernel
 def forward_train(out, hs, cs, gates, xhat_ih, xhat_hh, chat, mean, rstd, x, lengths, h0, c0, w_ih, w_hh,
-                  b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh, gain_c, beta_c, eps, reverse, col):
-    """Forward that keeps what backward needs.
-    out (T, B, O): writes out[:, :, col:col+H]; hs, cs (T+2, B, H): states (layout in ``_common``)
-    gates (T, B, 4H): activated i, f, g, o; xhat_ih, xhat_hh (T, B, 4H): the normalised projections
-    chat (T, B, H): the normalised cell states; mean, rstd (3, T, B): see the module docstring
-    x (T, B, I); lengths (B,) in 1..T; h0, c0 (B, H); w_ih (4H, I); w_hh (4H, H); b_ih, b_hh (4H,)
+                  b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh, gain_c, beta_c, eps, reverse, col, row,
+                  panels):
+    """Forward that keeps what backward needs, for the window of b rows at row (``_common``); panels:
+    ``pack(w_hh, .)`` made by the caller, or ``no_panels`` (``packed.given_or_pack``).
+    out (T, B, O): writes out[:, row:row+b, col:col+H]; hs, cs (T+2, b, H): states (layout in ``_common``)
+    gates (T, b, 4H): activated i, f, g, o; xhat_ih, xhat_hh (T, b, 4H): the normalised projections
+    chat (T, b, H): the normalised cell states; mean, rstd (3, T, b): see the module docstring
+    x (T, B, I); lengths (b,) in 1..T; h0, c0 (b, H); w_ih (4H, I); w_hh (4H, H); b_ih, b_hh (4H,)
     gain_ih, beta_ih, gain_hh, beta_hh (4H,); gain_c, beta_c (H,); eps: scalar of x's dtype."""
     T = x.shape[0]
-    project_normalized(xhat_ih, mean[0], rstd[0], x, w_ih, eps)
+    project_normalized(xhat_ih, mean[0], rstd[0], x, w_ih, eps, row)
     bias = b_ih + b_hh + beta_ih + beta_hh
-    p_hh, tmp = pack_with_scratch(w_hh, h0.shape[0])
+    p_hh, tmp = given_or_pack(panels, w_hh, h0.shape[0])
     first, off = init_slot(T, reverse), prev_offset(reverse)
     copy_into(hs[first], h0)
     copy_into(cs[first], c0)
@@ -90,16 +92,16 @@ def forward_train(out, hs, cs, gates, xhat_ih, xhat_hh, chat, mean, rstd, x, len
         cell(hs[t + 1], cs[t + 1], gates[t], xhat_hh[t], chat[t], mean[1, t], rstd[1, t], mean[2, t],
              rstd[2, t], xhat_ih[t], hs[t + off], cs[t + off], lengths, t, w_hh, p_hh, tmp, bias, gain_ih,
              gain_hh, gain_c, beta_c, eps)
-        write_output(out, hs[t + 1], lengths, t, col, 0)
+        write_output(out, hs[t + 1], lengths, t, col, row)
 
 
 @kernel
 def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh,
-                  beta_hh, gain_c, beta_c, eps, reverse, col):
+                  beta_hh, gain_c, beta_c, eps, reverse, col, row, panels):
     """Forward that keeps nothing; the input projection is done a block of steps at a time.
-    out (T, B, O): writes out[:, :, col:col+H]; h_n, c_n (B, H): final states; other arguments as in
-    ``forward_train``."""
-    T, B, _ = x.shape
+    out (T, B, O): writes out[:, row:row+b, col:col+H]; h_n, c_n (b, H): final states; other arguments as
+    in ``forward_train``."""
+    T, B = x.shape[0], lengths.shape[0]
     G = w_ih.shape[0]
     h, h_new = h0.copy(), np.empty_like(h0)
     c, c_new = c0.copy(), np.empty_like(c0)
@@ -109,16 +111,16 @@ def forward_infer(out, h_n, c_n, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, gai
     xi_block = np.empty((min(T, INFER_CHUNK), B, G), dtype=x.dtype)
     block_stats = np.empty((2, min(T, INFER_CHUNK), B), dtype=x.dtype)
     bias = b_ih + b_hh + beta_ih + beta_hh
-    p_hh, tmp = pack_with_scratch(w_hh, B)
+    p_hh, tmp = given_or_pack(panels, w_hh, B)
     for k in range(num_chunks(T)):
         start, n = chunk_bounds(k, T, reverse)
         xi = xi_block[:n]
-        project_normalized(xi, block_stats[0, :n], block_stats[1, :n], x[start : start + n], w_ih, eps)
+        project_normalized(xi, block_stats[0, :n], block_stats[1, :n], x[start : start + n], w_ih, eps, row)
         for s in range(n):
             t = start + time_index(s, n, reverse)
             cell(h_new, c_new, a, xh, chat, stats[0], stats[1], stats[2], stats[3], xi[t - start], h, c,
                  lengths, t, w_hh, p_hh, tmp, bias, gain_ih, gain_hh, gain_c, beta_c, eps)
-            write_output(out, h_new, lengths, t, col, 0)
+            write_output(out, h_new, lengths, t, col, row)
             h, h_new = h_new, h
             c, c_new = c_new, c
     copy_into(h_n, h)
@@ -133,7 +135,7 @@ def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_h
     G = w_ih.shape[0]
     xi = np.empty((1, B, G), dtype=x.dtype)
     stats = np.empty((6, B), dtype=x.dtype)
-    project_normalized(xi, stats[4:5], stats[5:6], x.reshape(1, B, x.shape[1]), w_ih, eps)
+    project_normalized(xi, stats[4:5], stats[5:6], x.reshape(1, B, x.shape[1]), w_ih, eps, 0)
     a, xh = np.empty((B, G), dtype=x.dtype), np.empty((B, G), dtype=x.dtype)
     chat = np.empty_like(h)
     lengths = np.full(B, 1, dtype=np.int64)
@@ -146,14 +148,15 @@ def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_h
 @kernel
 def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, dgain_c,
              dbeta_c, grad_out, grad_hn, grad_cn, x, lengths, hs, cs, gates, xhat_ih, xhat_hh, chat, rstd,
-             w_ih, w_hh, gain_ih, gain_hh, gain_c, beta_c, reverse, col):
-    """BPTT through one direction of one layer; every output is accumulated into (``+=``).
-    dx (T, B, I); dh0, dc0 (B, H); dw_ih (4H, I); dw_hh (4H, H); db_ih, db_hh (4H,)
-    dgain_ih, dbeta_ih, dgain_hh, dbeta_hh (4H,); dgain_c, dbeta_c (H,)
-    grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn, grad_cn (B, H)
-    x (T, B, I); lengths (B,); hs, cs, gates, xhat_ih, xhat_hh, chat, rstd from ``forward_train``
-    w_ih (4H, I); w_hh (4H, H); gain_ih, gain_hh (4H,); gain_c, beta_c (H,)."""
-    T, B, _ = x.shape
+             w_ih, w_hh, gain_ih, gain_hh, gain_c, beta_c, reverse, col, row, panels):
+    """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
+    into (``+=``). dx (T, B, I): rows row:row+b; dh0, dc0 (b, H); dw_ih (4H, I); dw_hh (4H, H);
+    db_ih, db_hh (4H,); dgain_ih, dbeta_ih, dgain_hh, dbeta_hh (4H,); dgain_c, dbeta_c (H,)
+    grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn, grad_cn (b, H)
+    x (T, B, I); lengths (b,); hs, cs, gates, xhat_ih, xhat_hh, chat, rstd from ``forward_train``
+    w_ih (4H, I); w_hh (4H, H); gain_ih, gain_hh (4H,); gain_c, beta_c (H,); panels:
+    ``pack(w_hh.T, .)`` made by the caller, or ``no_panels``."""
+    T, B = x.shape[0], lengths.shape[0]
     H = w_hh.shape[1]
     dgates = np.zeros((T, B, 4 * H), dtype=x.dtype)  # gradients of the gate pre-activations a
     d_rec = np.zeros((T, B, 4 * H), dtype=x.dtype)  # gradients of h_prev W_hh^T (before its normalisation)
@@ -161,13 +164,13 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain
     dc = grad_cn.copy()  # gradient flowing into c after the current step
     dh_prev = np.empty_like(dh)
     dchat = np.empty(H, dtype=x.dtype)
-    p_t, tmp = pack_with_scratch(w_hh.T, B)
+    p_t, tmp = given_or_pack(panels, w_hh.T, B)
     off = prev_offset(reverse)
     one = activations.one(x)
     inv_h = one / H
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
-        add_output_grad(dh, grad_out, lengths, t, col, 0)
+        add_output_grad(dh, grad_out, lengths, t, col, row)
         c_prev, g_t, d_t, ch_t = cs[t + off], gates[t], dgates[t], chat[t]
         for b in range(B):
             if t >= lengths[b]:
@@ -205,4 +208,4 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain
     dh0 += dh
     dc0 += dc
     backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, dgates,
-                         dgates, d_rec, x, hs[off : off + T], xhat_ih, xhat_hh, rstd[0], w_ih, gain_ih)
+                         dgates, d_rec, x, hs[off : off + T], xhat_ih, xhat_hh, rstd[0], w_ih, gain_ih, row)

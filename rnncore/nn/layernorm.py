@@ -33,9 +33,6 @@ class _LayerNorm:
 
     ln_parts = ()
 
-    def _row_windows(self, masks):
-        return False  # the layer-normalised kernels run whole batches
-
     def _joint_weights(self, layer):
         return None  # the normalisations sit between the products and the gates
 
@@ -101,28 +98,29 @@ class LayerNormLSTM(_LayerNorm, LSTM):
         super().__init__(*args, **kwargs)
         self._init_layer_norm(layer_norm, layer_norm_eps)
 
-    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col):
-        T, B, _ = x.shape
+    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
+        T, B = x.shape[0], lengths.shape[0]
         H = self.hidden_size
         hs, cs = self._scratch((T + 2, B, H)), self._scratch((T + 2, B, H))
         gates, xhat_ih, xhat_hh = (self._scratch((T, B, 4 * H)) for _ in range(3))
         chat = self._scratch((T, B, H))
         mean, rstd = self._scratch((3, T, B)), self._scratch((3, T, B))
         layernorm_lstm.forward_train(out, hs, cs, gates, xhat_ih, xhat_hh, chat, mean, rstd, x, lengths,
-                                     s0[0], s0[1], *w, self._eps, reverse, col)
+                                     s0[0], s0[1], *w, self._eps, reverse, col, row, self._given(panels))
         last = 1 if reverse else T
         finals[0][...] = hs[last]
         finals[1][...] = cs[last]
         return hs, cs, gates, xhat_ih, xhat_hh, chat, rstd
 
-    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col):
+    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
         layernorm_lstm.forward_infer(out, finals[0], finals[1], x, lengths, s0[0], s0[1], *w, self._eps,
-                                     reverse, col)
+                                     reverse, col, row, self._given(panels))
 
-    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col):
+    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0,
+                      panels=None):
         # w: w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh, gain_c, beta_c
         layernorm_lstm.backward(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, *saved,
-                                w[0], w[1], w[4], w[6], w[8], w[9], reverse, col)
+                                w[0], w[1], w[4], w[6], w[8], w[9], reverse, col, row, self._given(panels))
 
     def _run_step(self, new, x, states, w):
         layernorm_lstm.step(new[0], new[1], x, states[0], states[1], *w, self._eps)
@@ -143,25 +141,27 @@ class LayerNormGRU(_LayerNorm, GRU):
                              "the normalised recurrent n-block); got reset_after=False")
         self._init_layer_norm(layer_norm, layer_norm_eps)
 
-    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col):
-        T, B, _ = x.shape
+    def _run_train(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
+        T, B = x.shape[0], lengths.shape[0]
         H = self.hidden_size
         hs = self._scratch((T + 2, B, H))
         gates, xhat_ih, xhat_hh = (self._scratch((T, B, 3 * H)) for _ in range(3))
         aux = self._scratch((T, B, H))
         mean, rstd = self._scratch((2, T, B)), self._scratch((2, T, B))
         layernorm_gru.forward_train(out, hs, gates, aux, xhat_ih, xhat_hh, mean, rstd, x, lengths, s0[0], *w,
-                                    self._eps, reverse, col)
+                                    self._eps, reverse, col, row, self._given(panels))
         finals[0][...] = hs[1] if reverse else hs[T]
         return hs, gates, aux, xhat_ih, xhat_hh, rstd
 
-    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col):
-        layernorm_gru.forward_infer(out, finals[0], x, lengths, s0[0], *w, self._eps, reverse, col)
+    def _run_infer(self, out, finals, x, lengths, s0, w, reverse, col, row=0, panels=None):
+        layernorm_gru.forward_infer(out, finals[0], x, lengths, s0[0], *w, self._eps, reverse, col, row,
+                                    self._given(panels))
 
-    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col):
+    def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0,
+                      panels=None):
         # w: w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh
         layernorm_gru.backward(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, *saved, w[0], w[1], w[4], w[6],
-                               reverse, col)
+                               reverse, col, row, self._given(panels))
 
     def _run_step(self, new, x, states, w):
         layernorm_gru.step(new[0], x, states[0], *w, self._eps)
