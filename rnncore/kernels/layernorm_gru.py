@@ -48,17 +48,20 @@ def cell(h_new, a, aux, xh, mean_h, rstd_h, xi, h_prev, lengths, t, w_hh, p_hh, 
     B, H = h_prev.shape
     product_into(xh, h_prev, w_hh, p_hh, tmp)
     normalize_rows(xh, mean_h, rstd_h, eps)
+    n_ = slice(2 * H, 3 * H)  # the n rows, as 0-based slices (which vectorise)
+    gi_n, gh_n, bx_n, bh_n = gain_ih[n_], gain_hh[n_], bias_x[n_], bias_h[n_]
     for b in range(B):
         ab, xib, xhb = a[b], xi[b], xh[b]
         for j in range(2 * H):  # r, z
             ab[j] = sigmoid(gain_ih[j] * xib[j] + bias_x[j] + gain_hh[j] * xhb[j] + bias_h[j])
+        r, z, nb, xin, xhn = ab[:H], ab[H : 2 * H], ab[n_], xib[n_], xhb[n_]
+        auxb, hb, hp = aux[b], h_new[b], h_prev[b]
         for j in range(H):
-            k = 2 * H + j
-            hn = gain_hh[k] * xhb[k] + bias_h[k]
-            aux[b, j] = hn
-            n = tanh(gain_ih[k] * xib[k] + bias_x[k] + ab[j] * hn)
-            ab[k] = n
-            h_new[b, j] = n + ab[H + j] * (h_prev[b, j] - n)  # (1 - z) n + z h
+            hn = gh_n[j] * xhn[j] + bh_n[j]
+            auxb[j] = hn
+            n = tanh(gi_n[j] * xin[j] + bx_n[j] + r[j] * hn)
+            nb[j] = n
+            hb[j] = n + z[j] * (hp[j] - n)  # (1 - z) n + z h
     carry_inactive(h_new, h_prev, lengths, t)
 
 

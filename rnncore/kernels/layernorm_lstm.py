@@ -30,10 +30,22 @@ from rnncore.kernels._common import (
     time_index,
     write_output,
 )
-from rnncore.kernels._jit import kernel
-from rnncore.kernels.activations import sigmoid, tanh
+from rnncore.kernels._jit import inline_kernel, kernel
+from rnncore.kernels.activations import SIGMOID, TANH, sigmoid, tanh
 from rnncore.kernels.layernorm import backward_projections, backward_rows, normalize_rows, project_normalized
 from rnncore.kernels.packed import given_or_pack, pack_with_scratch, product_into
+
+
+@inline_kernel
+def normalized_gates_row(a, xi, xh, gain_ih, gain_hh, bias, act):
+    """a = act(gain_ih * xi + gain_hh * xh + bias) for one block of gate rows (sigmoid or tanh); every
+    argument (n,): xi, xh the normalised projections."""
+    if act == SIGMOID:
+        for j in range(a.shape[0]):
+            a[j] = sigmoid(gain_ih[j] * xi[j] + gain_hh[j] * xh[j] + bias[j])
+    else:
+        for j in range(a.shape[0]):
+            a[j] = tanh(gain_ih[j] * xi[j] + gain_hh[j] * xh[j] + bias[j])
 
 
 @kernel
@@ -49,22 +61,22 @@ def cell(h_new, c_new, a, xh, chat, mean_h, rstd_h, mean_c, rstd_c, xi, h_prev, 
     B, H = h_prev.shape
     product_into(xh, h_prev, w_hh, p_hh, tmp)
     normalize_rows(xh, mean_h, rstd_h, eps)
+    i_f, g, o = slice(0, 2 * H), slice(2 * H, 3 * H), slice(3 * H, 4 * H)  # 0-based row slices vectorise
     for b in range(B):
-        ab, xib, xhb = a[b], xi[b], xh[b]
-        for j in range(2 * H):  # i, f
-            ab[j] = sigmoid(gain_ih[j] * xib[j] + gain_hh[j] * xhb[j] + bias[j])
-        for j in range(2 * H, 3 * H):  # g
-            ab[j] = tanh(gain_ih[j] * xib[j] + gain_hh[j] * xhb[j] + bias[j])
-        for j in range(3 * H, 4 * H):  # o
-            ab[j] = sigmoid(gain_ih[j] * xib[j] + gain_hh[j] * xhb[j] + bias[j])
+        ab, xib, xhb, cp, cn, chb = a[b], xi[b], xh[b], c_prev[b], c_new[b], chat[b]
+        normalized_gates_row(ab[i_f], xib[i_f], xhb[i_f], gain_ih[i_f], gain_hh[i_f], bias[i_f], SIGMOID)
+        normalized_gates_row(ab[g], xib[g], xhb[g], gain_ih[g], gain_hh[g], bias[g], TANH)
+        normalized_gates_row(ab[o], xib[o], xhb[o], gain_ih[o], gain_hh[o], bias[o], SIGMOID)
+        ib, fb, gb = ab[:H], ab[H : 2 * H], ab[g]
         for j in range(H):
-            c = ab[H + j] * c_prev[b, j] + ab[j] * ab[2 * H + j]
-            c_new[b, j] = c
-            chat[b, j] = c
+            c = fb[j] * cp[j] + ib[j] * gb[j]
+            cn[j] = c
+            chb[j] = c
     normalize_rows(chat, mean_c, rstd_c, eps)
     for b in range(B):
+        ob, hb, chb = a[b, o], h_new[b], chat[b]
         for j in range(H):
-            h_new[b, j] = a[b, 3 * H + j] * tanh(gain_c[j] * chat[b, j] + beta_c[j])
+            hb[j] = ob[j] * tanh(gain_c[j] * chb[j] + beta_c[j])
     carry_inactive(h_new, h_prev, lengths, t)
     carry_inactive(c_new, c_prev, lengths, t)
 
