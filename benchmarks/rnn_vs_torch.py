@@ -1,13 +1,14 @@
 """rnncore against torch.nn on the CPU: the same weights, one process, alternating timed blocks.
 
-    python benchmarks/rnn_vs_torch.py [--quick] [--repeats 7] [--sections rows,small,model,decode,compile,memory]
+    python benchmarks/rnn_vs_torch.py [--quick] [--repeats 7]
+        [--sections rows,small,model,projection,decode,compile,memory]
 
 Prints one table (cell x T x B x H x mode) with milliseconds for each side, the ratio
 rnncore/torch (lower is better), GFLOP/s and the roofline floor, then small batches (B 2-8, which the
-table's B 1, 16 and 64 step over), a whole model (Embedding, cell, Linear) at B 1 and 32, then decode
-latency against
-LSTMCell/GRUCell, compile time (cold and warm cache, in fresh processes) and the peak memory of a
-training step. Before timing a row it checks that both sides computed the same outputs.
+table's B 1, 16 and 64 step over), a whole model (Embedding, cell, Linear) at B 1 and 32, an LSTM with
+a projection (proj_size) at B 1, 16 and 64, then decode latency against LSTMCell/GRUCell, compile time
+(cold and warm cache, in fresh processes) and the peak memory of a training step. Before timing a row
+it checks that both sides computed the same outputs.
 
 The roofline floor of a row is max(FLOPs / measured GEMM peak, bytes / measured bandwidth), where
 the bytes are the weights streamed once per time step plus the activations written and read, and the
@@ -104,12 +105,12 @@ def _calls_per_sample(fn):
     return max(1, round(SAMPLE_SECONDS / max(once, 1e-7)))
 
 
-def make_pair(cell, H, dtype=np.float32, seed=0):
+def make_pair(cell, H, dtype=np.float32, seed=0, **kwargs):
     import torch
 
     torch.manual_seed(seed)
-    tm = getattr(torch.nn, cell)(H, H)
-    ours = getattr(rnncore, cell)(H, H, dtype=dtype)
+    tm = getattr(torch.nn, cell)(H, H, **kwargs)
+    ours = getattr(rnncore, cell)(H, H, dtype=dtype, **kwargs)
     ours.load_state_dict(tm.state_dict())
     return ours, tm
 
@@ -177,6 +178,28 @@ def apply_roofline(row, peak, bandwidth):
     floor = max(flops(cell, T, B, H, row["mode"]) / peak, traffic_bytes(cell, T, B, H) / bandwidth)
     row.update(floor_ms=1e3 * floor, of_floor=floor / (row["ours_ms"] / 1e3))
     return row
+
+
+PROJECTION_SIZES = {"T": 100, "H": 256, "P": 128}  # an LSTM with a projection (torch's proj_size)
+
+
+def bench_projection(B, mode, repeats):
+    """LSTM(H, H, proj_size=P) against torch.nn.LSTM(H, H, proj_size=P) on the same weights (no target
+    of the issue: the table's rows are the plain cells)."""
+    import torch
+
+    T, H, P = PROJECTION_SIZES["T"], PROJECTION_SIZES["H"], PROJECTION_SIZES["P"]
+    m, tm = make_pair("LSTM", H, proj_size=P)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((T, B, H)).astype(np.float32)
+    g = rng.standard_normal((T, B, P)).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=(mode == "train"))
+    gt = torch.tensor(g)
+    t_ours, t_theirs, err = compare_and_time(f"LSTM proj_size={P} B={B} {mode}",
+                                             lambda: run_ours(m, x, g, mode),
+                                             lambda: run_torch(tm, xt, gt, mode), repeats)
+    return {"B": B, "mode": mode, "ours_ms": 1e3 * t_ours, "torch_ms": 1e3 * t_theirs,
+            "ratio": t_ours / t_theirs, "max_rel_diff": err}
 
 
 MODEL_SIZES = {"T": 100, "V": 4000, "E": 64, "H": 256}  # a word-level language model's shapes
@@ -431,7 +454,7 @@ def format_targets(rows, peak):
     return "\n".join(lines)
 
 
-SECTIONS = ("rows", "small", "model", "decode", "compile", "memory")
+SECTIONS = ("rows", "small", "model", "projection", "decode", "compile", "memory")
 
 
 def main():
@@ -460,7 +483,7 @@ def main():
           + f" GFLOP/s; the roofline uses {peak / 1e9:.0f}; copy bandwidth (2 MB) {bandwidth / 1e9:.0f} GB/s")
     Ts = (25,) if args.quick else (25, 100)
     Hs = (64, 256) if args.quick else (64, 256, 1024)
-    rows, small, model, decode, compile_times, memory = [], [], [], [], {}, {}
+    rows, small, model, projection, decode, compile_times, memory = [], [], [], [], [], {}, {}
     if "rows" in sections:
         for cell in args.cells.split(","):
             for T in Ts:
@@ -502,6 +525,15 @@ def main():
         for r in model:
             print(f"| Embedding, {r['cell']}, Linear | {r['B']} | {r['mode']} | {r['ours_ms']:.2f} | "
                   f"{r['torch_ms']:.2f} | {r['ratio']:.2f} |")
+    if "projection" in sections:
+        projection = [bench_projection(B, mode, args.repeats) for B in (1, 16, 64)
+                      for mode in ("infer", "train")]
+        sizes = ", ".join(f"{k} {v}" for k, v in PROJECTION_SIZES.items())
+        print(f"\n| LSTM with projection ({sizes}) | B | mode | rnncore ms | torch ms | ratio |\n"
+              "|---|---|---|---|---|---|")
+        for r in projection:
+            print(f"| LSTM, proj_size | {r['B']} | {r['mode']} | {r['ours_ms']:.2f} | {r['torch_ms']:.2f} | "
+                  f"{r['ratio']:.2f} |")
     if "decode" in sections:
         decode = [bench_decode(cell, H, args.repeats) for cell in ("LSTM", "GRU") for H in (256, 512)]
         print("\n| decode step B=1 | H | rnncore stepper us | rnncore step us | torch cell us "
@@ -524,7 +556,7 @@ def main():
             json.dump({"machine": machine, "peak_gflops": peak / 1e9,
                        "peaks_gflops": {k: v / 1e9 for k, v in peaks.items()},
                        "bandwidth_gbs": bandwidth / 1e9,
-                       "rows": rows, "small": small, "model": model, "decode": decode, "compile": compile_times, "memory": memory}, fh, indent=1)
+                       "rows": rows, "small": small, "model": model, "projection": projection, "decode": decode, "compile": compile_times, "memory": memory}, fh, indent=1)
 
 
 if __name__ == "__main__":
