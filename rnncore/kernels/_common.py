@@ -7,10 +7,11 @@ after step t is ``hs[t+1]``. The initial state sits in ``hs[0]`` for the forward
 (step t reads ``hs[t]``) and in ``hs[T+1]`` for the reverse direction (step t reads ``hs[t+2]``),
 so the previous states of all steps are the contiguous block ``hs[prev_offset(..):][:T]``.
 
-Row windows: the training and inference kernels of the plain cells and of the LSTM variants run on rows
-row .. row+b-1 of the batch (``rnncore.nn._shards`` runs several windows side by side): x, out, grad_out
-and dx are the whole batch's (T, B, .) arrays, every other argument is the window's own (b rows). A call
-over the whole batch is the window row = 0, b = B.
+Row windows: the training and inference kernels of the plain cells, of the LSTM variants and of the
+layer-normalised cells (``layernorm_lstm``, ``layernorm_gru``) run on rows row .. row+b-1 of the batch
+(``rnncore.nn._shards`` runs several windows side by side): x, out, grad_out and dx are the whole batch's
+(T, B, .) arrays, every other argument is the window's own (b rows). A call over the whole batch is the
+window row = 0, b = B.
 
 Packed-sequence semantics: step t is active for sequence b when t < lengths[b]. An inactive
 step carries the state unchanged and writes a zero output; in both directions that makes the

@@ -329,8 +329,7 @@ class RecurrentBase(Module):
 
     def _row_windows(self, masks):
         """Whether this pass's kernels take a window of rows (``row``), so that ``_shards`` may split the
-        batch: the plain kernels and the LSTM variants' do, the masked ones run whole batches (as do the
-        subclasses' overrides)."""
+        batch: the plain, LSTM-variant and layer-normalised kernels do, the masked ones run whole batches."""
         return masks is None
 
     def _window_panels(self, w, backward):
