@@ -25,8 +25,11 @@ def _digest(array):
     return f"{array.dtype}{array.shape}:" + hashlib.sha256(array.tobytes()).hexdigest()[:24]
 
 
-def fingerprint(dtypes=("float32", "float64"), cells=("lstm", "gru", "gru_reset_before", "rnn_relu"), seed=0,
-                backward=True):
+DEFAULT_CELLS = ("lstm", "gru", "gru_reset_before", "rnn_relu", "lstm_variants", "lstm_layer_norm",
+                 "gru_layer_norm")
+
+
+def fingerprint(dtypes=("float32", "float64"), cells=DEFAULT_CELLS, seed=0, backward=True):
     """{name: digest} of a word vocabulary built by frequency (ties), a seeded split and bucketing, and
     everything a seeded layer computes: initial weights, training forward (with dropout between
     layers), inference forward, and with ``backward`` the backward pass and a generation step."""
@@ -38,6 +41,9 @@ def fingerprint(dtypes=("float32", "float64"), cells=("lstm", "gru", "gru_reset_
         "gru_reset_before": lambda **kw: rnncore.GRU(reset_after=False, **kw),
         "rnn_relu": lambda **kw: rnncore.RNN(nonlinearity="relu", **kw),
         "rnn_tanh": lambda **kw: rnncore.RNN(**kw),
+        "lstm_variants": lambda **kw: rnncore.LSTM(proj_size=3, peephole=True, gate_clip=2.0, **kw),
+        "lstm_layer_norm": lambda **kw: rnncore.LSTM(layer_norm=True, **kw),
+        "gru_layer_norm": lambda **kw: rnncore.GRU(layer_norm=True, **kw),
     }
     from rnncore.data import Vocab
     from rnncore.data.batching import bucket_batches, split_indices
@@ -62,13 +68,13 @@ def fingerprint(dtypes=("float32", "float64"), cells=("lstm", "gru", "gru_reset_
             out, state = m(x, lengths=lengths)
             states = state if isinstance(state, tuple) else (state,)
             result[f"{key}/out"] = _digest(out)
-            result[f"{key}/state"] = _digest(np.stack(states))
+            result[f"{key}/state"] = _digest(np.concatenate([s.ravel() for s in states]))  # h, c
             if backward:
                 g_out = rng.standard_normal(out.shape).astype(dtype)
                 g_states = tuple(rng.standard_normal(s.shape).astype(dtype) for s in states)
                 dx, d0 = m.backward(g_out, g_states if len(g_states) > 1 else g_states[0])
                 result[f"{key}/dx"] = _digest(dx)
-                result[f"{key}/dstate0"] = _digest(np.stack(d0 if isinstance(d0, tuple) else (d0,)))
+                result[f"{key}/dstate0"] = _digest(np.concatenate([d.ravel() for d in (d0 if isinstance(d0, tuple) else (d0,))]))
                 for pname, grad in m.grads.items():
                     result[f"{key}/grad/{pname}"] = _digest(grad)
                 uni = makers[name](input_size=4, hidden_size=5, num_layers=2, dtype=dtype, seed=seed + k)
