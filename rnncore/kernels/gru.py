@@ -186,7 +186,7 @@ def step_joint(h_new, x, h, w_joint, panels, b_ih, b_hh):
         reset_after_row(h_new[b], pb[: 3 * H], b_ih[: 2 * H], pb[3 * H :], b_hh, aux, h[b])
 
 
-@kernel
+@inline_kernel
 def gate_grads(d_rz, dr, dn_t, d_nrec, direct, via_rec, d_rh, dh, g_t, h_prev, h_rec, aux_t, lengths, t, w_hn,
                p_hn, tmp, reset_after):
     """The gate gradients of one step (active rows; padding rows are left as they are).

@@ -14,6 +14,9 @@ one (divided by N) and is computed in two passes (mean first), as torch.nn.Layer
 the row equals its mean: xhat = 0, LN(v) = beta exactly and dv = 0 (a degenerate but well-defined
 case: the one-unit cell-state normalisation of an LSTM with H = 1).
 
+The row helpers are compiled as part of their callers (``inline_kernel``), so that a process that
+compiled the kernels and one that loaded them from the cache run the same code (``_jit``).
+
 Letters: T = steps, B = batch, I = input, H = hidden, G = gate rows (LSTM 4H, GRU 3H); N = rows.
 Every function lists outputs first, then inputs, then weights.
 """
@@ -21,72 +24,52 @@ Every function lists outputs first, then inputs, then weights.
 import numpy as np
 
 from rnncore.kernels._common import accumulate_weight_grads, add_column_sums, project_input_rows
-from rnncore.kernels._jit import kernel, ordered_kernel
+from rnncore.kernels._jit import inline_kernel, kernel
 
 
-@ordered_kernel
-def ordered_dot(a, b):
-    """sum_j a[j] * b[j] in one fixed order: eight interleaved partial sums, added pairwise at the end.
-    a, b (n,), n >= 1. An ``ordered_kernel``: every compiled copy rounds the same, and the eight chains
-    keep the vector units busy where one chain would wait on each add."""
-    n = a.shape[0]
-    s0 = a[0] * 0
-    s1 = s2 = s3 = s4 = s5 = s6 = s7 = s0
-    j = 0
-    while j + 8 <= n:
-        s0 += a[j] * b[j]
-        s1 += a[j + 1] * b[j + 1]
-        s2 += a[j + 2] * b[j + 2]
-        s3 += a[j + 3] * b[j + 3]
-        s4 += a[j + 4] * b[j + 4]
-        s5 += a[j + 5] * b[j + 5]
-        s6 += a[j + 6] * b[j + 6]
-        s7 += a[j + 7] * b[j + 7]
-        j += 8
-    while j < n:
-        s0 += a[j] * b[j]
-        j += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-
-
-@ordered_kernel
+@inline_kernel
 def normalize_rows(v, mean, rstd, eps):
     """Normalise every row of v in place: v = (v - mu) * rstd.
-    v (N, G): values on entry, xhat on exit; mean, rstd (N,): outputs; eps: scalar of v's dtype.
-    An ``ordered_kernel``, its sums through ``ordered_dot``: every compiled copy rounds the same."""
+    v (N, G): values on entry, xhat on exit; mean, rstd (N,): outputs; eps: scalar of v's dtype."""
     N, G = v.shape
     one = v.dtype.type(1.0)
     inv_g = one / G
-    ones = np.ones(G, dtype=v.dtype)
     for r in range(N):
         row = v[r]
-        mu = ordered_dot(row, ones) * inv_g
+        s = row[0] * 0
         for j in range(G):
-            row[j] -= mu
-        rs = one / np.sqrt(ordered_dot(row, row) * inv_g + eps)
+            s += row[j]
+        mu = s * inv_g
+        q = s * 0
+        for j in range(G):
+            d = row[j] - mu
+            q += d * d
+        rs = one / np.sqrt(q * inv_g + eps)
         mean[r] = mu
         rstd[r] = rs
         for j in range(G):
-            row[j] *= rs
+            row[j] = (row[j] - mu) * rs
 
 
-@ordered_kernel
+@inline_kernel
 def backward_rows(dv, dy, xhat, rstd, gain):
     """The gradient of v for y = gain * xhat + beta, xhat = LN's normalised v (written, not added).
-    dv (N, G): output; dy (N, G): gradient of y; xhat (N, G); rstd (N,); gain (G,). An ``ordered_kernel``,
-    its sums through ``ordered_dot``."""
+    dv (N, G): output; dy (N, G): gradient of y; xhat (N, G); rstd (N,); gain (G,)."""
     N, G = dy.shape
     inv_g = dy.dtype.type(1.0) / G
-    ones = np.ones(G, dtype=dy.dtype)
     for r in range(N):
-        g = dv[r]
+        m1 = dy[r, 0] * 0
+        m2 = m1
         for j in range(G):
-            g[j] = dy[r, j] * gain[j]  # kept rounded, so that g - mean(g) is exactly 0 for G = 1
-        m1 = ordered_dot(g, ones) * inv_g
-        m2 = ordered_dot(g, xhat[r]) * inv_g
+            g = dy[r, j] * gain[j]
+            dv[r, j] = g  # kept rounded, so that g - mean(g) is exactly 0 for G = 1 (no fused multiply-add)
+            m1 += g
+            m2 += g * xhat[r, j]
+        m1 *= inv_g
+        m2 *= inv_g
         rs = rstd[r]
         for j in range(G):
-            g[j] = rs * (g[j] - m1 - xhat[r, j] * m2)
+            dv[r, j] = rs * (dv[r, j] - m1 - xhat[r, j] * m2)
 
 
 @kernel
@@ -109,7 +92,7 @@ def project_normalized(xhat, mean, rstd, x, w_ih, eps, row):
     normalize_rows(xhat.reshape(T * b, G), mean.reshape(T * b), rstd.reshape(T * b), eps)
 
 
-@kernel
+@inline_kernel
 def backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, d_ax, d_ah,
                          d_rec, x, h_prev, xhat_ih, xhat_hh, rstd_ih, w_ih, gain_ih, row):
     """The after-loop part of both cells' backward (accumulating, ``+=``), for the window of b rows at row
