@@ -7,11 +7,12 @@
   other kernels and for the per-row gate loops. A separately compiled function costs its own LLVM
   optimisation and machine code of everything it calls (0.6 s for a wrapper of three calls to one compiled
   helper); inlined, it costs its callers little more than its typing. Also for the large helpers of the
-  GRU and layer-norm kernels (``gru.gate_grads``, the row normalisation and its gradient): a separately
-  compiled helper that LLVM does not inline exists twice, on its own and inside its caller's module, each
-  copy optimised (vectorised, its sums reassociated) in its own context. A process that compiled the
-  kernels ran the first copy, one that loaded them from the cache the second, and the gradients differed
-  in the last bit between the two (``tests/test_determinism.py``). Inlined, there is one copy.
+  backward kernels (``lstm.gate_grads``, ``gru.gate_grads``, the layer norm's row normalisation and its
+  gradient): a separately compiled helper that LLVM does not inline exists twice, on its own and inside
+  its caller's module, each copy optimised (vectorised, its sums reassociated) in its own context. A
+  process that compiled the kernels ran the first copy, one that loaded them from the cache the second,
+  and the gradients differed in the last bit between the two (``tests/test_determinism.py``). Inlined,
+  there is one copy.
 - ``cache``: on by default; ``RNNCORE_NUMBA_CACHE=0`` turns it off (for example under multiprocessing
   on a shared file system). Numba places the cache beside the modules, or in ``NUMBA_CACHE_DIR``.
 """

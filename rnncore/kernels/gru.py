@@ -169,6 +169,26 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
     cell(h_new, a[0], aux, h, h, rec, lengths, 0, w_hh, p_hh, p_n, tmp, b_hh, reset_after)
 
 
+@inline_kernel
+def _blend_grads_row(dn, d_z, direct, dh, z, n, h_prev):
+    """h = (1 - z) n + z h_prev backwards for one row: dn for n's pre-activation, d_z for z's and
+    direct, the gradient for h_prev through z * h_prev; every argument (H,)."""
+    one = activations.one(dh)
+    for j in range(dh.shape[0]):
+        dn[j] = (dh[j] - dh[j] * z[j]) * (one - n[j] * n[j])
+        d_z[j] = dh[j] * (h_prev[j] - n[j]) * (z[j] - z[j] * z[j])
+        direct[j] = dh[j] * z[j]
+
+
+@inline_kernel
+def _reset_grads_row(d_r, d_via, d_out, r, v):
+    """out = r * v backwards through r = sigmoid(.) for one row: d_r = d_out * v * r', d_via = d_out * r
+    (reset_after: out = r * hn; reset_before: out = r * h_rec); every argument (H,)."""
+    for j in range(d_r.shape[0]):
+        d_r[j] = d_out[j] * v[j] * (r[j] - r[j] * r[j])
+        d_via[j] = d_out[j] * r[j]
+
+
 @kernel
 def step_joint(h_new, x, h, w_joint, panels, b_ih, b_hh):
     """``step`` of reset_after over the weights side by side (``_common.joint_product``). h_new (B, H);
@@ -203,39 +223,30 @@ def gate_grads(d_rz, dr, dn_t, d_nrec, direct, via_rec, d_rh, dh, g_t, h_prev, h
     h_prev, h_rec (B, H) as in ``cell``; w_hn (H, H); p_hn: ``pack(w_hn.T, B)`` (reset_before); tmp: a scratch
     for it (the one of ``pack_with_scratch(w_hh.T, B)``, the same shape)."""
     B, H = dh.shape
-    one = activations.one(dh)
+    r, z, n = slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
     for b in range(B):
-        if t >= lengths[b]:
-            continue
-        for j in range(H):
-            z, n = g_t[b, H + j], g_t[b, 2 * H + j]
-            # forward was: h = (1 - z) * n + z * h_prev
-            dn_t[b, j] = (dh[b, j] - dh[b, j] * z) * (one - n * n)  # x_n enters n's pre-activation directly
-            d_rz[b, H + j] = dh[b, j] * (h_prev[b, j] - n) * (z - z * z)
-            dr[b, H + j] = d_rz[b, H + j]
-            direct[b, j] = dh[b, j] * z
-    if reset_after:
-        for b in range(B):
-            if t >= lengths[b]:
-                continue
-            for j in range(H):
-                r, dan = g_t[b, j], dn_t[b, j]
+        if t < lengths[b]:
+            g = g_t[b]
+            # forward was: h = (1 - z) * n + z * h_prev; x_n enters n's pre-activation directly
+            _blend_grads_row(dn_t[b], d_rz[b, z], direct[b], dh[b], g[z], g[n], h_prev[b])
+            if reset_after:
                 # forward was: n = tanh(x_n + r * hn), hn = W_hn h_rec + b_hn
-                d_rz[b, j] = dan * aux_t[b, j] * (r - r * r)
-                dr[b, j] = d_rz[b, j]
-                d_nrec[b, j] = dan * r
-                dr[b, 2 * H + j] = d_nrec[b, j]
-    else:
+                _reset_grads_row(d_rz[b, r], d_nrec[b], dn_t[b], g[r], aux_t[b])
+    if not reset_after:
         # forward was: n = tanh(x_n + (r * h_rec) W_hn^T + b_hn)
         product_into(d_rh, dn_t, w_hn.T, p_hn, tmp)
         for b in range(B):
-            if t >= lengths[b]:
-                continue
-            for j in range(H):
-                r = g_t[b, j]
-                d_rz[b, j] = d_rh[b, j] * h_rec[b, j] * (r - r * r)
-                dr[b, j] = d_rz[b, j]
-                via_rec[b, j] = d_rh[b, j] * r
+            if t < lengths[b]:
+                _reset_grads_row(d_rz[b, r], via_rec[b], d_rh[b], g_t[b, r], h_rec[b])
+    for b in range(B):
+        if t < lengths[b]:
+            drb, dzb = dr[b], d_rz[b]
+            for j in range(2 * H):
+                drb[j] = dzb[j]
+            if reset_after:
+                dnb, dnr = drb[n], d_nrec[b]
+                for j in range(H):
+                    dnb[j] = dnr[j]
 
 
 @inline_kernel

@@ -127,6 +127,23 @@ def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh):
     cell(h_new, c_new, a[0], h, c, rec, lengths, 0, w_hh, p_hh, tmp, b_hh)
 
 
+@inline_kernel
+def gate_grads_row(d_i, d_f, d_g, d_o, dc, dh, c_new, c_prev, i, f, g, o):
+    """``gate_grads`` for one row; every argument (H,)."""
+    one = activations.one(dh)
+    for j in range(dh.shape[0]):
+        tc = tanh(c_new[j])
+        # forward was: h~ = o * tanh(c~)
+        do = dh[j] * tc
+        dcj = dc[j] + dh[j] * o[j] * (one - tc * tc)
+        # forward was: c~ = f * c_prev + i * g
+        d_i[j] = dcj * g[j] * (i[j] - i[j] * i[j])
+        d_f[j] = dcj * c_prev[j] * (f[j] - f[j] * f[j])
+        d_g[j] = dcj * i[j] * (one - g[j] * g[j])
+        d_o[j] = do * (o[j] - o[j] * o[j])
+        dc[j] = dcj * f[j]
+
+
 @kernel
 def step_joint(h_new, c_new, x, h, c, w_joint, panels, b_ih, b_hh):
     """``step`` over the weights side by side (``_common.joint_product``). h_new, c_new (B, H); x (B, I);
@@ -139,7 +156,7 @@ def step_joint(h_new, c_new, x, h, c, w_joint, panels, b_ih, b_hh):
         gates_row(h_new[b], c_new[b], a[b], b_ih, b_hh, c[b])
 
 
-@kernel
+@inline_kernel
 def gate_grads(d_t, dc, dh, c_new, c_prev, g_t, lengths, t):
     """The gate gradients of one step (active rows; padding rows untouched), for ``backward`` and
     ``backward_masked`` (there c~ and h~ are the candidates before zoneout).
@@ -147,22 +164,12 @@ def gate_grads(d_t, dc, dh, c_new, c_prev, g_t, lengths, t):
     the c path, on exit the gradient for c_{t-1} through f * c_{t-1}; dh (B, H): gradient for h~
     c_new (B, H): c~; c_prev (B, H); g_t (B, 4H): activated gates."""
     B, H = dh.shape
-    one = activations.one(dh)
+    i, f, g, o = slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H), slice(3 * H, 4 * H)
     for b in range(B):
-        if t >= lengths[b]:
-            continue
-        for j in range(H):
-            i, f, g, o = g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j], g_t[b, 3 * H + j]
-            tc = tanh(c_new[b, j])
-            # forward was: h~ = o * tanh(c~)
-            do = dh[b, j] * tc
-            dcj = dc[b, j] + dh[b, j] * o * (one - tc * tc)
-            # forward was: c~ = f * c_prev + i * g
-            d_t[b, j] = dcj * g * (i - i * i)
-            d_t[b, H + j] = dcj * c_prev[b, j] * (f - f * f)
-            d_t[b, 2 * H + j] = dcj * i * (one - g * g)
-            d_t[b, 3 * H + j] = do * (o - o * o)
-            dc[b, j] = dcj * f
+        if t < lengths[b]:
+            d, gb = d_t[b], g_t[b]
+            gate_grads_row(d[i], d[f], d[g], d[o], dc[b], dh[b], c_new[b], c_prev[b], gb[i], gb[f], gb[g],
+                           gb[o])
 
 
 @kernel
