@@ -135,7 +135,9 @@ digest = hashlib.sha256()
 for dtype in (np.float64, np.float32):
     for make in (lambda **kw: rnncore.LSTM(**kw), lambda **kw: rnncore.GRU(**kw),
                  lambda **kw: rnncore.GRU(reset_after=False, **kw),
-                 lambda **kw: rnncore.LSTM(layer_norm=True, **kw)):
+                 lambda **kw: rnncore.LSTM(layer_norm=True, **kw),
+                 lambda **kw: rnncore.GRU(layer_norm=True, **kw),
+                 lambda **kw: rnncore.LSTM(peephole=True, gate_clip=2.0, **kw)):
         m = make(input_size=32, hidden_size=128, num_layers=2, bidirectional=True, dtype=dtype, seed=5)
         x = np.random.default_rng(0).standard_normal((12, 16, 32)).astype(dtype)
         y, _ = m(x, lengths=np.arange(16) % 12 + 1)
@@ -147,10 +149,10 @@ print(digest.hexdigest())
 
 
 def test_backward_passes_agree_between_a_cold_and_a_warm_numba_cache(tmp_path):
-    """LSTM, GRU (both reset placements) and layer-normalised LSTM gradients at B 16, H 128, where their
-    loops vectorise: a process that compiles the kernels and one that loads them from its cache agree bit
-    for bit. (They did not while a helper of those backward passes was compiled on its own as well as inside
-    its caller: each process ran another copy.)"""
+    """LSTM, GRU (both reset placements), layer-normalised LSTM and GRU, and peephole LSTM with a gate clip:
+    gradients at B 16, H 128, where their loops vectorise. A process that compiles the kernels and one that
+    loads them from its cache agree bit for bit. (They did not while a helper of those backward passes was
+    compiled on its own as well as inside its caller: each process ran another copy.)"""
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     cold = python(BACKWARD_DIGEST, env=env)
     warm = python(BACKWARD_DIGEST, env=env)

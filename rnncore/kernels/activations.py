@@ -8,10 +8,10 @@ tanh that the compiler can vectorise (this llvmlite has no vector libm): max abs
 The forward gate loops of the LSTM and GRU run over whole rows through ``activate_sum_row`` and the
 cells' own row helpers, each row a 0-based 1-D slice: a loop that indexes one long row at offsets
 (``a[2 * H + j]``) keeps Numba's negative-index check per access and stays scalar (the LSTM gate math
-of a (64, 256) batch took 37 us that way and 14.5 us over slices). The backward gate gradients keep
-their offset-indexed loops: vectorised, the float64 LSTM ones differed in the last bit between freshly
-compiled and cache-loaded kernels. The row helpers are inlined into their callers: compiled
-on their own they added 1.2-2.5 s to the first training step of the LSTM and the GRU.
+of a (64, 256) batch took 37 us that way and 14.5 us over slices). The backward gate gradients run over
+row slices too. The row helpers are inlined into their callers: compiled on their own they added 1.2-2.5 s
+to the first training step of the LSTM and the GRU, and a backward helper compiled on its own gave a
+process that compiled the kernels other bits than one that loaded them from the cache (``_jit``).
 
 Elman nonlinearities are passed to kernels as integer codes so one compiled kernel serves all
 of them; the code is branched on outside the inner loops (see ``activate_row``).

@@ -170,7 +170,7 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, reset_after):
 
 
 @inline_kernel
-def _blend_grads_row(dn, d_z, direct, dh, z, n, h_prev):
+def blend_grads_row(dn, d_z, direct, dh, z, n, h_prev):
     """h = (1 - z) n + z h_prev backwards for one row: dn for n's pre-activation, d_z for z's and
     direct, the gradient for h_prev through z * h_prev; every argument (H,)."""
     one = activations.one(dh)
@@ -181,7 +181,7 @@ def _blend_grads_row(dn, d_z, direct, dh, z, n, h_prev):
 
 
 @inline_kernel
-def _reset_grads_row(d_r, d_via, d_out, r, v):
+def reset_grads_row(d_r, d_via, d_out, r, v):
     """out = r * v backwards through r = sigmoid(.) for one row: d_r = d_out * v * r', d_via = d_out * r
     (reset_after: out = r * hn; reset_before: out = r * h_rec); every argument (H,)."""
     for j in range(d_r.shape[0]):
@@ -228,16 +228,16 @@ def gate_grads(d_rz, dr, dn_t, d_nrec, direct, via_rec, d_rh, dh, g_t, h_prev, h
         if t < lengths[b]:
             g = g_t[b]
             # forward was: h = (1 - z) * n + z * h_prev; x_n enters n's pre-activation directly
-            _blend_grads_row(dn_t[b], d_rz[b, z], direct[b], dh[b], g[z], g[n], h_prev[b])
+            blend_grads_row(dn_t[b], d_rz[b, z], direct[b], dh[b], g[z], g[n], h_prev[b])
             if reset_after:
                 # forward was: n = tanh(x_n + r * hn), hn = W_hn h_rec + b_hn
-                _reset_grads_row(d_rz[b, r], d_nrec[b], dn_t[b], g[r], aux_t[b])
+                reset_grads_row(d_rz[b, r], d_nrec[b], dn_t[b], g[r], aux_t[b])
     if not reset_after:
         # forward was: n = tanh(x_n + (r * h_rec) W_hn^T + b_hn)
         product_into(d_rh, dn_t, w_hn.T, p_hn, tmp)
         for b in range(B):
             if t < lengths[b]:
-                _reset_grads_row(d_rz[b, r], via_rec[b], d_rh[b], g_t[b, r], h_rec[b])
+                reset_grads_row(d_rz[b, r], via_rec[b], d_rh[b], g_t[b, r], h_rec[b])
     for b in range(B):
         if t < lengths[b]:
             drb, dzb = dr[b], d_rz[b]

@@ -17,7 +17,6 @@ semantics: see ``_common``. Every function lists outputs first, then inputs, the
 
 import numpy as np
 
-from rnncore.kernels import activations
 from rnncore.kernels._common import (
     INFER_CHUNK,
     add_output_grad,
@@ -32,6 +31,7 @@ from rnncore.kernels._common import (
 )
 from rnncore.kernels._jit import kernel
 from rnncore.kernels.activations import sigmoid, tanh
+from rnncore.kernels.gru import blend_grads_row, reset_grads_row
 from rnncore.kernels.layernorm import backward_projections, backward_rows, normalize_rows, project_normalized
 from rnncore.kernels.packed import given_or_pack, pack_with_scratch, product_into
 
@@ -152,33 +152,29 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, 
     dh_prev = np.empty_like(dh)
     direct = np.zeros_like(dh)  # the part of dh_prev that does not pass through W_hh
     p_t, tmp = given_or_pack(panels, w_hh.T, B)
-    one = activations.one(x)
     off = prev_offset(reverse)
+    r, z, n = slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
         add_output_grad(dh, grad_out, lengths, t, col, row)
         g_t, h_prev, dx_t, dh_t, aux_t = gates[t], hs[t + off], d_ax[t], d_ah[t], aux[t]
         for b in range(B):
-            if t >= lengths[b]:
-                continue
-            for j in range(H):
-                r, z, n = g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j]
+            if t < lengths[b]:
+                g, dxb, dhb = g_t[b], dx_t[b], dh_t[b]
                 # forward was: h = (1 - z) * n + z * h_prev
-                dn = (dh[b, j] - dh[b, j] * z) * (one - n * n)
-                dz = dh[b, j] * (h_prev[b, j] - n) * (z - z * z)
+                blend_grads_row(dxb[n], dxb[z], direct[b], dh[b], g[z], g[n], h_prev[b])
                 # forward was: n = tanh(a_x[n] + r * a_h[n])
-                dr = dn * aux_t[b, j] * (r - r * r)
-                dx_t[b, j], dh_t[b, j] = dr, dr
-                dx_t[b, H + j], dh_t[b, H + j] = dz, dz
-                dx_t[b, 2 * H + j], dh_t[b, 2 * H + j] = dn, dn * r
-                direct[b, j] = dh[b, j] * z
+                reset_grads_row(dxb[r], dhb[n], dxb[n], g[r], aux_t[b])
+                for j in range(2 * H):  # a_x and a_h enter r and z alike
+                    dhb[j] = dxb[j]
         # forward was: a_h = gain_hh * LN(h_prev W_hh^T) + beta_hh + b_hh (padding rows: d_rec = 0)
         backward_rows(d_rec[t], dh_t, xhat_hh[t], rstd[1, t], gain_hh)
         product_into(dh_prev, d_rec[t], w_hh.T, p_t, tmp)
         for b in range(B):
             if t < lengths[b]:
+                dpb, dirb = dh_prev[b], direct[b]
                 for j in range(H):
-                    dh_prev[b, j] += direct[b, j]
+                    dpb[j] += dirb[j]
         carry_inactive(dh_prev, dh, lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh

@@ -33,6 +33,7 @@ from rnncore.kernels._common import (
 from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, sigmoid, tanh
 from rnncore.kernels.layernorm import backward_projections, backward_rows, normalize_rows, project_normalized
+from rnncore.kernels.lstm import cell_state_grads
 from rnncore.kernels.packed import given_or_pack, pack_with_scratch, product_into
 
 
@@ -157,6 +158,40 @@ def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_h
          p_hh, tmp, bias, gain_ih, gain_hh, gain_c, beta_c, eps)
 
 
+@inline_kernel
+def output_grads_row(d_o, dchat, dgain_c, dbeta_c, dh, o, chat, gain_c, beta_c):
+    """h = o * tanh(y), y = gain_c * chat + beta_c backwards for one row: d_o, the gradient of the output
+    gate's pre-activation, and dchat, of chat (outputs); dgain_c, dbeta_c accumulated into (``+=``);
+    dh the gradient of h; every argument (H,). Returns the sums of dchat and of dchat * chat, which the
+    gradient through chat's normalisation needs (``cell_grads_row``)."""
+    one = activations.one(dh)
+    m1 = one - one
+    m2 = m1
+    for j in range(dh.shape[0]):
+        tc = tanh(gain_c[j] * chat[j] + beta_c[j])
+        d_o[j] = dh[j] * tc * (o[j] - o[j] * o[j])
+        dy = dh[j] * o[j] * (one - tc * tc)
+        dgain_c[j] += dy * chat[j]
+        dbeta_c[j] += dy
+        dch = dy * gain_c[j]
+        dchat[j] = dch
+        m1 += dch
+        m2 += dch * chat[j]
+    return m1, m2
+
+
+@inline_kernel
+def cell_grads_row(d_i, d_f, d_g, dc, dchat, chat, c_prev, i, f, g, rstd, mean_dchat, mean_dchat_chat):
+    """chat = (c - mean(c)) * rstd and c = f * c_prev + i * g backwards for one row: d_i, d_f, d_g, the
+    gradients of the gate pre-activations (outputs); dc: on entry the gradient for c from the next step,
+    on exit the one for c_prev; dchat from ``output_grads_row``, with the means of dchat and of
+    dchat * chat; rstd: chat's 1 / standard deviation; every array (H,)."""
+    one = activations.one(dc)
+    for j in range(dc.shape[0]):
+        dcj = dc[j] + rstd * (dchat[j] - mean_dchat - chat[j] * mean_dchat_chat)
+        d_i[j], d_f[j], d_g[j], dc[j] = cell_state_grads(dcj, c_prev[j], i[j], f[j], g[j], one)
+
+
 @kernel
 def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, dgain_c,
              dbeta_c, grad_out, grad_hn, grad_cn, x, lengths, hs, cs, gates, xhat_ih, xhat_hh, chat, rstd,
@@ -178,40 +213,18 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain
     dchat = np.empty(H, dtype=x.dtype)
     p_t, tmp = given_or_pack(panels, w_hh.T, B)
     off = prev_offset(reverse)
-    one = activations.one(x)
-    inv_h = one / H
+    inv_h = activations.one(x) / H
+    i, f, g, o = slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H), slice(3 * H, 4 * H)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
         add_output_grad(dh, grad_out, lengths, t, col, row)
         c_prev, g_t, d_t, ch_t = cs[t + off], gates[t], dgates[t], chat[t]
         for b in range(B):
-            if t >= lengths[b]:
-                continue  # padding: dh and dc pass through unchanged, gate gradients stay 0
-            m1 = one * 0
-            m2 = m1
-            for j in range(H):
-                o = g_t[b, 3 * H + j]
-                tc = tanh(gain_c[j] * ch_t[b, j] + beta_c[j])
-                # forward was: h = o * tanh(y), y = gain_c * chat + beta_c
-                d_t[b, 3 * H + j] = dh[b, j] * tc * (o - o * o)
-                dy = dh[b, j] * o * (one - tc * tc)
-                dgain_c[j] += dy * ch_t[b, j]
-                dbeta_c[j] += dy
-                dchat[j] = dy * gain_c[j]
-                m1 += dchat[j]
-                m2 += dchat[j] * ch_t[b, j]
-            m1 *= inv_h
-            m2 *= inv_h
-            rs = rstd[2, t, b]
-            for j in range(H):
-                i, f, g = g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j]
-                # forward was: chat = (c - mean(c)) * rstd
-                dcj = dc[b, j] + rs * (dchat[j] - m1 - ch_t[b, j] * m2)
-                # forward was: c = f * c_prev + i * g
-                d_t[b, j] = dcj * g * (i - i * i)
-                d_t[b, H + j] = dcj * c_prev[b, j] * (f - f * f)
-                d_t[b, 2 * H + j] = dcj * i * (one - g * g)
-                dc[b, j] = dcj * f
+            if t < lengths[b]:  # padding: dh and dc pass through unchanged, gate gradients stay 0
+                d, gb, chb = d_t[b], g_t[b], ch_t[b]
+                m1, m2 = output_grads_row(d[o], dchat, dgain_c, dbeta_c, dh[b], gb[o], chb, gain_c, beta_c)
+                cell_grads_row(d[i], d[f], d[g], dc[b], dchat, chb, c_prev[b], gb[i], gb[f], gb[g],
+                               rstd[2, t, b], m1 * inv_h, m2 * inv_h)
         # forward was: a = ... + gain_hh * LN(h_prev W_hh^T) + ... (padding rows have d_t = 0, so d_rec = 0)
         backward_rows(d_rec[t], d_t, xhat_hh[t], rstd[1, t], gain_hh)
         product_into(dh_prev, d_rec[t], w_hh.T, p_t, tmp)

@@ -128,20 +128,23 @@ def step(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh):
 
 
 @inline_kernel
+def cell_state_grads(dc, c_prev, i, f, g, one):
+    """c = f * c_prev + i * g backwards for one element, given dc, the gradient of c: returns the
+    gradients of the i, f, g pre-activations and of c_prev; one: 1 in the dtype of the arguments."""
+    return dc * g * (i - i * i), dc * c_prev * (f - f * f), dc * i * (one - g * g), dc * f
+
+
+@inline_kernel
 def gate_grads_row(d_i, d_f, d_g, d_o, dc, dh, c_new, c_prev, i, f, g, o):
     """``gate_grads`` for one row; every argument (H,)."""
     one = activations.one(dh)
     for j in range(dh.shape[0]):
         tc = tanh(c_new[j])
         # forward was: h~ = o * tanh(c~)
-        do = dh[j] * tc
+        d_o[j] = dh[j] * tc * (o[j] - o[j] * o[j])
         dcj = dc[j] + dh[j] * o[j] * (one - tc * tc)
         # forward was: c~ = f * c_prev + i * g
-        d_i[j] = dcj * g[j] * (i[j] - i[j] * i[j])
-        d_f[j] = dcj * c_prev[j] * (f[j] - f[j] * f[j])
-        d_g[j] = dcj * i[j] * (one - g[j] * g[j])
-        d_o[j] = do * (o[j] - o[j] * o[j])
-        dc[j] = dcj * f[j]
+        d_i[j], d_f[j], d_g[j], dc[j] = cell_state_grads(dcj, c_prev[j], i[j], f[j], g[j], one)
 
 
 @kernel
@@ -272,13 +275,6 @@ def backward_masked(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn,
 #   peep (3H,): peephole weights, rows i | f | o; i and f see c_{t-1}, o sees c_t; shape (0,) for none
 #   clip: every gate pre-activation (peephole term included) is clipped to [-clip, clip]; <= 0 for none
 #   coupled: f = 1 - i (the forget rows of the weights are not used)
-
-
-@kernel
-def _pass(v, clip):
-    """The derivative of the gate clip at v (``clip_activate_row``): 1 inside [-clip, clip] (or without
-    clipping), else 0."""
-    return clip <= 0 or -clip <= v <= clip
 
 
 @inline_kernel
@@ -424,6 +420,64 @@ def step_variant(h_new, c_new, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, peep, clip
                  tmp_hr, peep, clip, coupled)
 
 
+@inline_kernel
+def clip_grads_row(d, pre, clip):
+    """The gate clip of ``clip_activate_row`` backwards for one row: d[j] = 0 where pre[j] lay outside
+    [-clip, clip] (NaN included); d, pre (n,)."""
+    zero = activations.one(d) * 0
+    for j in range(d.shape[0]):
+        d[j] = d[j] if -clip <= pre[j] <= clip else zero
+
+
+@inline_kernel
+def peephole_grads_row(dc, dpeep, d_a, peep, c):
+    """A peephole term a += peep * c (``add_peephole_row``) backwards for one row: dc += d_a * peep and
+    dpeep += d_a * c, with d_a the gradient of a; every argument (H,)."""
+    for j in range(dc.shape[0]):
+        dc[j] += d_a[j] * peep[j]
+        dpeep[j] += d_a[j] * c[j]
+
+
+@inline_kernel
+def variant_gate_grads_row(d_i, d_f, d_g, d_o, dc, dm, dpeep, c_new, c_prev, i, f, g, o, pre, peep, clip,
+                           coupled):
+    """The gate gradients of one row of ``backward_variant``.
+    d_i, d_f, d_g, d_o (H,): gradients of the gate pre-activations (outputs); dc (H,): on entry the gradient
+    for c from the next step, on exit the one for c_prev; dm (H,): gradient of m = o * tanh(c); dpeep (3H,):
+    accumulated into (``+=``) when there are peepholes; c_new, c_prev, i, f, g, o (H,) from the forward;
+    pre (4H,): the pre-activations before clipping, or (0,) without clipping; peep (3H,) or (0,)."""
+    H = dc.shape[0]
+    one = activations.one(dc)
+    for j in range(H):
+        tc = tanh(c_new[j])
+        # forward was: m = o * tanh(c),  o = sigmoid(clip(a_o + p_o * c))
+        d_o[j] = dm[j] * tc * (o[j] - o[j] * o[j])
+        dc[j] += dm[j] * o[j] * (one - tc * tc)
+    if pre.shape[0]:
+        clip_grads_row(d_o, pre[3 * H :], clip)
+    if peep.shape[0]:
+        peephole_grads_row(dc, dpeep[2 * H :], d_o, peep[2 * H :], c_new)
+    # forward was: c = f * c_prev + i * g, with f = 1 - i when coupled
+    if coupled:
+        for j in range(H):
+            dcj = dc[j]
+            d_i[j] = dcj * (g[j] - c_prev[j]) * (i[j] - i[j] * i[j])
+            d_f[j] = one - one
+            d_g[j] = dcj * i[j] * (one - g[j] * g[j])
+            dc[j] = dcj * f[j]
+    else:
+        for j in range(H):
+            d_i[j], d_f[j], d_g[j], dc[j] = cell_state_grads(dc[j], c_prev[j], i[j], f[j], g[j], one)
+    if pre.shape[0]:
+        clip_grads_row(d_i, pre[:H], clip)
+        clip_grads_row(d_f, pre[H : 2 * H], clip)
+        clip_grads_row(d_g, pre[2 * H : 3 * H], clip)
+    if peep.shape[0]:
+        # forward was: a_i += p_i * c_prev, a_f += p_f * c_prev
+        peephole_grads_row(dc, dpeep[:H], d_i, peep[:H], c_prev)
+        peephole_grads_row(dc, dpeep[H : 2 * H], d_f, peep[H : 2 * H], c_prev)
+
+
 @kernel
 def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, grad_out, grad_hn, grad_cn, x,
                      lengths, hs, cs, ms, gates, pre, w_ih, w_hh, w_hr, peep, clip, coupled, reverse, col,
@@ -435,8 +489,7 @@ def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, gra
     ``forward_train_variant``; panels: ``pack(w_hh.T, .)`` made by the caller, or ``no_panels``."""
     T, B = x.shape[0], lengths.shape[0]
     H = cs.shape[2]
-    use_peep, proj = peep.shape[0] > 0, w_hr.shape[0] > 0
-    clipped = pre.shape[1] > 0
+    proj, clipped = w_hr.shape[0] > 0, pre.shape[1] > 0
     dgates = np.zeros((T, B, 4 * H), dtype=x.dtype)  # gradients of the gate pre-activations
     dhs = np.zeros((T if proj else 0, B, hs.shape[2]), dtype=x.dtype)  # gradient of h_t (for dW_hr)
     dh = grad_hn.copy()  # gradient flowing into h after the current step
@@ -446,8 +499,8 @@ def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, gra
     p_hh_t, tmp_hh = given_or_pack(panels, w_hh.T, B)
     p_hr_t, tmp_hr = pack_with_scratch(w_hr.T, B)
     off = prev_offset(reverse)
-    one = activations.one(x)
-    zero = one - one
+    no_pre = np.empty(0, dtype=x.dtype)
+    i, f, g, o = slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H), slice(3 * H, 4 * H)
     for s in range(T):
         t = time_index(s, T, not reverse)  # backward visits the steps in the opposite order
         add_output_grad(dh, grad_out, lengths, t, col, row)
@@ -462,43 +515,11 @@ def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, gra
             copy_into(dm, dh)
         c_t, c_prev, g_t, d_t = cs[t + 1], cs[t + off], gates[t], dgates[t]
         for b in range(B):
-            if t >= lengths[b]:
-                continue  # padding: dh and dc pass through unchanged, gate gradients stay 0
-            for j in range(H):
-                i, f, g, o = g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j], g_t[b, 3 * H + j]
-                tc = tanh(c_t[b, j])
-                # forward was: m = o * tanh(c),  o = sigmoid(clip(a_o + p_o * c))
-                da_o = dm[b, j] * tc * (o - o * o)
-                if clipped and not _pass(pre[t, b, 3 * H + j], clip):
-                    da_o = zero
-                dcj = dc[b, j] + dm[b, j] * o * (one - tc * tc)
-                if use_peep:
-                    dcj += da_o * peep[2 * H + j]
-                    dpeep[2 * H + j] += da_o * c_t[b, j]
-                d_t[b, 3 * H + j] = da_o
-                # forward was: c = f * c_prev + i * g, with f = 1 - i when coupled
-                cp = c_prev[b, j]
-                di = dcj * (g - cp) if coupled else dcj * g
-                da_i = di * (i - i * i)
-                da_g = dcj * i * (one - g * g)
-                da_f = zero if coupled else dcj * cp * (f - f * f)
-                if clipped:
-                    if not _pass(pre[t, b, j], clip):
-                        da_i = zero
-                    if not _pass(pre[t, b, H + j], clip):
-                        da_f = zero
-                    if not _pass(pre[t, b, 2 * H + j], clip):
-                        da_g = zero
-                d_t[b, j] = da_i
-                d_t[b, H + j] = da_f
-                d_t[b, 2 * H + j] = da_g
-                dcp = dcj * f
-                if use_peep:
-                    # forward was: a_i += p_i * c_prev, a_f += p_f * c_prev
-                    dcp += da_i * peep[j] + da_f * peep[H + j]
-                    dpeep[j] += da_i * cp
-                    dpeep[H + j] += da_f * cp
-                dc[b, j] = dcp
+            if t < lengths[b]:  # padding: dh and dc pass through unchanged, gate gradients stay 0
+                d, gb = d_t[b], g_t[b]
+                pb = pre[t, b] if clipped else no_pre
+                variant_gate_grads_row(d[i], d[f], d[g], d[o], dc[b], dm[b], dpeep, c_t[b], c_prev[b], gb[i],
+                                       gb[f], gb[g], gb[o], pb, peep, clip, coupled)
         # forward was: gates = ... + h_prev W_hh^T
         product_into(dh_prev, d_t, w_hh.T, p_hh_t, tmp_hh)
         carry_inactive(dh_prev, dh, lengths, t)
