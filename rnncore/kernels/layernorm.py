@@ -93,14 +93,15 @@ def project_normalized(xhat, mean, rstd, x, w_ih, eps, row):
 
 
 @inline_kernel
-def backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, d_ax, d_ah,
-                         d_rec, x, h_prev, xhat_ih, xhat_hh, rstd_ih, w_ih, gain_ih, row):
+def backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, d_in, d_ax,
+                         d_ah, d_rec, x, h_prev, xhat_ih, xhat_hh, rstd_ih, w_ih, gain_ih, row):
     """The after-loop part of both cells' backward (accumulating, ``+=``), for the window of b rows at row
     (``_common``). The forward was
 
         a_x = gain_ih * LN(x W_ih^T) + beta_ih + b_ih,   a_h = gain_hh * LN(h_prev W_hh^T) + beta_hh + b_hh
 
     dx (T, B, I): rows row:row+b; dw_ih (G, I); dw_hh (G, H); db_ih, db_hh, dgain_*, dbeta_* (G,)
+    d_in (T, b, G): storage for the gradient of x W_ih^T (any contents on entry; the caller's workspace)
     d_ax, d_ah (T, b, G): gradients of a_x and a_h (equal for the LSTM)
     d_rec (T, b, G): gradient of h_prev W_hh^T (the loop computes it: it feeds dh_prev)
     x (T, B, I); h_prev (T, b, H): state entering each step; xhat_ih, xhat_hh (T, b, G); rstd_ih (T, b)
@@ -112,7 +113,6 @@ def backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dga
     add_gain_grads(dgain_ih, dbeta_ih, d_ax2, xhat_ih.reshape(T * B, G))
     add_gain_grads(dgain_hh, dbeta_hh, d_ah2, xhat_hh.reshape(T * B, G))
     # forward was: a_x = gain_ih * LN(x W_ih^T) + ...; the normalisation of all steps at once
-    d_in = np.empty_like(d_ax)
     backward_rows(d_in.reshape(T * B, G), d_ax2, xhat_ih.reshape(T * B, G), rstd_ih.reshape(T * B), gain_ih)
     # the biases enter after the normalisation: their gradients are the sums above, not the column sums
     # of d_in and d_rec that accumulate_weight_grads adds into its bias arguments (given scratch here)

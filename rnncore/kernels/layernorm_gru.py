@@ -134,20 +134,20 @@ def step(h_new, x, h, w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh
 
 
 @kernel
-def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, grad_out, grad_hn,
-             x, lengths, hs, gates, aux, xhat_ih, xhat_hh, rstd, w_ih, w_hh, gain_ih, gain_hh, reverse, col,
-             row, panels):
+def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, d_ax, d_ah, d_rec,
+             d_in, grad_out, grad_hn, x, lengths, hs, gates, aux, xhat_ih, xhat_hh, rstd, w_ih, w_hh, gain_ih,
+             gain_hh, reverse, col, row, panels):
     """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
     into (``+=``). dx (T, B, I): rows row:row+b; dh0 (b, H); dw_ih (3H, I); dw_hh (3H, H); db_ih, db_hh,
-    dgain_*, dbeta_* (3H,); grad_out (T, B, O): gradient of out, this direction's columns at col;
+    dgain_*, dbeta_* (3H,); d_ax, d_ah, d_rec (T, b, 3H), zeros: storage for the gradients of a_x, of a_h
+    and of h_prev W_hh^T before its normalisation (padding rows stay 0); d_in (T, b, 3H), any contents:
+    storage for the gradient of x W_ih^T (``layernorm.backward_projections``); all four the caller's
+    workspace; grad_out (T, B, O): gradient of out, this direction's columns at col;
     grad_hn (b, H); x (T, B, I); lengths (b,); hs, gates, aux, xhat_ih, xhat_hh, rstd from
     ``forward_train``; w_ih (3H, I); w_hh (3H, H); gain_ih, gain_hh (3H,); panels: ``pack(w_hh.T, .)``
     made by the caller, or ``no_panels``."""
     T, B = x.shape[0], lengths.shape[0]
     H = w_hh.shape[1]
-    d_ax = np.zeros((T, B, 3 * H), dtype=x.dtype)  # gradient of a_x
-    d_ah = np.zeros((T, B, 3 * H), dtype=x.dtype)  # gradient of a_h
-    d_rec = np.zeros((T, B, 3 * H), dtype=x.dtype)  # gradient of h_prev W_hh^T (before its normalisation)
     dh = grad_hn.copy()  # gradient flowing into h after the current step
     dh_prev = np.empty_like(dh)
     direct = np.zeros_like(dh)  # the part of dh_prev that does not pass through W_hh
@@ -178,5 +178,5 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, 
         carry_inactive(dh_prev, dh, lengths, t)
         dh, dh_prev = dh_prev, dh
     dh0 += dh
-    backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, d_ax, d_ah,
-                         d_rec, x, hs[off : off + T], xhat_ih, xhat_hh, rstd[0], w_ih, gain_ih, row)
+    backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, d_in, d_ax,
+                         d_ah, d_rec, x, hs[off : off + T], xhat_ih, xhat_hh, rstd[0], w_ih, gain_ih, row)

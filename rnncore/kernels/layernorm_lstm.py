@@ -194,19 +194,20 @@ def cell_grads_row(d_i, d_f, d_g, dc, dchat, chat, c_prev, i, f, g, rstd, mean_d
 
 @kernel
 def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, dgain_c,
-             dbeta_c, grad_out, grad_hn, grad_cn, x, lengths, hs, cs, gates, xhat_ih, xhat_hh, chat, rstd,
-             w_ih, w_hh, gain_ih, gain_hh, gain_c, beta_c, reverse, col, row, panels):
+             dbeta_c, dgates, d_rec, d_in, grad_out, grad_hn, grad_cn, x, lengths, hs, cs, gates, xhat_ih,
+             xhat_hh, chat, rstd, w_ih, w_hh, gain_ih, gain_hh, gain_c, beta_c, reverse, col, row, panels):
     """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
     into (``+=``). dx (T, B, I): rows row:row+b; dh0, dc0 (b, H); dw_ih (4H, I); dw_hh (4H, H);
     db_ih, db_hh (4H,); dgain_ih, dbeta_ih, dgain_hh, dbeta_hh (4H,); dgain_c, dbeta_c (H,)
+    dgates, d_rec (T, b, 4H), zeros: storage for the gradients of the gate pre-activations a and of
+    h_prev W_hh^T before its normalisation (padding rows stay 0); d_in (T, b, 4H), any contents: storage
+    for the gradient of x W_ih^T (``layernorm.backward_projections``); all three the caller's workspace
     grad_out (T, B, O): gradient of out, this direction's columns at col; grad_hn, grad_cn (b, H)
     x (T, B, I); lengths (b,); hs, cs, gates, xhat_ih, xhat_hh, chat, rstd from ``forward_train``
     w_ih (4H, I); w_hh (4H, H); gain_ih, gain_hh (4H,); gain_c, beta_c (H,); panels:
     ``pack(w_hh.T, .)`` made by the caller, or ``no_panels``."""
     T, B = x.shape[0], lengths.shape[0]
     H = w_hh.shape[1]
-    dgates = np.zeros((T, B, 4 * H), dtype=x.dtype)  # gradients of the gate pre-activations a
-    d_rec = np.zeros((T, B, 4 * H), dtype=x.dtype)  # gradients of h_prev W_hh^T (before its normalisation)
     dh = grad_hn.copy()  # gradient flowing into h after the current step
     dc = grad_cn.copy()  # gradient flowing into c after the current step
     dh_prev = np.empty_like(dh)
@@ -232,5 +233,5 @@ def backward(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain
         dh, dh_prev = dh_prev, dh
     dh0 += dh
     dc0 += dc
-    backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, dgates,
+    backward_projections(dx, dw_ih, dw_hh, db_ih, db_hh, dgain_ih, dbeta_ih, dgain_hh, dbeta_hh, d_in, dgates,
                          dgates, d_rec, x, hs[off : off + T], xhat_ih, xhat_hh, rstd[0], w_ih, gain_ih, row)

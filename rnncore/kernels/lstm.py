@@ -479,19 +479,19 @@ def variant_gate_grads_row(d_i, d_f, d_g, d_o, dc, dm, dpeep, c_new, c_prev, i, 
 
 
 @kernel
-def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, grad_out, grad_hn, grad_cn, x,
-                     lengths, hs, cs, ms, gates, pre, w_ih, w_hh, w_hr, peep, clip, coupled, reverse, col,
-                     row, panels):
+def backward_variant(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dpeep, dgates, dhs, grad_out, grad_hn,
+                     grad_cn, x, lengths, hs, cs, ms, gates, pre, w_ih, w_hh, w_hr, peep, clip, coupled,
+                     reverse, col, row, panels):
     """BPTT through one direction of one layer, window of b rows at row; every output is accumulated
     into (``+=``). dx (T, B, I): rows row:row+b; dh0 (b, P), dc0 (b, H); dw_ih (4H, I); dw_hh (4H, P);
-    db_ih, db_hh (4H,); dw_hr like w_hr; dpeep like peep; grad_out (T, B, O): this direction's columns
+    db_ih, db_hh (4H,); dw_hr like w_hr; dpeep like peep; dgates (T, b, 4H) and dhs (T, b, P) with a
+    projection, else (0, b, P), zeros: storage for the gradients of the gate pre-activations and of each
+    h_t (padding rows stay 0; the caller's workspace); grad_out (T, B, O): this direction's columns
     at col; grad_hn (b, P), grad_cn (b, H); x (T, B, I); lengths (b,); hs, cs, ms, gates, pre from
     ``forward_train_variant``; panels: ``pack(w_hh.T, .)`` made by the caller, or ``no_panels``."""
     T, B = x.shape[0], lengths.shape[0]
     H = cs.shape[2]
     proj, clipped = w_hr.shape[0] > 0, pre.shape[1] > 0
-    dgates = np.zeros((T, B, 4 * H), dtype=x.dtype)  # gradients of the gate pre-activations
-    dhs = np.zeros((T if proj else 0, B, hs.shape[2]), dtype=x.dtype)  # gradient of h_t (for dW_hr)
     dh = grad_hn.copy()  # gradient flowing into h after the current step
     dc = grad_cn.copy()  # gradient flowing into c after the current step
     dm = np.empty_like(dc)  # gradient of o * tanh(c)

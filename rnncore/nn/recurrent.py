@@ -707,8 +707,11 @@ class LSTM(RecurrentBase):
                       panels=None):
         if self.variant:
             hs, cs, gates, ms, pre = saved
-            lstm.backward_variant(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs,
-                                  ms, gates, pre, w[0], w[1], w[4], w[5], self._clip,
+            T, B, P = gates.shape[0], gates.shape[1], hs.shape[2]
+            dgates = self._scratch(gates.shape, zero=True)
+            dhs = self._scratch((T if self.proj_size else 0, B, P), zero=True)  # gradients of h_t, for dW_hr
+            lstm.backward_variant(dx, d_s0[0], d_s0[1], *dw, dgates, dhs, g, g_finals[0], g_finals[1], x,
+                                  lengths, hs, cs, ms, gates, pre, w[0], w[1], w[4], w[5], self._clip,
                                   self.coupled_input_forget, reverse, col, row, self._given(panels))
             return
         hs, cs, gates = saved
