@@ -146,13 +146,13 @@ def backward(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, da, grad_out, grad_hn, x, leng
 
 # -- masked kernels: recurrent dropout and zoneout (definitions in ``masks``) ----------------------
 @kernel
-def forward_masked(out, hs, cand, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, m, zone, act, reverse, col):
+def forward_masked(out, hs, cand, a, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, m, zone, act, reverse, col):
     """Forward with h~_t = act(W_ih x_t + b_ih + W_hh (m * h_{t-1}) + b_hh) and
     h_t = z_t * h_{t-1} + (1 - z_t) * h~_t; keeps what ``backward_masked`` needs.
     out, hs, x, lengths, h0 and the weights as in ``forward_train``; cand (T, B, H): candidates h~
+    a (T, B, H): storage for the input projections (any contents; the caller's workspace)
     m (B, H): recurrent-dropout mask; zone (T, B, H): zoneout masks."""
     T, B, _ = x.shape
-    a = np.empty((T, B, w_ih.shape[0]), dtype=x.dtype)
     project_inputs(a, x, w_ih, b_ih)
     rec = np.empty_like(h0)
     p_hh, tmp = pack_with_scratch(w_hh, B)
@@ -168,13 +168,13 @@ def forward_masked(out, hs, cand, x, lengths, h0, w_ih, w_hh, b_ih, b_hh, m, zon
 
 
 @kernel
-def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths, hs, cand, w_ih, w_hh,
-                    m, zone, act, reverse, col):
+def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, da, h_rec, grad_out, grad_hn, x, lengths, hs, cand,
+                    w_ih, w_hh, m, zone, act, reverse, col):
     """BPTT of ``forward_masked`` with the same masks; outputs accumulated into as in ``backward``.
-    hs, cand (from ``forward_masked``), m (B, H), zone (T, B, H); other arguments as in ``backward``."""
+    da, h_rec (T, B, H): storage for the pre-activation gradients and the masked states m * h_{t-1} (any
+    contents; the caller's workspace); hs, cand (from ``forward_masked``), m (B, H), zone (T, B, H); other
+    arguments as in ``backward``."""
     T, B, _ = x.shape
-    H = w_hh.shape[0]
-    da = np.empty((T, B, H), dtype=x.dtype)
     dh = grad_hn.copy()
     dh_prev = np.empty_like(dh)
     p_t, tmp = pack_with_scratch(w_hh.T, B)
@@ -195,6 +195,5 @@ def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, l
         dh, dh_prev = dh_prev, dh
     dh0 += dh
     off = prev_offset(reverse)
-    h_rec = np.empty((T, B, H), dtype=x.dtype)
     mask_states(h_rec, hs[off : off + T], m)
     accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, da, da, x, h_rec, w_ih, 0)

@@ -337,20 +337,18 @@ def forward_masked(out, hs, cand, gates, aux, x, lengths, h0, w_ih, w_hh, b_ih, 
 
 
 @kernel
-def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, x, lengths, hs, gates, aux, w_ih,
-                    w_hh, m, zone, reset_after, reverse, col):
+def backward_masked(dx, dh0, dw_ih, dw_hh, db_ih, db_hh, d_rz, dn_pre, d_nrec, h_rec, grad_out, grad_hn, x,
+                    lengths, hs, gates, aux, w_ih, w_hh, m, zone, reset_after, reverse, col):
     """BPTT of ``forward_masked`` with the same masks; outputs accumulated into as in ``backward``.
-    hs, gates, aux from ``forward_masked``; m (B, H); zone (T, B, H); other arguments as in ``backward``."""
+    d_rz, dn_pre, d_nrec: zeros, as in ``backward``; h_rec (T, B, H), any contents: storage for the masked
+    states m * h_{t-1} (all four the caller's workspace); hs, gates, aux from ``forward_masked``; m (B, H);
+    zone (T, B, H); other arguments as in ``backward``."""
     T, B, _ = x.shape
     H = w_hh.shape[1]
-    d_rz = np.zeros((T, B, 2 * H), dtype=x.dtype)  # gradient of the r, z pre-activations
-    dn_pre = np.zeros((T, B, H), dtype=x.dtype)  # gradient of n's pre-activation (input projection's n rows)
-    d_nrec = np.zeros((T, B, H if reset_after else 0), dtype=x.dtype)  # n rows of the recurrent product's
     dr = np.zeros((B, 3 * H), dtype=x.dtype)  # gradient of h_rec W_hh^T + b_hh at the current step
     dh = grad_hn.copy()
     dh_prev = np.empty_like(dh)
     d_cand = np.empty_like(dh)
-    h_rec = np.empty((T, B, H), dtype=x.dtype)
     direct = np.zeros_like(dh)
     via_rec = np.zeros_like(dh)
     d_rh = np.empty_like(dh)

@@ -232,13 +232,13 @@ def forward_masked(out, hs, cs, cand_h, cand_c, gates, x, lengths, h0, c0, w_ih,
 
 
 @kernel
-def backward_masked(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn, grad_cn, x, lengths, hs, cs,
-                    cand_c, gates, w_ih, w_hh, m, zone_h, zone_c, reverse, col):
+def backward_masked(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dgates, h_rec, grad_out, grad_hn, grad_cn, x,
+                    lengths, hs, cs, cand_c, gates, w_ih, w_hh, m, zone_h, zone_c, reverse, col):
     """BPTT of ``forward_masked`` with the same masks; outputs accumulated into as in ``backward``.
-    hs, cs, cand_c, gates from ``forward_masked``; m (B, H); zone_h, zone_c (T, B, H)."""
+    dgates (T, B, 4H), zeros, and h_rec (T, B, H), any contents: storage for the gate pre-activation
+    gradients and the masked states m * h_{t-1} (the caller's workspace); hs, cs, cand_c, gates from
+    ``forward_masked``; m (B, H); zone_h, zone_c (T, B, H)."""
     T, B, _ = x.shape
-    H = w_hh.shape[1]
-    dgates = np.zeros((T, B, 4 * H), dtype=x.dtype)
     dh = grad_hn.copy()
     dc = grad_cn.copy()
     dh_prev = np.empty_like(dh)
@@ -263,7 +263,6 @@ def backward_masked(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, grad_out, grad_hn,
         dc, dc_prev = dc_prev, dc
     dh0 += dh
     dc0 += dc
-    h_rec = np.empty((T, B, H), dtype=x.dtype)
     mask_states(h_rec, hs[off : off + T], m)
     accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, dgates, dgates, x, h_rec, w_ih, 0)
 

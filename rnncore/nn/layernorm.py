@@ -121,9 +121,10 @@ class LayerNormLSTM(_LayerNorm, LSTM):
         # w: w_ih, w_hh, b_ih, b_hh, gain_ih, beta_ih, gain_hh, beta_hh, gain_c, beta_c
         shape = saved[2].shape  # the gates' (T, B, 4H)
         dgates, d_rec = self._scratch(shape, zero=True), self._scratch(shape, zero=True)
-        layernorm_lstm.backward(dx, d_s0[0], d_s0[1], *dw, dgates, d_rec, self._scratch(shape), g, g_finals[0],
-                                g_finals[1], x, lengths, *saved, w[0], w[1], w[4], w[6], w[8], w[9], reverse,
-                                col, row, self._given(panels))
+        d_in = self._scratch(shape)
+        layernorm_lstm.backward(dx, d_s0[0], d_s0[1], *dw, dgates, d_rec, d_in, g, g_finals[0], g_finals[1],
+                                x, lengths, *saved, w[0], w[1], w[4], w[6], w[8], w[9], reverse, col, row,
+                                self._given(panels))
 
     def _run_step(self, new, x, states, w):
         layernorm_lstm.step(new[0], new[1], x, states[0], states[1], *w, self._eps)
@@ -166,7 +167,8 @@ class LayerNormGRU(_LayerNorm, GRU):
         shape = saved[1].shape  # the gates' (T, B, 3H)
         d_ax, d_ah, d_rec = (self._scratch(shape, zero=True) for _ in range(3))
         layernorm_gru.backward(dx, d_s0[0], *dw, d_ax, d_ah, d_rec, self._scratch(shape), g, g_finals[0], x,
-                               lengths, *saved, w[0], w[1], w[4], w[6], reverse, col, row, self._given(panels))
+                               lengths, *saved, w[0], w[1], w[4], w[6], reverse, col, row,
+                               self._given(panels))
 
     def _run_step(self, new, x, states, w):
         layernorm_gru.step(new[0], x, states[0], *w, self._eps)

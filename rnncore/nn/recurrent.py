@@ -350,6 +350,12 @@ class RecurrentBase(Module):
             return np.zeros(shape, dtype=self.dtype) if zero else np.empty(shape, dtype=self.dtype)
         return self._workspace.take(shape, self.dtype, zero)
 
+    def _give_back(self, a):
+        """An array of ``_scratch`` that the pass no longer reads, for a later ``_scratch`` of the same pass
+        (``Workspace.give_back``); under ``no_grad()``, where ``_scratch`` took nothing, nothing."""
+        if is_grad_enabled():
+            self._workspace.give_back(a)
+
     def _given(self, panels):
         """What the kernels take for ``panels``: the windows' shared ones, or none (each call packs)."""
         return packed.no_panels(self.dtype) if panels is None else panels
@@ -502,7 +508,7 @@ class RNN(RecurrentBase):
         pre = self._scratch((T, B, self.hidden_size))
         elman.forward_train(out, hs, pre, x, lengths, s0[0], *w, self._act, reverse, col, row,
                             self._given(panels))
-        self._workspace.give_back(pre)  # the backward's da, of the same shape, then takes it
+        self._give_back(pre)  # the backward's da, of the same shape, then takes it
         finals[0][...] = hs[1] if reverse else hs[T]
         return hs
 
@@ -527,15 +533,17 @@ class RNN(RecurrentBase):
     def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):
         T, B, _ = x.shape
         hs = self._scratch((T + 2, B, self.hidden_size))
-        cand = self._scratch((T, B, self.hidden_size))
-        elman.forward_masked(out, hs, cand, x, lengths, s0[0], *w, masks.recurrent, masks.zone[0], self._act,
-                             reverse, col)
+        cand, pre = (self._scratch((T, B, self.hidden_size)) for _ in range(2))
+        elman.forward_masked(out, hs, cand, pre, x, lengths, s0[0], *w, masks.recurrent, masks.zone[0],
+                             self._act, reverse, col)
+        self._give_back(pre)  # the backward's da, of the same shape, then takes it
         finals[0][...] = hs[1] if reverse else hs[T]
         return hs, cand
 
     def _run_backward_masked(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, masks, reverse, col):
         hs, cand = saved
-        elman.backward_masked(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, cand, w[0], w[1],
+        da, h_rec = (self._scratch(cand.shape) for _ in range(2))
+        elman.backward_masked(dx, d_s0[0], *dw, da, h_rec, g, g_finals[0], x, lengths, hs, cand, w[0], w[1],
                               masks.recurrent, masks.zone[0], self._act, reverse, col)
 
 
@@ -747,8 +755,10 @@ class LSTM(RecurrentBase):
 
     def _run_backward_masked(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, masks, reverse, col):
         hs, cs, cand_c, gates = saved
-        lstm.backward_masked(dx, d_s0[0], d_s0[1], *dw, g, g_finals[0], g_finals[1], x, lengths, hs, cs,
-                             cand_c, gates, w[0], w[1], masks.recurrent, *masks.zone, reverse, col)
+        dgates, h_rec = self._scratch(gates.shape, zero=True), self._scratch(cand_c.shape)
+        lstm.backward_masked(dx, d_s0[0], d_s0[1], *dw, dgates, h_rec, g, g_finals[0], g_finals[1], x,
+                             lengths, hs, cs, cand_c, gates, w[0], w[1], masks.recurrent, *masks.zone,
+                             reverse, col)
 
 
 
@@ -791,13 +801,17 @@ class GRU(RecurrentBase):
         gru.forward_infer(out, finals[0], x, lengths, s0[0], *w, self.reset_after, reverse, col, row,
                           self._given(panels))
 
+    def _gate_grad_scratch(self, aux):
+        """Zeroed storage for the backward's gate gradients (``kernels.gru.backward``): d_rz (T, B, 2H),
+        dn_pre (T, B, H) and d_nrec (T, B, H), (T, B, 0) for reset_before; aux (T, B, H) from the forward."""
+        T, B, H = aux.shape
+        return (self._scratch((T, B, 2 * H), zero=True), self._scratch((T, B, H), zero=True),
+                self._scratch((T, B, H if self.reset_after else 0), zero=True))
+
     def _run_backward(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, reverse, col, row=0,
                       panels=None):
         hs, gates, aux = saved
-        T, B, H = aux.shape
-        d_rz = self._scratch((T, B, 2 * H), zero=True)
-        dn_pre = self._scratch((T, B, H), zero=True)
-        d_nrec = self._scratch((T, B, H if self.reset_after else 0), zero=True)
+        d_rz, dn_pre, d_nrec = self._gate_grad_scratch(aux)
         gru.backward(dx, d_s0[0], *dw, d_rz, dn_pre, d_nrec, g, g_finals[0], x, lengths, hs, gates, aux, w[0],
                      w[1], self.reset_after, reverse, col, row, self._given(panels))
 
@@ -829,6 +843,8 @@ class GRU(RecurrentBase):
 
     def _run_backward_masked(self, dx, d_s0, dw, g, g_finals, x, lengths, saved, w, masks, reverse, col):
         hs, gates, aux = saved
-        gru.backward_masked(dx, d_s0[0], *dw, g, g_finals[0], x, lengths, hs, gates, aux, w[0], w[1],
-                            masks.recurrent, masks.zone[0], self.reset_after, reverse, col)
+        d_rz, dn_pre, d_nrec = self._gate_grad_scratch(aux)
+        gru.backward_masked(dx, d_s0[0], *dw, d_rz, dn_pre, d_nrec, self._scratch(aux.shape), g, g_finals[0],
+                            x, lengths, hs, gates, aux, w[0], w[1], masks.recurrent, masks.zone[0],
+                            self.reset_after, reverse, col)
 

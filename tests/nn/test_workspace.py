@@ -19,6 +19,9 @@ CELLS = {
     "gru": lambda **kw: rnncore.GRU(**kw),
     "gru_reset_before": lambda **kw: rnncore.GRU(reset_after=False, **kw),
     "rnn_zoneout": lambda **kw: rnncore.RNN(zoneout=0.3, **kw),
+    "lstm_zoneout": lambda **kw: rnncore.LSTM(zoneout=0.3, **kw),
+    "gru_zoneout": lambda **kw: rnncore.GRU(zoneout=0.3, **kw),
+    "lstm_peephole_clip": lambda **kw: rnncore.LSTM(peephole=True, gate_clip=1.0, **kw),
     "lstm_layer_norm": lambda **kw: rnncore.LSTM(layer_norm=True, **kw),
     "gru_layer_norm": lambda **kw: rnncore.GRU(layer_norm=True, **kw),
 }
