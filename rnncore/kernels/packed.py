@@ -3,8 +3,13 @@
 A BLAS GEMM with few rows (the batch) repacks the whole weight matrix on every call, which is every
 time step; a (16, 256) x (256, 1024) float32 product ran at 36 GFLOP/s that way on one core here. The
 weights are packed instead once per forward or backward call into panels of L columns (one 64-byte
-vector: L = 16 float32 or 8 float64), and a register tile of ``TILE_ROWS`` rows times one panel
-accumulates with fused multiply-adds over the shared dimension (the same product: 93 GFLOP/s). The
+vector: L = 16 float32 or 8 float64), and a register tile of ``TILE_ROWS`` rows times ``TILE_PANELS``
+panels accumulates with fused multiply-adds over the shared dimension. Each accumulator is one chain of
+FMAs, each waiting on the one before: a core here needs 8 chains in flight to keep its FMA units busy,
+and a tile of 4 rows x 1 panel (4 chains) ran at half of that. One thread, us (GFLOP/s), tiles of rows x
+panels 4 x 1 / 4 x 2 / 4 x 3 / 4 x 4 / 8 x 2, float32: B 16, K 256, N 1024 67.0 (125) / 42.8 / 39.3 /
+37.7 / 35.3 (238); B 40, the same K and N, 164.7 / 103.0 / 90.2 / 87.8 / 88.0; B 16, K 1024, N 4096 1265
+/ 709 / 660 / 667 / 600; float64, B 16, K 256, N 1024 138.3 (61) / 89.1 / 80.2 / 75.7 / 78.9 (106). The
 tile is written in LLVM IR (``_tile``): Numba's own loops leave a tile of scalar accumulators scalar.
 
 The product runs on the calling thread. Split over two Numba threads (``prange`` over the panels) it
@@ -34,7 +39,8 @@ Above ``MAX_ROWS`` rows BLAS with two threads overtakes the one-thread tile here
 256, N 1024: B 16 0.58, B 32 0.78, B 48 1.04, B 64 1.15; with one BLAS thread the tile stays ahead, 346
 against 493 us at B 64). Outside these bounds ``pack`` returns no panels and the product goes to BLAS.
 
-Letters: B = rows (batch), K = shared dimension, N = output columns, L = lanes, NP = ceil(N / L) panels.
+Letters: B = rows (batch), K = shared dimension, N = output columns, L = lanes, NP = panels (ceil(N / L)
+rounded up to a multiple of TILE_PANELS).
 """
 
 import numpy as np
@@ -46,7 +52,8 @@ from numba.extending import intrinsic
 from rnncore.kernels._jit import inline_kernel, kernel
 
 VECTOR_BYTES = 64  # one AVX-512 register, two AVX2 registers: LLVM splits wider vectors itself
-TILE_ROWS = 4  # rows of a tile: 4 x 64 bytes of accumulators leave registers for operands on AVX2
+TILE_ROWS = 8  # rows of the main tile: 8 x 2 vectors of accumulators, 16 chains of FMAs side by side
+TILE_PANELS = 2  # panels of every tile of 2 or more rows; ``pack`` makes a multiple of this many panels
 BLOCK_BYTES = 32  # one AVX2 register: ``pack`` transposes blocks of S x S elements, S lanes of this width
 MIN_ROWS = 4  # rows from which ``pack`` makes panels of w of any size
 MAX_ROWS = 40
@@ -117,10 +124,11 @@ def _make_tile(rows, panels=1):
     return tile
 
 
-_tile = _make_tile(TILE_ROWS)
-_tile_3 = _make_tile(3)
-_tile_2 = _make_tile(2)
-_tile_row = _make_tile(1)
+_tile = _make_tile(TILE_ROWS, TILE_PANELS)
+_tile_4 = _make_tile(4, TILE_PANELS)
+_tile_3 = _make_tile(3, TILE_PANELS)
+_tile_2 = _make_tile(2, TILE_PANELS)
+_tile_row = _make_tile(1, TILE_PANELS)
 ROW_PANELS = 4  # panels of one row's tile: one panel's chain of FMAs waits on itself, four run side by side
 _tile_row_panels = _make_tile(1, ROW_PANELS)
 
@@ -202,7 +210,8 @@ def packs(w, rows):
 
 @kernel
 def pack(w, rows):
-    """Panels of w for ``product``: p[jp, k, l] = w[jp*L + l, k], zero past N; w (N, K), any layout.
+    """Panels of w for ``product``: p[jp, k, l] = w[jp*L + l, k], zero past N, a whole number of pairs of
+    panels (TILE_PANELS); w (N, K), any layout.
     No panels, shape (0, K, L), when ``packs(w, rows)`` is false (the product then goes to BLAS).
     The loops follow w's memory. Contiguous rows (the forward's w_hh): S x S blocks through
     ``_transpose_block``, the rest element by element. Otherwise (the backward's w_hh.T, columns
@@ -210,7 +219,8 @@ def pack(w, rows):
     array, it touched one cache line per element (float32 (1024, 4096) view: 34 ms against 4.4 ms)."""
     N, K = w.shape
     L = lanes(w)
-    n_panels = (N + L - 1) // L if packs(w, rows) else 0
+    group = TILE_PANELS * L
+    n_panels = TILE_PANELS * ((N + group - 1) // group) if packs(w, rows) else 0
     p = np.zeros((n_panels, K, L), dtype=w.dtype)
     rows_contiguous = w.strides[1] == w.itemsize
     S = BLOCK_BYTES // w.itemsize
@@ -229,23 +239,27 @@ def pack(w, rows):
 
 @kernel
 def product(c, a, p):
-    """c[:, :NP*L] = a @ (the columns packed in p); c (B, NP*L), a (B, K), p (NP, K, L)."""
+    """c[:, :NP*L] = a @ (the columns packed in p); c (B, NP*L), a (B, K), p (NP, K, L), NP a multiple of
+    TILE_PANELS. Tiles of TILE_ROWS rows, then one of the 1 to 7 rows left (4, then 3, 2 or 1): each
+    panel is read once per tile, not once per row."""
     B, NP = a.shape[0], p.shape[0]
     if B == 1:
         jp = 0
         while jp + ROW_PANELS <= NP:
             _tile_row_panels(c, a, p, 0, jp)
             jp += ROW_PANELS
-        while jp < NP:
+        if jp < NP:  # NP - jp == TILE_PANELS
             _tile_row(c, a, p, 0, jp)
-            jp += 1
         return
-    for jp in range(NP):
+    for jp in range(0, NP, TILE_PANELS):
         b = 0
         while b + TILE_ROWS <= B:
             _tile(c, a, p, b, jp)
             b += TILE_ROWS
-        if B - b == 3:  # the rows left as one tile: each panel is read once more, not once per row
+        if B - b >= 4:
+            _tile_4(c, a, p, b, jp)
+            b += 4
+        if B - b == 3:
             _tile_3(c, a, p, b, jp)
         elif B - b == 2:
             _tile_2(c, a, p, b, jp)

@@ -5,10 +5,11 @@ import pytest
 
 from rnncore.kernels import packed
 
-# B: one row (tiles of four panels, then single panels), the 2-, 3- and 4-row tiles alone, and 4-row tiles
-# followed by 1, 2 or 3 rows
+# B: one row (tiles of four panels, then one of two), the 2-, 3- and 4-row tiles alone, 4-row tiles followed
+# by 1, 2 or 3 rows, 8-row tiles alone and followed by 1 to 7 rows; N: one panel pair or more, partly filled
 SHAPES = [(1, 7, 40), (1, 64, 100), (1, 33, 128), (2, 3, 17), (3, 64, 33), (4, 1, 1), (4, 3, 17), (5, 7, 16),
-          (6, 16, 40), (7, 64, 33), (9, 16, 256), (16, 256, 1024), (33, 5, 8), (39, 9, 24)]
+          (6, 16, 40), (7, 64, 33), (8, 5, 33), (9, 16, 256), (12, 8, 20), (15, 3, 70), (16, 256, 1024),
+          (33, 5, 8), (39, 9, 24)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -22,7 +23,8 @@ def test_product_matches_matmul(dtype, B, K, N, layout):
         w = np.ascontiguousarray(w.T).T
     p = packed.pack(w, B)
     L = 64 // np.dtype(dtype).itemsize
-    assert p.shape == (-(-N // L), K, L)
+    pairs = -(-N // (packed.TILE_PANELS * L))
+    assert p.shape == (packed.TILE_PANELS * pairs, K, L)
     c = np.full((B, N), np.nan, dtype=dtype)
     packed.product_into(c, a, w, p, packed.scratch(p, B))
     assert_product(c, a, w, 1e-12 if dtype == np.float64 else 2e-6)
@@ -64,6 +66,7 @@ def test_one_to_three_rows_over_weights_up_to_their_bound_are_packed(B, N, K):
 def test_padding_columns_are_zero_and_product_leaves_rows_of_c_alone():
     w = np.arange(1.0, 31.0).reshape(10, 3)  # float64: L = 8, two panels, 6 padding columns
     p = packed.pack(w, 4)
+    assert p.shape == (2, 3, 8)
     assert np.all(p[1, :, 2:] == 0.0)
     a = np.ones((4, 3))
     out = packed.scratch(p, 4)
