@@ -5,11 +5,16 @@ time step; a (16, 256) x (256, 1024) float32 product ran at 36 GFLOP/s that way 
 weights are packed instead once per forward or backward call into panels of L columns (one 64-byte
 vector: L = 16 float32 or 8 float64), and a register tile of ``TILE_ROWS`` rows times ``TILE_PANELS``
 panels accumulates with fused multiply-adds over the shared dimension. Each accumulator is one chain of
-FMAs, each waiting on the one before: a core here needs 8 chains in flight to keep its FMA units busy,
-and a tile of 4 rows x 1 panel (4 chains) ran at half of that. One thread, us (GFLOP/s), tiles of rows x
-panels 4 x 1 / 4 x 2 / 4 x 3 / 4 x 4 / 8 x 2, float32: B 16, K 256, N 1024 67.0 (125) / 42.8 / 39.3 /
-37.7 / 35.3 (238); B 40, the same K and N, 164.7 / 103.0 / 90.2 / 87.8 / 88.0; B 16, K 1024, N 4096 1265
-/ 709 / 660 / 667 / 600; float64, B 16, K 256, N 1024 138.3 (61) / 89.1 / 80.2 / 75.7 / 78.9 (106). The
+FMAs, each waiting on the one before, so a tile needs enough of them in flight to keep a core's FMA units
+busy, and no more than the registers hold. On an AVX-512 core here (Zen 5: 32 registers of 64 bytes) a
+tile of 4 rows x 1 panel (4 chains) ran at half the rate of 8 x 2. One thread, us (GFLOP/s), tiles of
+rows x panels 4 x 1 / 4 x 2 / 4 x 3 / 4 x 4 / 8 x 2, float32: B 16, K 256, N 1024 67.0 (125) / 42.8 /
+39.3 / 37.7 / 35.3 (238); B 40, the same K and N, 164.7 / 103.0 / 90.2 / 87.8 / 88.0; B 16, K 1024,
+N 4096 1265 / 709 / 660 / 667 / 600; float64, B 16, K 256, N 1024 138.3 (61) / 89.1 / 80.2 / 75.7 / 78.9
+(106). Compiled for AVX2 on the same core (NUMBA_CPU_NAME=znver3 and its features: 16 registers of 32
+bytes, a 64-byte vector two of them), 4 x 1 (8 registers of accumulators) was the fastest and 8 x 2
+spilled: float32, B 16, K 256, N 1024 79.1 (106) / 137.3 / 128.3 / 96.2 / 115.8. So the tile is 8 x 2
+where Numba compiles for AVX-512 and 4 x 1 elsewhere (``TILE_ROWS``, ``TILE_PANELS``). The
 tile is written in LLVM IR (``_tile``): Numba's own loops leave a tile of scalar accumulators scalar.
 
 The product runs on the calling thread. Split over two Numba threads (``prange`` over the panels) it
@@ -46,14 +51,23 @@ rounded up to a multiple of TILE_PANELS).
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, codegen, config
 from numba.extending import intrinsic
 
 from rnncore.kernels._jit import inline_kernel, kernel
 
+
+def compiles_for_avx512():
+    """Whether Numba's machine code uses AVX-512: the CPU features it compiles for (NUMBA_CPU_FEATURES, else
+    the host's) include avx512f."""
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else codegen.get_host_cpu_features()
+    return "+avx512f" in features.split(",")
+
+
 VECTOR_BYTES = 64  # one AVX-512 register, two AVX2 registers: LLVM splits wider vectors itself
-TILE_ROWS = 8  # rows of the main tile: 8 x 2 vectors of accumulators, 16 chains of FMAs side by side
-TILE_PANELS = 2  # panels of every tile of 2 or more rows; ``pack`` makes a multiple of this many panels
+# The main tile, TILE_ROWS x TILE_PANELS vectors of accumulators (module docstring): 16 of AVX-512's 32
+# registers, or 8 of AVX2's 16 (a 64-byte vector takes two); 8 x 2 on AVX2 spills.
+TILE_ROWS, TILE_PANELS = (8, 2) if compiles_for_avx512() else (4, 1)
 BLOCK_BYTES = 32  # one AVX2 register: ``pack`` transposes blocks of S x S elements, S lanes of this width
 MIN_ROWS = 4  # rows from which ``pack`` makes panels of w of any size
 MAX_ROWS = 40
@@ -240,23 +254,24 @@ def pack(w, rows):
 @kernel
 def product(c, a, p):
     """c[:, :NP*L] = a @ (the columns packed in p); c (B, NP*L), a (B, K), p (NP, K, L), NP a multiple of
-    TILE_PANELS. Tiles of TILE_ROWS rows, then one of the 1 to 7 rows left (4, then 3, 2 or 1): each
-    panel is read once per tile, not once per row."""
+    TILE_PANELS. Tiles of TILE_ROWS rows, then one or two of the rows left (4 when TILE_ROWS is 8, then 3,
+    2 or 1): each panel is read once per tile, not once per row."""
     B, NP = a.shape[0], p.shape[0]
     if B == 1:
         jp = 0
         while jp + ROW_PANELS <= NP:
             _tile_row_panels(c, a, p, 0, jp)
             jp += ROW_PANELS
-        if jp < NP:  # NP - jp == TILE_PANELS
+        while jp < NP:
             _tile_row(c, a, p, 0, jp)
+            jp += TILE_PANELS
         return
     for jp in range(0, NP, TILE_PANELS):
         b = 0
         while b + TILE_ROWS <= B:
             _tile(c, a, p, b, jp)
             b += TILE_ROWS
-        if B - b >= 4:
+        if TILE_ROWS > 4 and B - b >= 4:
             _tile_4(c, a, p, b, jp)
             b += 4
         if B - b == 3:

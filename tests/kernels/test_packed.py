@@ -1,7 +1,13 @@
 """The packed recurrent product against numpy's matmul, over shapes that leave partial tiles and panels."""
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from numba.core import codegen
 
 from rnncore.kernels import packed
 
@@ -100,3 +106,37 @@ def test_every_layout_gives_the_same_panels(dtype, N, K):
     want = np.zeros((p.shape[0] * L, K), dtype=dtype)
     want[:N] = w
     np.testing.assert_array_equal(p, want.reshape(p.shape[0], L, K).transpose(0, 2, 1))
+
+
+AVX2_FEATURES = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,+popcnt,+sahf,"
+                 "+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave")
+AVX2_CHECK = """
+import numpy as np
+from rnncore.kernels import packed
+assert not packed.compiles_for_avx512()
+assert (packed.TILE_ROWS, packed.TILE_PANELS) == (4, 1), (packed.TILE_ROWS, packed.TILE_PANELS)
+rng = np.random.default_rng(0)
+for B, K, N in [(1, 33, 80), (7, 64, 33), (16, 40, 48)]:
+    a, w = rng.standard_normal((B, K)), rng.standard_normal((N, K))
+    p = packed.pack(w, B)
+    assert p.shape == (-(-N // 8), K, 8)
+    c = np.empty((B, N))
+    packed.product_into(c, a, w, p, packed.scratch(p, B))
+    np.testing.assert_allclose(c, a @ w.T, rtol=1e-12, atol=1e-12)
+print("ok")
+"""
+
+
+def test_the_tile_follows_the_vector_registers_numba_compiles_for(tmp_path):
+    """8 rows x 2 panels where the machine code uses AVX-512, 4 x 1 elsewhere; the AVX2 shape checked in a
+    process that compiles for AVX2 (which runs on any x86 CPU with AVX2, this one included)."""
+    assert (packed.TILE_ROWS, packed.TILE_PANELS) == ((8, 2) if packed.compiles_for_avx512() else (4, 1))
+    host_avx2 = "+avx2" in codegen.get_host_cpu_features().split(",")
+    if platform.machine() not in ("x86_64", "AMD64") or not host_avx2:
+        pytest.skip("compiling for AVX2 needs an x86 CPU with AVX2 to run the code on")
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2_FEATURES,
+               NUMBA_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", AVX2_CHECK], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
