@@ -411,14 +411,15 @@ def machine_description():
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    from numba.core import codegen, config
+    import llvmlite.binding as llvm
+    from numba.core import config
 
     from rnncore.kernels import packed
 
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
             "numba": __import__("numba").__version__, "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "blas": blas,
-            "numba_compiles_for": config.CPU_NAME or codegen.ll.get_host_cpu_name(),
+            "numba_compiles_for": config.CPU_NAME or llvm.get_host_cpu_name(),
             "avx512": packed.compiles_for_avx512(),
             "packed_tile": f"{packed.TILE_ROWS} rows x {packed.TILE_PANELS} panels"}
 

@@ -42,7 +42,11 @@ larger weights the gemvs stream w on both cores and the tile on one. At 2 rows t
 ``THREE_ROWS_MAX_BYTES``; over larger weights the product is one gemv per row (``blas_product_into``).
 Above ``MAX_ROWS`` rows BLAS with two threads overtakes the one-thread tile here (packed / BLAS time at K
 256, N 1024: B 16 0.58, B 32 0.78, B 48 1.04, B 64 1.15; with one BLAS thread the tile stays ahead, 346
-against 493 us at B 64). Outside these bounds ``pack`` returns no panels and the product goes to BLAS.
+against 493 us at B 64). Those were AVX2 figures with the 4 x 1 tile; on the AVX-512 core with 8 x 2
+against OpenBLAS's AVX-512 kernel: B 16 0.44, B 32 0.73, B 48 0.93, B 64 1.10 (at K 64, N 256: 0.27,
+0.51, 0.65, 0.72, and 1.00 at B 96), and whole passes over 48 and 64 rows gained and lost as much with
+the bound at 64 (``docs/benchmarks.md``), so it stays at 40. Outside these bounds ``pack`` returns no
+panels and the product goes to BLAS.
 
 Letters: B = rows (batch), K = shared dimension, N = output columns, L = lanes, NP = panels (ceil(N / L)
 rounded up to a multiple of TILE_PANELS).
