@@ -275,7 +275,7 @@ def product(c, a, p):
         while b + TILE_ROWS <= B:
             _tile(c, a, p, b, jp)
             b += TILE_ROWS
-        if TILE_ROWS > 4 and B - b >= 4:
+        if B - b >= 4:  # only when TILE_ROWS is 8
             _tile_4(c, a, p, b, jp)
             b += 4
         if B - b == 3:
