@@ -92,13 +92,22 @@ SAMPLE_SECONDS = 0.005  # a timed sample repeats a short call until it lasts abo
 
 
 QUIET_SECONDS = 0.2  # longer than OpenBLAS's and OpenMP's worker threads spin after their last task
+# Untimed calls after the pause, for at least this long: on the 2-core virtual machine of docs/benchmarks.md
+# a pass on both cores ran up to 2x slower for its first 4 or 5 calls (about 20 ms) after the pause
+# (LSTM T 25, B 16, H 256 on two row windows: 5.9, 4.7, 3.3, then 3.0 ms), so a block timed from its second
+# call measured how a pass wakes from idle, not how it runs.
+WARM_SECONDS = 0.05
 
 
 def _block(fn, calls, samples=3):
     """One timed block of one side: first a pause, so that the worker threads the other library left
-    spinning have gone to sleep and do not take this side's cores, then one untimed call."""
+    spinning have gone to sleep and do not take this side's cores, then untimed calls for WARM_SECONDS
+    (at least one)."""
     time.sleep(QUIET_SECONDS)
+    start = time.perf_counter()
     fn()
+    while time.perf_counter() - start < WARM_SECONDS:
+        fn()
     return _timeit(fn, samples, calls)
 
 
