@@ -92,10 +92,11 @@ SAMPLE_SECONDS = 0.005  # a timed sample repeats a short call until it lasts abo
 
 
 QUIET_SECONDS = 0.2  # longer than OpenBLAS's and OpenMP's worker threads spin after their last task
-# Untimed calls after the pause, for at least this long: on the 2-core virtual machine of docs/benchmarks.md
+# Untimed calls after the pause, for at least this long: on the 2-core virtual machines of docs/benchmarks.md
 # a pass on both cores ran up to 2x slower for its first 4 or 5 calls (about 20 ms) after the pause
-# (LSTM T 25, B 16, H 256 on two row windows: 5.9, 4.7, 3.3, then 3.0 ms), so a block timed from its second
-# call measured how a pass wakes from idle, not how it runs.
+# (LSTM T 25, B 16, H 256 on two row windows: 5.9, 4.7, 3.3, then 3.0 ms), so that every timed call runs as
+# in a loop. (Against one untimed call, twelve rows' ratios moved by -0.04 to +0.15: the medians of samples
+# of 5 ms or more had mostly left those calls out already.)
 WARM_SECONDS = 0.05
 
 
