@@ -48,6 +48,17 @@ against OpenBLAS's AVX-512 kernel: B 16 0.44, B 32 0.73, B 48 0.93, B 64 1.10 (a
 the bound at 64 (``docs/benchmarks.md``), so it stays at 40. Outside these bounds ``pack`` returns no
 panels and the product goes to BLAS.
 
+Over panels larger than the caches of one core (512 KB of L2 on the AVX2 machine here), each tile streams
+its panel from the shared L3, and with few rows, two row tiles per panel in the windows of 8 rows that a
+batch of 16 is split into (``rnncore.nn._shards``), the stream is not hidden. So over panels of at least
+``PREFETCH_MIN_BYTES`` the first row tile over a panel prefetches the next panel, a line at each k (the
+next tiles over the same panel find it in L1 or L2). One thread, AVX2 (Zen 3), float32, GFLOP/s without
+/ with, each the median of 7 alternations in one process: B 8, K 1024, N 1024 (4 MB) 79.5 / 69.5, N 2048
+(8 MB) 77.3 / 83.9, N 3072 (12 MB) 50.4 / 67.7, N 4096 (16 MB) 44.8 / 57.4; B 16, K 1024, N 3072 59.1 /
+64.2; B 32, K 1024, N 4096 76.8 / 71.1; B 8, K 256, N 768 68.3 / 61.8. A prefetch in every tile lost
+more where the panels fit the caches (B 8, K 1024, N 1024 81.2 / 68.6). The panels on 2 MB pages
+(``madvise``) changed nothing (41.5 / 42.1 at B 8, N 4096): the loss is the stream, not the TLB.
+
 Letters: B = rows (batch), K = shared dimension, N = output columns, L = lanes, NP = panels (ceil(N / L)
 rounded up to a multiple of TILE_PANELS).
 """
@@ -73,6 +84,10 @@ VECTOR_BYTES = 64  # one AVX-512 register, two AVX2 registers: LLVM splits wider
 # registers, or 8 of AVX2's 16 (a 64-byte vector takes two); 8 x 2 on AVX2 spills.
 TILE_ROWS, TILE_PANELS = (8, 2) if compiles_for_avx512() else (4, 1)
 BLOCK_BYTES = 32  # one AVX2 register: ``pack`` transposes blocks of S x S elements, S lanes of this width
+# The first row tile over each panel also prefetches the next panel's line at each k, over panels of at
+# least PREFETCH_MIN_BYTES (module docstring); measured with the 4 x 1 tile only, so not with AVX-512's.
+PREFETCH_AHEAD = not compiles_for_avx512()
+PREFETCH_MIN_BYTES = 8 << 20
 MIN_ROWS = 4  # rows from which ``pack`` makes panels of w of any size
 MAX_ROWS = 40
 ONE_ROW_MAX_BYTES = 512 << 10  # 1 row: panels only of w up to this size (module docstring)
@@ -80,10 +95,12 @@ TWO_ROWS_MAX_BYTES = 2 << 20  # 2 rows: the same
 THREE_ROWS_MAX_BYTES = 8 << 20  # 3 rows: the same
 
 
-def _make_tile(rows, panels=1):
+def _make_tile(rows, panels=1, prefetch=False):
     """An intrinsic c[b0 : b0+rows, jp*L : (jp+panels)*L] = a[b0 : b0+rows] @ panels jp .. jp+panels-1 of
     p. c (B, NP*L), a (B, K), p (NP, K, L), all C-contiguous and of one float dtype. Each element is one
-    chain of fused multiply-adds over k = 0 .. K-1, whatever rows and panels are."""
+    chain of fused multiply-adds over k = 0 .. K-1, whatever rows and panels are. ``prefetch``: at each k
+    the tile also asks for line k of panels jp+panels .. jp+2*panels-1 (a hint, past the end included),
+    which changes no result."""
 
     @intrinsic
     def tile(typingctx, c, a, p, b0, jp):
@@ -119,10 +136,21 @@ def _make_tile(rows, panels=1):
             undef = ir.Constant(vec, ir.Undefined)
             i32 = ir.IntType(32)
             splat = ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, 0)] * lanes)
+            if prefetch:  # llvm.prefetch(address, read, locality, data cache)
+                i8p = ir.IntType(8).as_pointer()
+                prefetch_type = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+                prefetch_fn = cgutils.get_or_insert_function(builder.module, prefetch_type,
+                                                             "llvm.prefetch.p0i8")
+                hint = [ir.Constant(i32, v) for v in (0, 3, 1)]
+                ahead = builder.mul(panel_size, ir.Constant(intp, panels))  # elements to the next panels
             with cgutils.for_range(builder, K) as loop:
                 k = loop.index
                 ws = [builder.load(builder.bitcast(builder.gep(ptr, [builder.mul(k, L)]), vec.as_pointer()),
                                    align=size) for ptr in panel_ptrs]
+                if prefetch:
+                    for ptr in panel_ptrs:
+                        ahead_k = builder.gep(ptr, [builder.add(builder.mul(k, L), ahead)])
+                        builder.call(prefetch_fn, [builder.bitcast(ahead_k, i8p)] + hint)
                 for a_row, row_accs in zip(a_rows, accs, strict=True):
                     a_k = builder.load(builder.gep(a_row, [k]))
                     s = builder.insert_element(undef, a_k, ir.Constant(i32, 0))
@@ -143,6 +171,7 @@ def _make_tile(rows, panels=1):
 
 
 _tile = _make_tile(TILE_ROWS, TILE_PANELS)
+_tile_ahead = _make_tile(TILE_ROWS, TILE_PANELS, prefetch=True)
 _tile_4 = _make_tile(4, TILE_PANELS)
 _tile_3 = _make_tile(3, TILE_PANELS)
 _tile_2 = _make_tile(2, TILE_PANELS)
@@ -259,7 +288,8 @@ def pack(w, rows):
 def product(c, a, p):
     """c[:, :NP*L] = a @ (the columns packed in p); c (B, NP*L), a (B, K), p (NP, K, L), NP a multiple of
     TILE_PANELS. Tiles of TILE_ROWS rows, then one or two of the rows left (4 when TILE_ROWS is 8, then 3,
-    2 or 1): each panel is read once per tile, not once per row."""
+    2 or 1): each panel is read once per tile, not once per row. Over large panels the first tile over
+    each panel prefetches the next one (``PREFETCH_MIN_BYTES``)."""
     B, NP = a.shape[0], p.shape[0]
     if B == 1:
         jp = 0
@@ -270,8 +300,12 @@ def product(c, a, p):
             _tile_row(c, a, p, 0, jp)
             jp += TILE_PANELS
         return
+    ahead = PREFETCH_AHEAD and B >= TILE_ROWS and p.size * p.itemsize >= PREFETCH_MIN_BYTES
     for jp in range(0, NP, TILE_PANELS):
         b = 0
+        if ahead:
+            _tile_ahead(c, a, p, b, jp)
+            b += TILE_ROWS
         while b + TILE_ROWS <= B:
             _tile(c, a, p, b, jp)
             b += TILE_ROWS

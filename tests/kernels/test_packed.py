@@ -12,10 +12,11 @@ from numba.core import codegen
 from rnncore.kernels import packed
 
 # B: one row (tiles of four panels, then one of two), the 2-, 3- and 4-row tiles alone, 4-row tiles followed
-# by 1, 2 or 3 rows, 8-row tiles alone and followed by 1 to 7 rows; N: one panel pair or more, partly filled
+# by 1, 2 or 3 rows, 8-row tiles alone and followed by 1 to 7 rows; N: one panel pair or more, partly filled;
+# 8 MB of panels or more (the first tile over each panel prefetches the next, ``PREFETCH_MIN_BYTES``)
 SHAPES = [(1, 7, 40), (1, 64, 100), (1, 33, 128), (2, 3, 17), (3, 64, 33), (4, 1, 1), (4, 3, 17), (5, 7, 16),
           (6, 16, 40), (7, 64, 33), (8, 5, 33), (9, 16, 256), (12, 8, 20), (15, 3, 70), (16, 256, 1024),
-          (33, 5, 8), (39, 9, 24)]
+          (33, 5, 8), (39, 9, 24), (11, 1024, 2040)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -115,8 +116,9 @@ import numpy as np
 from rnncore.kernels import packed
 assert not packed.compiles_for_avx512()
 assert (packed.TILE_ROWS, packed.TILE_PANELS) == (4, 1), (packed.TILE_ROWS, packed.TILE_PANELS)
+assert packed.PREFETCH_AHEAD and 1024 * 1024 * 8 >= packed.PREFETCH_MIN_BYTES
 rng = np.random.default_rng(0)
-for B, K, N in [(1, 33, 80), (7, 64, 33), (16, 40, 48)]:
+for B, K, N in [(1, 33, 80), (7, 64, 33), (16, 40, 48), (6, 1024, 1020)]:
     a, w = rng.standard_normal((B, K)), rng.standard_normal((N, K))
     p = packed.pack(w, B)
     assert p.shape == (-(-N // 8), K, 8)
