@@ -265,11 +265,11 @@ def pack(w, rows):
     ``_transpose_block``, the rest element by element. Otherwise (the backward's w_hh.T, columns
     contiguous) L consecutive elements at a time, one line of a panel: read a row of the view at a time,
     as for a C array, it touched one cache line per element (float32 (1024, 4096) view: 34 ms against 4.4
-    ms). The lines go PACK_COLUMNS values of k at a time over all panels: panel by panel over all of k,
-    each line came from another page of w (a row of w_hh, 12-16 KB apart at H 1024), and packing the
-    float32 (1024, 4096) view took 12.2 ms, 3.9 ms this way ((1024, 3072) 9.7 -> 2.7 ms, (1024, 1024) 0.56
-    -> 0.48 ms; up to 1 MB the same within 10%; minimum of 7 calls, median of 5 alternations; 16 or 32 at
-    a time 4.4 and 6.9 ms at (1024, 4096))."""
+    ms). The lines go PACK_COLUMNS values of k at a time over all panels: one panel at a time over all of
+    k took each line from another page of w (a row of w_hh, 12-16 KB apart at H 1024). float32, ms, one
+    panel at a time / 8 / 16 / 32 lines at a time, minimum of 7 calls, median of 5 alternations: (1024,
+    4096) view 12.2 / 3.9 / 4.4 / 6.9; (1024, 3072) 9.7 / 2.7 / 2.8 / 4.1; (1024, 1024) 0.56 / 0.48 / 0.46
+    / 0.46; up to 1 MB within 10% either way."""
     N, K = w.shape
     L = lanes(w)
     group = TILE_PANELS * L
