@@ -116,7 +116,7 @@ import numpy as np
 from rnncore.kernels import packed
 assert not packed.compiles_for_avx512()
 assert (packed.TILE_ROWS, packed.TILE_PANELS) == (4, 1), (packed.TILE_ROWS, packed.TILE_PANELS)
-assert packed.PREFETCH_AHEAD and 1024 * 1024 * 8 >= packed.PREFETCH_MIN_BYTES
+assert packed.PREFETCH_AHEAD and 128 * 1024 * 8 * 8 >= packed.PREFETCH_MIN_BYTES  # (6, 1024, 1020)'s panels
 rng = np.random.default_rng(0)
 for B, K, N in [(1, 33, 80), (7, 64, 33), (16, 40, 48), (6, 1024, 1020)]:
     a, w = rng.standard_normal((B, K)), rng.standard_normal((N, K))
