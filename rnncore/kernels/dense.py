@@ -11,33 +11,16 @@ Letters: N = rows (all leading axes of x flattened), I = in_features, O = out_fe
 embeddings, E = embedding_dim.
 """
 
-import numpy as np
-
-from rnncore.kernels._common import add_column_sums, add_product
+from rnncore.kernels._common import add_column_sums, add_product, matmul_into
 from rnncore.kernels._jit import kernel
-
-FEW_ROWS = 32  # the most rows for which ``linear_forward`` computes x W^T as (W x^T)^T
 
 
 @kernel
 def linear_forward(y, x, w, b):
-    """y = x W^T + b. y (N, O); x (N, I); w (O, I); b (O,), or (0,) for no bias.
-    From 2 to FEW_ROWS rows the product runs as y^T = W x^T, then a transposing copy: OpenBLAS packs the
-    second operand of a GEMM at every call, and with few rows packing W was most of the work (a head of
-    4,000 outputs over 256 inputs took 0.56 ms for 2 rows, as in sampling two texts at once, and 0.05 ms
-    for one).
-    Measured here, two threads, W (4000, 256): N 2 552 -> 253 us, N 8 755 -> 335, N 32 972 -> 870, N 64
-    1354 -> 1569 (so not there); W (256, 256): N 8 44.7 -> 22.0 us, N 32 82.4 -> 56.0. One row is a
-    matrix-vector product either way."""
+    """y = x W^T + b (the product through ``matmul_into``, which runs it as y^T = W x^T for 2 to FEW_ROWS
+    rows). y (N, O); x (N, I); w (O, I); b (O,), or (0,) for no bias."""
     N, O = y.shape  # noqa: E741
-    if 2 <= N <= FEW_ROWS:
-        yt = np.empty((O, N), dtype=y.dtype)
-        np.dot(w, x.T, yt)
-        for n in range(N):
-            for o in range(O):
-                y[n, o] = yt[o, n]
-    else:
-        np.dot(x, w.T, y)
+    matmul_into(y, x, w.T)
     if b.shape[0]:
         for n in range(N):
             for o in range(O):
@@ -48,7 +31,7 @@ def linear_forward(y, x, w, b):
 def linear_backward(dx, dw, db, g, x, w):
     """dx = g W; dw += g^T x; db += g summed over the rows (in float64, as the recurrent kernels' biases).
     dx (N, I); dw (O, I); db (O,), or (0,) for no bias; g (N, O); x (N, I); w (O, I)."""
-    np.dot(g, w, dx)
+    matmul_into(dx, g, w)
     add_product(dw, g.T, x)
     if db.shape[0]:
         add_column_sums(db, g)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import rnncore
-from rnncore.kernels.dense import FEW_ROWS
+from rnncore.kernels._common import FEW_ROWS
 
 
 def _reference(x, w, b, g):
