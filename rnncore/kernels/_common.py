@@ -222,9 +222,9 @@ def joint_product(p, x, h, w_joint, panels):
 
 @kernel
 def add_product(acc, a, b):
-    """acc += a @ b through a GEMM into scratch (``matmul_into``); acc (M, N), a (M, K), b (K, N)."""
+    """acc += a @ b through a GEMM into scratch; acc (M, N), a (M, K), b (K, N)."""
     prod = np.empty_like(acc)
-    matmul_into(prod, a, b)
+    np.dot(a, b, prod)
     M, N = acc.shape
     for m in range(M):
         for n in range(N):
@@ -249,7 +249,9 @@ def accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, h_pr
     if b == x.shape[1]:
         d_in2 = d_in.reshape(T * b, G)
         add_product(dw_ih, d_in2.T, x.reshape(T * b, I))
-        add_product(dx.reshape(T * b, I), d_in2, w_ih)
+        d_x = np.empty((T * b, I), dtype=x.dtype)
+        matmul_into(d_x, d_in2, w_ih)
+        add_into(dx.reshape(T * b, I), d_x)
         return
     rows = np.empty((min(T, INFER_CHUNK), b, I), dtype=x.dtype)  # the window's rows of x, then of dx
     for start in range(0, T, INFER_CHUNK):
