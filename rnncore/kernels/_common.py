@@ -20,7 +20,8 @@ reverse direction start at each sequence's own last step and h_n the state at it
 
 import numpy as np
 
-from rnncore.kernels._jit import kernel
+from rnncore.kernels._jit import inline_kernel, kernel
+from rnncore.kernels.blas import add_product
 from rnncore.kernels.packed import blas_product_into, packs, product_into, scratch
 
 # Time steps of the input projection computed at once by the inference kernels (bounded memory).
@@ -83,6 +84,20 @@ def matmul_into(y, x, m):
                     y[r, n] = yt[n, r]
     else:
         np.dot(x, m, y)
+
+
+@inline_kernel
+def add_matmul(acc, x, m):
+    """acc += x @ m: for 2 to FEW_ROWS rows ``matmul_into`` (its product the other way round) into scratch,
+    then an add pass; else one GEMM that adds into acc (``blas.add_product``). acc (R, N); x (R, K); m (K, N)
+    as in ``matmul_into``."""
+    R = acc.shape[0]
+    if 2 <= R <= FEW_ROWS:
+        y = np.empty_like(acc)
+        matmul_into(y, x, m)
+        add_into(acc, y)
+    else:
+        add_product(acc, x, m)
 
 
 @kernel
@@ -225,17 +240,6 @@ def joint_product(p, x, h, w_joint, panels):
 
 
 @kernel
-def add_product(acc, a, b):
-    """acc += a @ b through a GEMM into scratch; acc (M, N), a (M, K), b (K, N)."""
-    prod = np.empty_like(acc)
-    np.dot(a, b, prod)
-    M, N = acc.shape
-    for m in range(M):
-        for n in range(N):
-            acc[m, n] += prod[m, n]
-
-
-@kernel
 def accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, h_prev, w_ih, row):
     """The after-loop GEMMs of every backward pass (accumulating, ``+=``), for the window of b rows at row.
     dx (T, B, I); dw_ih (G, I); db_ih (G,); dw_hh (G, H); db_hh (G,)
@@ -253,9 +257,7 @@ def accumulate_weight_grads(dx, dw_ih, db_ih, dw_hh, db_hh, d_in, d_rec, x, h_pr
     if b == x.shape[1]:
         d_in2 = d_in.reshape(T * b, G)
         add_product(dw_ih, d_in2.T, x.reshape(T * b, I))
-        d_x = np.empty((T * b, I), dtype=x.dtype)
-        matmul_into(d_x, d_in2, w_ih)
-        add_into(dx.reshape(T * b, I), d_x)
+        add_matmul(dx.reshape(T * b, I), d_in2, w_ih)
         return
     rows = np.empty((min(T, INFER_CHUNK), b, I), dtype=x.dtype)  # the window's rows of x, then of dx
     for start in range(0, T, INFER_CHUNK):

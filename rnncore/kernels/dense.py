@@ -11,8 +11,9 @@ Letters: N = rows (all leading axes of x flattened), I = in_features, O = out_fe
 embeddings, E = embedding_dim.
 """
 
-from rnncore.kernels._common import add_column_sums, add_product, matmul_into
+from rnncore.kernels._common import add_column_sums, matmul_into
 from rnncore.kernels._jit import kernel
+from rnncore.kernels.blas import add_product
 
 
 @kernel

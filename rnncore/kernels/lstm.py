@@ -14,7 +14,6 @@ from rnncore.kernels._common import (
     INFER_CHUNK,
     accumulate_weight_grads,
     add_output_grad,
-    add_product,
     carry_inactive,
     chunk_bounds,
     copy_into,
@@ -29,6 +28,7 @@ from rnncore.kernels._common import (
 )
 from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, sigmoid, tanh
+from rnncore.kernels.blas import add_product
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 from rnncore.kernels.packed import given_or_pack, pack_with_scratch, product_into
 
