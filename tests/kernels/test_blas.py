@@ -1,14 +1,28 @@
-"""``blas.add_product``, acc += a @ b as one GEMM with beta = 1 (the weight gradients, the backward's dx and
-Linear's dw): against a float64 numpy reference for every layout the kernels pass (each operand row-major
-or the transpose of a row-major array), at 1 row, few and many, in both dtypes; and what it refuses."""
+"""The accumulating products of the backward passes, against a float64 numpy reference in both dtypes:
+``blas.add_product`` (acc += a @ b as one GEMM with beta = 1: the weight gradients and Linear's dw) for
+every layout the kernels pass (each operand row-major or the transpose of a row-major array), at 1 row, few
+and many, and what it refuses; ``_common.add_matmul`` (the full batch's dx += d W_ih) on both sides of the
+FEW_ROWS rule of ``matmul_into``."""
 
 import numpy as np
 import pytest
 
+from rnncore.kernels._common import FEW_ROWS, add_matmul
 from rnncore.kernels.blas import add_product
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
 SHAPES = [(1, 45, 37), (2, 45, 37), (33, 1, 5), (64, 96, 25), (1, 1, 1), (7, 3, 1)]  # (M, N, K)
+ROWS = [1, 2, FEW_ROWS, FEW_ROWS + 1, 2 * FEW_ROWS + 3]
+
+
+def check_accumulates(update, acc, a, b):
+    """update(acc, a, b) must leave acc + a @ b (the sums of float64 numpy) to the rounding of each sum."""
+    dtype = acc.dtype
+    reference = acc.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
+    scale = np.abs(acc).astype(np.float64) + np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+    update(acc, a, b)
+    assert acc.dtype == dtype
+    assert np.all(np.abs(acc - reference) <= TOLERANCE[dtype.type] * scale)
 
 
 def operand(rng, rows, cols, dtype, transposed):
@@ -27,12 +41,17 @@ def test_add_product_adds_the_product_to_acc(shape, a_transposed, b_transposed, 
     rng = np.random.default_rng(M * 1000 + N * 10 + K)
     a = operand(rng, M, K, dtype, a_transposed)
     b = operand(rng, K, N, dtype, b_transposed)
-    acc = rng.standard_normal((M, N)).astype(dtype)
-    reference = acc.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
-    scale = np.abs(acc).astype(np.float64) + np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
-    add_product(acc, a, b)
-    assert acc.dtype == dtype
-    assert np.all(np.abs(acc - reference) <= TOLERANCE[dtype] * scale)
+    check_accumulates(add_product, rng.standard_normal((M, N)).astype(dtype), a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("transposed", [False, True], ids=["m C-contiguous", "m a transposed W"])
+@pytest.mark.parametrize("rows", ROWS)
+def test_add_matmul_adds_the_product_on_both_sides_of_few_rows(rows, transposed, dtype):
+    rng = np.random.default_rng(100 + rows)
+    x = operand(rng, rows, 37, dtype, False)
+    m = operand(rng, 37, 45, dtype, transposed)
+    check_accumulates(add_matmul, rng.standard_normal((rows, 45)).astype(dtype), x, m)
 
 
 def test_add_product_into_a_row_slice_leaves_the_other_rows():

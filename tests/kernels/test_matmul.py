@@ -1,12 +1,11 @@
-"""``matmul_into``, the BLAS product behind the input projections, the backward's dx and Linear, and
-``add_matmul``, its accumulating form (the full batch's dx += d W_ih): against a float64 numpy reference on
-both sides of the FEW_ROWS rule (1 row, 2 to FEW_ROWS rows as y^T = m^T x^T, more rows as written), with m
-C-contiguous (dx = g W) and F-contiguous (a transposed W, as in x W^T)."""
+"""``matmul_into``, the BLAS product behind the input projections, the backward's dx and Linear: against a
+float64 numpy reference on both sides of its FEW_ROWS rule (1 row, 2 to FEW_ROWS rows as y^T = m^T x^T,
+more rows as written), with m C-contiguous (dx = g W) and F-contiguous (a transposed W, as in x W^T)."""
 
 import numpy as np
 import pytest
 
-from rnncore.kernels._common import FEW_ROWS, add_matmul, matmul_into
+from rnncore.kernels._common import FEW_ROWS, matmul_into
 
 ROWS = [1, 2, 3, FEW_ROWS - 1, FEW_ROWS, FEW_ROWS + 1, 2 * FEW_ROWS + 3]
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
@@ -28,20 +27,3 @@ def test_matmul_into_matches_numpy_in_float64(rows, transposed, dtype):
     scale = np.abs(x).astype(np.float64) @ np.abs(m).astype(np.float64)  # bounds the rounding of each sum
     assert y.dtype == dtype
     assert np.all(np.abs(y - reference) <= TOLERANCE[dtype] * scale)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("transposed", [False, True], ids=["m C-contiguous", "m a transposed W"])
-@pytest.mark.parametrize("rows", ROWS)
-def test_add_matmul_adds_the_product_in_float64_accuracy(rows, transposed, dtype):
-    rng = np.random.default_rng(100 + rows)
-    K, N = 37, 45
-    x = rng.standard_normal((rows, K)).astype(dtype)
-    w = rng.standard_normal((N, K) if transposed else (K, N)).astype(dtype)
-    m = w.T if transposed else w
-    acc = rng.standard_normal((rows, N)).astype(dtype)
-    reference = acc.astype(np.float64) + x.astype(np.float64) @ m.astype(np.float64)
-    scale = np.abs(acc).astype(np.float64) + np.abs(x).astype(np.float64) @ np.abs(m).astype(np.float64)
-    add_matmul(acc, x, m)
-    assert acc.dtype == dtype
-    assert np.all(np.abs(acc - reference) <= TOLERANCE[dtype] * scale)
