@@ -74,6 +74,8 @@ def add_product(acc, a, b):
     the transpose of a row-major array (as d.T and w.T are)."""
     M, N = acc.shape
     K = a.shape[1]
+    if a.shape[0] != M or b.shape[0] != K or b.shape[1] != N:
+        raise ValueError("add_product: shapes do not match: acc (M, N), a (M, K), b (K, N)")
     if M == 0 or N == 0 or K == 0:
         return
     lead_c = _row_major_lead(acc)

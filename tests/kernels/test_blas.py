@@ -88,3 +88,14 @@ def test_add_product_refuses_layouts_blas_cannot_read(which):
     with pytest.raises(ValueError, match="row-major"):
         add_product(arrays["acc"], arrays["a"], arrays["b"])
     np.testing.assert_array_equal(arrays["acc"], before)
+
+
+MISMATCHED = [((4, 4), (3, 5), (5, 4)), ((4, 4), (4, 5), (6, 4)), ((4, 4), (4, 5), (5, 3))]  # acc, a, b
+
+
+@pytest.mark.parametrize("shapes", MISMATCHED, ids=["a rows", "b rows", "b columns"])
+def test_add_product_refuses_shapes_that_do_not_match(shapes):
+    acc, a, b = (np.ones(shape) for shape in shapes)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        add_product(acc, a, b)
+    np.testing.assert_array_equal(acc, np.ones(shapes[0]))
