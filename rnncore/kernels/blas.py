@@ -41,6 +41,7 @@ _xxgemm = types.ExternalFunction(
     ),
 )
 _NO_TRANSPOSE, _TRANSPOSE = ord("n"), ord("t")
+_FLOAT32, _FLOAT64 = ord("s"), ord("d")  # the kinds (constants of the compiled code, not calls of ord)
 
 
 @inline_kernel
@@ -83,7 +84,7 @@ def add_product(acc, a, b):
     trans_a, lead_a = _operand(a)
     if not (lead_c and lead_a and lead_b):
         raise ValueError("add_product: acc must be row-major, a and b row-major or transposed row-major")
-    kind = ord("s") if acc.itemsize == 4 else ord("d")
+    kind = _FLOAT32 if acc.itemsize == 4 else _FLOAT64
     one = np.ones(1, dtype=acc.dtype)  # alpha and beta
     status = _xxgemm(kind, trans_b, trans_a, N, M, K, one.ctypes, b.ctypes, lead_b, a.ctypes, lead_a,
                      one.ctypes, acc.ctypes, lead_c)
