@@ -216,13 +216,8 @@ def zero_inactive_rows(d, lengths, t):
 
 
 @kernel
-def joint_product(p, x, h, w_joint, panels):
-    """p = [x | h] w_joint^T: a step's input and recurrent products as one product over the weights side by
-    side (``rnncore.nn.stepper.side_by_side``). For the rows and weights ``packed.packs`` takes, the packed
-    tile over ``panels``, which the stepper packs once (BLAS repacks the weights at every call: LSTM H 512,
-    B 8 took 1.1 ms a step that way); else at B = 1 one gemv over every weight of the step, which BLAS
-    splits over its threads (two gemvs of half the size each ran on one), and BLAS for other rows.
-    p (B, R); x (B, I); h (B, H); w_joint (R, I + H); panels: ``packed.pack(w_joint, MIN_ROWS)``."""
+def side_by_side_rows(x, h):
+    """[x | h], (B, I + H): the input of a product over joint weights; x (B, I), h (B, H)."""
     B, I = x.shape  # noqa: E741  (the project's dimension letters)
     H = h.shape[1]
     xh = np.empty((B, I + H), dtype=x.dtype)
@@ -231,6 +226,19 @@ def joint_product(p, x, h, w_joint, panels):
             xh[b, k] = x[b, k]
         for k in range(H):
             xh[b, I + k] = h[b, k]
+    return xh
+
+
+@kernel
+def joint_product(p, x, h, w_joint, panels):
+    """p = [x | h] w_joint^T: a step's input and recurrent products as one product over the weights side by
+    side (``rnncore.nn.stepper.side_by_side``). For the rows and weights ``packed.packs`` takes, the packed
+    tile over ``panels``, which the stepper packs once (BLAS repacks the weights at every call: LSTM H 512,
+    B 8 took 1.1 ms a step that way); else at B = 1 one gemv over every weight of the step, which BLAS
+    splits over its threads (two gemvs of half the size each ran on one), and BLAS for other rows.
+    p (B, R); x (B, I); h (B, H); w_joint (R, I + H); panels: ``packed.pack(w_joint, MIN_ROWS)``."""
+    B = x.shape[0]
+    xh = side_by_side_rows(x, h)
     if packs(w_joint, B):
         product_into(p, xh, w_joint, panels, scratch(panels, B))
     elif B == 1:

@@ -3,14 +3,15 @@
 References: the layer's own forward over the same sequence (checked against torch in
 ``test_torch_fixtures``, where the stepper is also run on torch's fixtures) and a float64 NumPy product
 for the joint matrix. Batch sizes cover each product of ``joint_product``: 1 to MAX_ROWS rows on the
-packed tile over the snapshot's panels (over large weights 1 row as one gemv, 2 or 3 as one gemv per row)
-and more (BLAS).
+packed tile over the snapshot's panels (over large weights 1 row as one gemv, or the GRU's as three over
+blocks of it, 2 or 3 as one gemv per row) and more (BLAS).
 """
 
 import numpy as np
 import pytest
 
 import rnncore
+from rnncore.kernels import gru
 from rnncore.kernels.packed import MAX_ROWS
 from rnncore.nn._checks import NonFiniteError
 from rnncore.nn.stepper import side_by_side
@@ -89,6 +90,28 @@ def test_few_rows_over_a_large_joint_matrix(cls):
         got, _ = stepper.step(x)
         want, _ = layer.step(x)
         assert rel_err(got, want) < 1e-12
+
+
+@pytest.mark.parametrize(("dtype", "I", "H"), [(np.float32, 40, 1024), (np.float64, 24, 768)])
+def test_gru_one_row_over_joint_weights_past_the_split_bound(dtype, I, H):  # noqa: E741
+    """Over at least SPLIT_JOINT_MIN_BYTES of joint weights a GRU step of one row runs as three gemvs over
+    blocks of the joint matrix (I != H, so that a block taken at the wrong offset shows): steps of 1 row,
+    then 2 (one product over all of it) and 1 again, against the layer's forward over the same sequence."""
+    layer = rnncore.GRU(I, H, dtype=dtype, seed=6)
+    assert 4 * H * (I + H) * np.dtype(dtype).itemsize >= gru.SPLIT_JOINT_MIN_BYTES
+    stepper = layer.stepper()
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 1, I)).astype(dtype)
+    with rnncore.no_grad():
+        want_out, want_state = layer(x)
+    got_out, got_state = run_steps(stepper.step, x)
+    assert rel_err(got_out, want_out) < TOL[dtype]
+    assert rel_err(got_state, want_state) < TOL[dtype]
+    for B in (2, 1):
+        xb = rng.standard_normal((B, I)).astype(dtype)
+        got, _ = stepper.step(xb, got_state[:, :1].repeat(B, axis=1))
+        want, _ = layer.step(xb, got_state[:, :1].repeat(B, axis=1))
+        assert rel_err(got, want) < TOL[dtype]
 
 
 @pytest.mark.parametrize(("cls", "kwargs"), JOINT, ids=ids(JOINT))
