@@ -104,7 +104,7 @@ def add_matmul(acc, x, m):
 def project_inputs(a, x, w_ih, b_ih):
     """The input projection of all steps as one GEMM (``matmul_into``): a = x W_ih^T + b_ih.
     a (T, B, G): output; x (T, B, I); w_ih (G, I); b_ih (G,)."""
-    T, B, I = x.shape
+    T, B, I = x.shape  # noqa: E741  (the project's dimension letters)
     G = w_ih.shape[0]
     a2 = a.reshape(T * B, G)
     matmul_into(a2, x.reshape(T * B, I), w_ih.T)
