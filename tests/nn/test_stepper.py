@@ -95,8 +95,9 @@ def test_few_rows_over_a_large_joint_matrix(cls):
 @pytest.mark.parametrize(("dtype", "I", "H"), [(np.float32, 40, 1024), (np.float64, 24, 768)])
 def test_gru_one_row_over_joint_weights_past_the_split_bound(dtype, I, H):  # noqa: E741
     """Over at least SPLIT_JOINT_MIN_BYTES of joint weights a GRU step of one row runs as three gemvs over
-    blocks of the joint matrix (I != H, so that a block taken at the wrong offset shows): steps of 1 row,
-    then 2 (one product over all of it) and 1 again, against the layer's forward over the same sequence."""
+    blocks of the joint matrix (I != H, so that a block taken at the wrong offset shows): four steps of 1 row
+    against the layer's forward over the same sequence, then steps of 2 rows (one product over all of it) and
+    1 row against ``layer.step`` from the same state."""
     layer = rnncore.GRU(I, H, dtype=dtype, seed=6)
     assert 4 * H * (I + H) * np.dtype(dtype).itemsize >= gru.SPLIT_JOINT_MIN_BYTES
     stepper = layer.stepper()
