@@ -11,6 +11,9 @@ same outputs (the largest relative difference is printed: a change that alters r
 
     python benchmarks/ab.py REV [--cells lstm,gru] [--B 16,64] [--H 64,256] [--T 100] [--mode train]
 
+``--mode decode`` times one step of each layer's ``stepper()`` instead (B rows from the state that T steps
+reached; T is not timed), as the decode section of ``rnn_vs_torch.py`` does.
+
 Cells (``--cells``): the keys of ``CELLS``. The revision's kernels compile afresh in every run (their Numba
 cache is keyed by their temporary path). Like ``rnn_vs_torch.py``, it unsets OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE for its own process.
@@ -77,6 +80,14 @@ def time_pair(run_old, run_new, samples, seconds):
     return times
 
 
+def run_steps(stepper, x):
+    """The state after stepping through x (T, B, H) one step at a time."""
+    state = None
+    for x_t in x:
+        _, state = stepper.step(x_t, state)
+    return state
+
+
 def measure_row(old, new, key, B, H, args):
     """One table row: both trees' layers with the same seed on the same inputs, checked, then timed."""
     cls, options = CELLS[key]
@@ -89,8 +100,15 @@ def measure_row(old, new, key, B, H, args):
             shapes.append(layer(x)[0].shape)
     grad = rng.standard_normal(shapes[1]).astype(np.float32)
 
+    if args.mode == "decode":
+        steppers = [layer.stepper() for layer in layers]
+        states = [run_steps(stepper, x) for stepper in steppers]
+        x_step = rng.standard_normal((B, H)).astype(np.float32)
+
     def run(side):
         layer, lib = layers[side], (old, new)[side]
+        if args.mode == "decode":
+            return steppers[side].step(x_step, states[side])[0]
         if args.mode == "infer":
             with lib.no_grad():
                 return layer(x)[0]
@@ -102,7 +120,7 @@ def measure_row(old, new, key, B, H, args):
     diff = float(np.max(np.abs(outs[1] - outs[0])) / max(np.max(np.abs(outs[0])), 1e-30))
     t_old, t_new = time_pair(lambda: run(0), lambda: run(1), args.samples, args.seconds)
     median_ratio = statistics.median(t_new) / statistics.median(t_old)
-    return (f"| {key} | {B} | {H} | {min(t_old) * 1e3:.2f} | {min(t_new) * 1e3:.2f} | "
+    return (f"| {key} | {B} | {H} | {min(t_old) * 1e3:.4g} | {min(t_new) * 1e3:.4g} | "
             f"{min(t_new) / min(t_old):.2f} | {median_ratio:.2f} | {diff:.1e} |")
 
 
@@ -113,7 +131,7 @@ def main():
     parser.add_argument("--B", default="16,64", help="batch sizes")
     parser.add_argument("--H", default="64,256", help="hidden sizes (input size the same)")
     parser.add_argument("--T", type=int, default=100, help="steps")
-    parser.add_argument("--mode", choices=("train", "infer"), default="train")
+    parser.add_argument("--mode", choices=("train", "infer", "decode"), default="train")
     parser.add_argument("--samples", type=int, default=15, help="samples per side and row")
     parser.add_argument("--seconds", type=float, default=0.03, help="least time of one sample")
     parser.add_argument("--threads", type=int, default=2, help="rnncore.set_num_threads for both trees")
@@ -131,7 +149,8 @@ def main():
         for lib in (old, new):
             lib.set_num_threads(args.threads)
         print(f"old: {args.rev} ({old.__file__}); new: the working tree ({new.__file__})")
-        print(f"{args.mode} pass, T {args.T}, float32, {args.threads} threads; {args.samples} samples per "
+        what = "decode step (stepper)" if args.mode == "decode" else f"{args.mode} pass"
+        print(f"{what}, T {args.T}, float32, {args.threads} threads; {args.samples} samples per "
               f"side, alternated; each the mean of at least {args.seconds * 1e3:.0f} ms of passes\n")
         print("| cell | B | H | old ms | new ms | ratio (min) | ratio (median) | max rel diff |")
         print("|---|---|---|---|---|---|---|---|")
