@@ -1,5 +1,4 @@
-"""BLAS calls that Numba's ``np.dot`` does not make: acc += a @ b as one GEMM with beta = 1 (the accumulating
-products of the backward passes), and y = w v over a block of rows and columns of a larger matrix.
+"""acc += a @ b as one BLAS GEMM with beta = 1: the accumulating products of the backward passes.
 
 Numba's ``np.dot`` always writes its result (beta = 0), so an accumulating product went through a scratch
 array of acc's size and an add pass over it. For the weight gradients of a pass over few rows (B = 1: a
@@ -14,11 +13,6 @@ of (1024, 1024) 658 / 696 -> 580 / 415, of (4096, 1024) 5459 / 5130 -> 2092 / 18
 
 BLAS is column-major: a row-major (R, C) array is the column-major (C, R) matrix, its transpose. So
 acc = acc + a b is computed as acc^T = acc^T + b^T a^T, with b as BLAS's first operand.
-
-``gemv_into`` reads w (R, C) in place when its rows lie a longer row apart (w[r0:r1, c0:c1] of a C array):
-Numba's ``np.dot`` copies such a view first. A GRU's decode step multiplies two such blocks of its joint
-weights (``rnncore.nn.stepper``), and over weights larger than the caches the copy would cost more than
-the product.
 """
 
 import numpy as np
@@ -44,22 +38,6 @@ _xxgemm = types.ExternalFunction(
         types.voidptr,  # beta
         types.voidptr,  # c
         types.intp,  # ldc
-    ),
-)
-# y = alpha op(a) x + beta y, column-major, unit strides for x and y (``numba/_lapack.c``)
-_xxgemv = types.ExternalFunction(
-    "numba_xxgemv",
-    types.intc(
-        types.char,  # kind
-        types.char,  # trans: 'n' or 't'
-        types.intp,  # m: rows of a
-        types.intp,  # n: columns of a
-        types.voidptr,  # alpha
-        types.voidptr,  # a
-        types.intp,  # lda
-        types.voidptr,  # x
-        types.voidptr,  # beta
-        types.voidptr,  # y
     ),
 )
 _NO_TRANSPOSE, _TRANSPOSE = ord("n"), ord("t")
@@ -112,28 +90,3 @@ def add_product(acc, a, b):
                      one.ctypes, acc.ctypes, lead_c)
     if status != 0:
         raise RuntimeError("add_product: no gemm in scipy.linalg.cython_blas")
-
-
-@kernel
-def gemv_into(y, w, v):
-    """y = w @ v in one BLAS gemv over w in place. y (R,) and v (C,) contiguous; w (R, C) row-major, its rows
-    any number of elements apart from C on (a block of columns of a C array). Column-major, w is the (C, R)
-    matrix with leading dimension w's row step, so y = (that matrix)^T v."""
-    R, C = w.shape
-    if y.shape[0] != R or v.shape[0] != C:
-        raise ValueError("gemv_into: shapes do not match: y (R,), w (R, C), v (C,)")
-    if R == 0:
-        return
-    if C == 0:
-        for r in range(R):
-            y[r] = 0
-        return
-    lead = _row_major_lead(w)
-    if not lead or y.strides[0] != y.itemsize or v.strides[0] != v.itemsize:
-        raise ValueError("gemv_into: w must be row-major, y and v contiguous")
-    kind = _FLOAT32 if y.itemsize == 4 else _FLOAT64
-    alpha_beta = np.array([1.0, 0.0], dtype=y.dtype)
-    status = _xxgemv(kind, _TRANSPOSE, C, R, alpha_beta[:1].ctypes, w.ctypes, lead, v.ctypes,
-                     alpha_beta[1:].ctypes, y.ctypes)
-    if status != 0:
-        raise RuntimeError("gemv_into: no gemv in scipy.linalg.cython_blas")

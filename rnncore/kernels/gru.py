@@ -28,13 +28,11 @@ from rnncore.kernels._common import (
     prev_offset,
     project_input_rows,
     project_inputs,
-    side_by_side_rows,
     time_index,
     write_output,
 )
 from rnncore.kernels._jit import inline_kernel, kernel
 from rnncore.kernels.activations import SIGMOID, TANH, activate_sum_row, tanh
-from rnncore.kernels.blas import gemv_into
 from rnncore.kernels.masks import mask_state, mask_states, prev_state_grad, zoneout_grad, zoneout_update
 from rnncore.kernels.packed import given_or_pack, pack, pack_with_scratch, product_into
 
@@ -191,26 +189,6 @@ def reset_grads_row(d_r, d_via, d_out, r, v):
         d_via[j] = d_out[j] * r[j]
 
 
-# One row over joint weights of at least this size runs as three gemvs that skip the joint matrix's zero
-# blocks (``split_joint_product``), where one gemv over all of it reads a third more bytes (4H x (I + H)
-# against 3H x (I + H)). Over weights that stay in the caches the two extra BLAS calls cost more than the
-# bytes save. Measured here (Zen 4, 32 MB of L3, two threads, float32, I = H, median us of a stepper's
-# step, one gemv -> three, in one process): H 256 (2 MB) 24.3 -> 24.5; H 512 (8 MB) 65.0 -> 73.6,
-# 72.6 -> 77.0; H 640 (13 MB) 117.7 -> 141.8; H 768 (19 MB) 271.6 -> 141.9; H 896 (26 MB) 577.8 -> 358.2;
-# H 1024 (32 MB) 746.9 -> 470.2, 712.1 -> 483.1.
-SPLIT_JOINT_MIN_BYTES = 16 << 20
-
-
-@inline_kernel
-def split_joint_product(p, xh, w_joint, I):  # noqa: E741  (the project's dimension letters)
-    """``joint_product`` of one row without the zero blocks of the GRU's joint weights: p (4H,) = [r, z rows
-    of [x | h] w_joint^T, W_in x, W_hn h]; xh (I + H,) = [x | h]; w_joint (4H, I + H) as in ``step_joint``."""
-    H = p.shape[0] // 4
-    gemv_into(p[: 2 * H], w_joint[: 2 * H], xh)
-    gemv_into(p[2 * H : 3 * H], w_joint[2 * H : 3 * H, :I], xh[:I])
-    gemv_into(p[3 * H :], w_joint[3 * H :, I:], xh[I:])
-
-
 @kernel
 def step_joint(h_new, x, h, w_joint, panels, b_ih, b_hh):
     """``step`` of reset_after over the weights side by side (``_common.joint_product``). h_new (B, H);
@@ -220,10 +198,7 @@ def step_joint(h_new, x, h, w_joint, panels, b_ih, b_hh):
     B, H = h.shape
     p = np.empty((B, 4 * H), dtype=x.dtype)  # r, z pre-activations without biases, W_in x, W_hn h
     aux = np.empty(H, dtype=x.dtype)
-    if B == 1 and w_joint.size * w_joint.itemsize >= SPLIT_JOINT_MIN_BYTES:
-        split_joint_product(p[0], side_by_side_rows(x, h)[0], w_joint, x.shape[1])
-    else:
-        joint_product(p, x, h, w_joint, panels)
+    joint_product(p, x, h, w_joint, panels)
     for b in range(B):
         pb = p[b]
         for j in range(2 * H, 3 * H):

@@ -17,7 +17,7 @@ from rnncore.nn._workspace import Workspace
 from rnncore.nn.layers import dropout_mask
 from rnncore.nn.module import Module, is_grad_enabled
 from rnncore.nn.regularisers import RATE_NAMES, check_rate, drop_weights, input_mask, step_masks
-from rnncore.nn.stepper import Stepper, side_by_side
+from rnncore.nn.stepper import GRU_ROW_ON_WEIGHTS_MIN_BYTES, Stepper, side_by_side
 
 
 class RecurrentBase(Module):
@@ -824,9 +824,24 @@ class GRU(RecurrentBase):
         gru.step(new[0], x, states[0], *w, self.reset_after)
 
     def _joint_weights(self, layer):
-        return self._side_by_side_weights(layer, 2 * self.hidden_size) if self.reset_after else None
+        """reset_after: ``_side_by_side_weights``; over GRU_ROW_ON_WEIGHTS_MIN_BYTES of W_ih and W_hh, the
+        same list with the joint matrix left None and copies of W_ih and W_hh after the biases, for
+        ``_run_joint_step`` (``rnncore.nn.stepper``)."""
+        if not self.reset_after:
+            return None
+        w_ih, w_hh, b_ih, b_hh = self._weights(layer, 0)[:4]
+        if w_ih.nbytes + w_hh.nbytes < GRU_ROW_ON_WEIGHTS_MIN_BYTES:
+            return self._side_by_side_weights(layer, 2 * self.hidden_size)
+        return [None, None, b_ih.copy(), b_hh.copy(), w_ih.copy(), w_hh.copy()]
 
     def _run_joint_step(self, new, x, states, joint):
+        if len(joint) > 4:  # the copies of W_ih and W_hh of ``_joint_weights``
+            w_ih, w_hh = joint[4:]
+            if x.shape[0] == 1:
+                gru.step(new[0], x, states[0], w_ih, w_hh, joint[2], joint[3], True)
+                return
+            if joint[0] is None:
+                joint[0] = side_by_side(w_ih, w_hh, 2 * self.hidden_size)
         gru.step_joint(new[0], x, states[0], *self._joint_args(joint, x.shape[0]))
 
     def _run_masked(self, out, finals, x, lengths, s0, w, masks, reverse, col):

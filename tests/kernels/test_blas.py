@@ -2,14 +2,13 @@
 ``blas.add_product`` (acc += a @ b as one GEMM with beta = 1: the weight gradients and Linear's dw) for
 every layout the kernels pass (each operand row-major or the transpose of a row-major array), at 1 row, few
 and many, and what it refuses; ``_common.add_matmul`` (the full batch's dx += d W_ih) on both sides of the
-FEW_ROWS rule of ``matmul_into``; ``blas.gemv_into`` (y = w v over a block of a larger matrix, read in
-place: the GRU's decode step over its joint weights)."""
+FEW_ROWS rule of ``matmul_into``."""
 
 import numpy as np
 import pytest
 
 from rnncore.kernels._common import FEW_ROWS, add_matmul
-from rnncore.kernels.blas import add_product, gemv_into
+from rnncore.kernels.blas import add_product
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
 SHAPES = [(1, 45, 37), (2, 45, 37), (33, 1, 5), (64, 96, 25), (1, 1, 1), (7, 3, 1)]  # (M, N, K)
@@ -100,42 +99,3 @@ def test_add_product_refuses_shapes_that_do_not_match(shapes):
     with pytest.raises(ValueError, match="shapes do not match"):
         add_product(acc, a, b)
     np.testing.assert_array_equal(acc, np.ones(shapes[0]))
-
-
-BLOCKS = [(slice(None), slice(None)), (slice(3, 20), slice(5, 17)), (slice(None), slice(0, 1)),
-          (slice(5, 6), slice(2, 29)), (slice(30, 40), slice(29, 30))]
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"rows{r.start}-{r.stop}-cols{c.start}-{c.stop}"
-                                                for r, c in BLOCKS])
-def test_gemv_into_reads_a_block_of_a_matrix_in_place(block, dtype):
-    rng = np.random.default_rng(11)
-    w = rng.standard_normal((40, 30)).astype(dtype)[block]
-    v = rng.standard_normal(w.shape[1]).astype(dtype)
-    y = np.full(w.shape[0], np.nan, dtype=dtype)
-    gemv_into(y, w, v)
-    reference = w.astype(np.float64) @ v.astype(np.float64)
-    scale = np.abs(w).astype(np.float64) @ np.abs(v).astype(np.float64)
-    assert np.all(np.abs(y - reference) <= TOLERANCE[dtype] * scale)
-
-
-def test_gemv_into_over_no_columns_writes_zeros():
-    y = np.full(4, np.nan)
-    gemv_into(y, np.empty((4, 0)), np.empty(0))
-    assert np.all(y == 0)
-
-
-@pytest.mark.parametrize(("y", "w", "v", "message"), [
-    (np.empty(5), np.ones((6, 5)).T, np.ones(6), "row-major"),  # w column-major
-    (np.empty(5), np.ones((5, 12))[:, ::2], np.ones(6), "row-major"),  # columns two apart
-    (np.empty(10)[::2], np.ones((5, 6)), np.ones(6), "contiguous"),
-    (np.empty(5), np.ones((5, 6)), np.ones(12)[::2], "contiguous"),
-    (np.empty(4), np.ones((5, 6)), np.ones(6), "shapes do not match"),
-    (np.empty(5), np.ones((5, 6)), np.ones(7), "shapes do not match"),
-])
-def test_gemv_into_refuses_what_blas_cannot_read(y, w, v, message):
-    before = y.copy()
-    with pytest.raises(ValueError, match=message):
-        gemv_into(y, w, v)
-    assert np.array_equal(y, before, equal_nan=True)

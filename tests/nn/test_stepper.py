@@ -3,18 +3,17 @@
 References: the layer's own forward over the same sequence (checked against torch in
 ``test_torch_fixtures``, where the stepper is also run on torch's fixtures) and a float64 NumPy product
 for the joint matrix. Batch sizes cover each product of ``joint_product``: 1 to MAX_ROWS rows on the
-packed tile over the snapshot's panels (over large weights 1 row as one gemv, or the GRU's as three over
-blocks of it, 2 or 3 as one gemv per row) and more (BLAS).
+packed tile over the snapshot's panels (over large weights 1 row as one gemv, or the GRU's as two over
+copies of W_ih and W_hh, 2 or 3 as one gemv per row) and more (BLAS).
 """
 
 import numpy as np
 import pytest
 
 import rnncore
-from rnncore.kernels import gru
 from rnncore.kernels.packed import MAX_ROWS
 from rnncore.nn._checks import NonFiniteError
-from rnncore.nn.stepper import side_by_side
+from rnncore.nn.stepper import GRU_ROW_ON_WEIGHTS_MIN_BYTES, side_by_side
 
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
 JOINT = [(rnncore.RNN, {"nonlinearity": "tanh"}), (rnncore.RNN, {"nonlinearity": "relu"}),
@@ -92,14 +91,14 @@ def test_few_rows_over_a_large_joint_matrix(cls):
         assert rel_err(got, want) < 1e-12
 
 
-@pytest.mark.parametrize(("dtype", "I", "H"), [(np.float32, 40, 1024), (np.float64, 24, 768)])
-def test_gru_one_row_over_joint_weights_past_the_split_bound(dtype, I, H):  # noqa: E741
-    """Over at least SPLIT_JOINT_MIN_BYTES of joint weights a GRU step of one row runs as three gemvs over
-    blocks of the joint matrix (I != H, so that a block taken at the wrong offset shows): four steps of 1 row
-    against the layer's forward over the same sequence, then steps of 2 rows (one product over all of it) and
-    1 row against ``layer.step`` from the same state."""
+@pytest.mark.parametrize(("dtype", "I", "H"), [(np.float32, 40, 600), (np.float64, 24, 420)])
+def test_gru_rows_past_the_bound_on_the_weights(dtype, I, H):  # noqa: E741
+    """Over at least GRU_ROW_ON_WEIGHTS_MIN_BYTES of weights a GRU step of one row runs on copies of W_ih and
+    W_hh, and the joint matrix is made on the first step of more rows (I != H, so that a weight read at the
+    wrong offset shows): four steps of 1 row against the layer's forward over the same sequence, then steps
+    of 2 rows (one product over the joint matrix) and 1 row against ``layer.step`` from the same state."""
     layer = rnncore.GRU(I, H, dtype=dtype, seed=6)
-    assert 4 * H * (I + H) * np.dtype(dtype).itemsize >= gru.SPLIT_JOINT_MIN_BYTES
+    assert 3 * H * (I + H) * np.dtype(dtype).itemsize >= GRU_ROW_ON_WEIGHTS_MIN_BYTES
     stepper = layer.stepper()
     rng = np.random.default_rng(9)
     x = rng.standard_normal((4, 1, I)).astype(dtype)
@@ -108,11 +107,13 @@ def test_gru_one_row_over_joint_weights_past_the_split_bound(dtype, I, H):  # no
     got_out, got_state = run_steps(stepper.step, x)
     assert rel_err(got_out, want_out) < TOL[dtype]
     assert rel_err(got_state, want_state) < TOL[dtype]
+    assert stepper._layers[0][1][0] is None  # no joint matrix made for steps of one row
     for B in (2, 1):
         xb = rng.standard_normal((B, I)).astype(dtype)
         got, _ = stepper.step(xb, got_state[:, :1].repeat(B, axis=1))
         want, _ = layer.step(xb, got_state[:, :1].repeat(B, axis=1))
         assert rel_err(got, want) < TOL[dtype]
+    assert stepper._layers[0][1][0].shape == (4 * H, I + H)
 
 
 @pytest.mark.parametrize(("cls", "kwargs"), JOINT, ids=ids(JOINT))
