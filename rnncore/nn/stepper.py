@@ -64,7 +64,8 @@ class Stepper:
 
     @property
     def joint(self):
-        """Whether every layer runs its step as one product over joint weights."""
+        """Whether every layer runs its steps over joint weights (a GRU's over GRU_ROW_ON_WEIGHTS_MIN_BYTES:
+        its steps of more than one row; of one row, on the copies of its weights)."""
         return all(run != self.layer._run_step for run, _ in self._layers)
 
     def step(self, x, hx=None):
